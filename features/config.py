@@ -1,0 +1,210 @@
+"""The one typed configuration of the pipeline, loaded from ``configs/*.yaml``.
+
+Relative paths in the file are resolved against ``data_dir`` (itself relative to the current directory), so
+the same file works from any checkout. Unknown keys and wrong types are errors that name the key and the file.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from features.errors import ConfigError
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
+CONFIG_ENV = "CHURN_CONFIG"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SourceConfig(_Strict):
+    """Where one table comes from: a file (CSV or Parquet, path or glob) or a SQL database."""
+
+    path: str | None = Field(None, description="CSV or Parquet file or glob, relative to data_dir")
+    format: Literal["csv", "parquet"] | None = Field(None, description="default: from the file extension")
+    url: str | None = Field(None, description="SQLAlchemy URL, e.g. postgresql://user@host/db")
+    table: str | None = None
+    query: str | None = None
+    csv_delimiter: str = ","
+    csv_encoding: str = "utf-8"
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "SourceConfig":
+        if (self.path is None) == (self.url is None):
+            raise ValueError("give exactly one of 'path' (a file or glob) or 'url' (a SQLAlchemy URL)")
+        if self.url is not None and (self.table is None) == (self.query is None):
+            raise ValueError("a SQL source needs exactly one of 'table' or 'query'")
+        return self
+
+
+class TableConfig(_Strict):
+    """One table of the data contract: its source, its column names and how its dates are written."""
+
+    source: SourceConfig
+    columns: dict[str, str] = Field(default_factory=dict,
+                                    description="contract column -> column name in the source")
+    date_format: str | None = Field(None, description="strftime format of dates, default: ISO 8601")
+
+
+class ValidationConfig(_Strict):
+    max_reject_share: float = Field(0.01, ge=0, le=1)
+    fx_max_staleness_days: int = Field(7, ge=0)
+
+
+class HorizonsConfig(_Strict):
+    churn_days: int = Field(90, gt=0)
+    cltv_days: int = Field(365, gt=0)
+    activity_window_days: int = Field(365, gt=0)
+
+
+class SnapshotsConfig(_Strict):
+    cadence: Literal["monthly", "weekly"] = "monthly"
+    lookback_months: int = Field(24, gt=0)
+
+
+class ModelsConfig(_Strict):
+    seed: int = 42
+    promotion_margin_auc: float = 0.005
+    promotion_margin_gini: float = 0.005
+
+
+class MlflowConfig(_Strict):
+    tracking_uri: str | None = Field(None, description="default: sqlite database under data_dir/mlflow")
+
+
+class OutputsConfig(_Strict):
+    dir: str = "outputs"
+
+
+class GeneratorConfig(_Strict):
+    customers: int = Field(20_000, gt=0)
+    seed: int = 42
+
+
+TABLE_NAMES = ("transactions", "customers", "support_tickets", "surveys", "web_sessions", "email_events",
+               "subscriptions", "fx_rates")
+
+
+class PipelineConfig(_Strict):
+    """The whole pipeline's configuration (one object, handed out in typed parts)."""
+
+    data_dir: Path = Path("data")
+    raw_dir: str = Field("raw", description="where `churn generate` writes by default, relative to data_dir")
+    as_of: dt.date | None = Field(None, description="the data's as-of date; default: today (CLI only)")
+    timezone: str = "UTC"
+    base_currency: str = "USD"
+    tables: dict[str, TableConfig]
+    validation: ValidationConfig = ValidationConfig()
+    horizons: HorizonsConfig = HorizonsConfig()
+    snapshots: SnapshotsConfig = SnapshotsConfig()
+    models: ModelsConfig = ModelsConfig()
+    mlflow: MlflowConfig = MlflowConfig()
+    outputs: OutputsConfig = OutputsConfig()
+    generator: GeneratorConfig = GeneratorConfig()
+
+    @field_validator("tables")
+    @classmethod
+    def _known_tables(cls, tables: dict[str, TableConfig]) -> dict[str, TableConfig]:
+        unknown = sorted(set(tables) - set(TABLE_NAMES))
+        if unknown:
+            raise ValueError(f"unknown table(s) {unknown}; expected some of {list(TABLE_NAMES)}")
+        if "transactions" not in tables:
+            raise ValueError("the 'transactions' table is required")
+        return tables
+
+    @field_validator("timezone")
+    @classmethod
+    def _valid_timezone(cls, tz: str) -> str:
+        try:
+            ZoneInfo(tz)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {tz!r}; use an IANA name such as 'UTC' or 'Europe/Prague'")
+        return tz
+
+    @field_validator("base_currency")
+    @classmethod
+    def _iso_currency(cls, code: str) -> str:
+        import pycountry
+
+        if pycountry.currencies.get(alpha_3=code) is None:
+            raise ValueError(f"{code!r} is not an ISO 4217 currency code")
+        return code
+
+    def resolve(self, relative: str | Path) -> Path:
+        """A path from the config: absolute as given, otherwise relative to ``data_dir``."""
+        path = Path(relative)
+        return path if path.is_absolute() else self.data_dir / path
+
+    @property
+    def raw_path(self) -> Path:
+        return self.resolve(self.raw_dir)
+
+    @property
+    def quarantine_dir(self) -> Path:
+        return self.data_dir / "quarantine"
+
+    @property
+    def validated_dir(self) -> Path:
+        return self.data_dir / "validated"
+
+
+def config_path(explicit: str | Path | None = None) -> Path:
+    """The config file to use: ``explicit``, else ``$CHURN_CONFIG``, else ``configs/default.yaml``."""
+    if explicit:
+        return Path(explicit)
+    if os.environ.get(CONFIG_ENV):
+        return Path(os.environ[CONFIG_ENV])
+    return DEFAULT_CONFIG
+
+
+def _set_dotted(data: dict, dotted: str, value: Any) -> None:
+    node = data
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {dotted!r}: {key!r} is not a section")
+    node[leaf] = value
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> PipelineConfig:
+    """Load and check the configuration.
+
+    Parameters
+    ----------
+    path
+        YAML file; default from :func:`config_path`.
+    overrides
+        Dotted keys to replace after reading, e.g. ``{"as_of": "2026-11-01", "data_dir": "/tmp/d"}``.
+    """
+    path = config_path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found (pass --config PATH or set {CONFIG_ENV})") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings at the top level")
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            _set_dotted(data, key, value)
+    try:
+        return PipelineConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            if err["type"] == "extra_forbidden":
+                problems.append(f"unknown key '{where}'")
+            else:
+                problems.append(f"'{where}': {err['msg']}")
+        raise ConfigError(f"{path}: " + "; ".join(problems)) from None

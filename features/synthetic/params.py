@@ -1,0 +1,153 @@
+"""Parameters of the synthetic global retailer, shared by the simulator and the oracle.
+
+The simulator is a discrete-time (daily) Markov process per customer, so that the oracle can compute the
+*exact* probability of any future event by recursion instead of estimating it:
+
+* engagement state ``S`` in {ENGAGED, DISENGAGING, DORMANT} and the number of open support tickets
+  ``n`` in {0, ..., MAX_OPEN_TICKETS};
+* on day ``d`` a customer in state ``S`` places ``Poisson(lambda_i * season(d) * purchase_factor[S])`` orders;
+* at the end of day ``d`` an engaged customer starts disengaging with probability ``1 - exp(-h_i(d, n))`` where
+  ``h_i(d, n) = h0_i * exp(beta_open * n - beta_satisfaction * z_i + beta_price * s_i * shock_c(d))``;
+  a disengaging customer goes dormant with probability ``gamma``; a dormant customer returns (win-back) with
+  probability ``return_hazard_i``;
+* each open ticket is resolved during a day with probability ``rho`` (memoryless, so only ``n`` matters);
+  an engaged or disengaging customer opens a new ticket with probability ``ticket_rate_i`` when ``n`` after the
+  day's resolutions is below the cap.
+
+Surveys (NPS, CSAT, CES) and ticket CSAT are noisy readings of the latent satisfaction ``z_i``; web sessions and
+email engagement fall while disengaging (the leading indicators); price increases raise spend and, for
+price-sensitive customers, the hazard during ``price_shock_window_days``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+ENGAGED, DISENGAGING, DORMANT = 0, 1, 2
+STATE_NAMES = ("engaged", "disengaging", "dormant")
+
+COUNTRIES = ("US", "GB", "DE", "FR", "CZ", "GR", "JP", "CA")
+COUNTRY_WEIGHTS = (0.30, 0.14, 0.15, 0.10, 0.09, 0.08, 0.08, 0.06)
+COUNTRY_CURRENCY = {"US": "USD", "GB": "GBP", "DE": "EUR", "FR": "EUR", "CZ": "CZK", "GR": "EUR", "JP": "JPY",
+                    "CA": "CAD"}
+COUNTRY_CONSENT_RATE = {"US": 0.80, "GB": 0.70, "DE": 0.55, "FR": 0.65, "CZ": 0.60, "GR": 0.62, "JP": 0.75,
+                        "CA": 0.78}
+# Units of the base currency (USD) for one unit of the currency, around which the daily rates wander.
+FX_CENTRE = {"EUR": 1.08, "GBP": 1.27, "CZK": 0.044, "JPY": 0.0068, "CAD": 0.74}
+CURRENCY_DECIMALS = {"USD": 2, "EUR": 2, "GBP": 2, "CZK": 2, "JPY": 0, "CAD": 2}
+# Price increases per country: (day offset from the start, relative increase).
+PRICE_SHOCKS = {"US": ((400, 0.08),), "GB": ((520, 0.10),), "DE": ((300, 0.07), (800, 0.09)),
+                "FR": ((650, 0.12),), "CZ": ((450, 0.15),), "GR": ((700, 0.10),), "JP": ((560, 0.06),),
+                "CA": ((380, 0.09), (900, 0.05))}
+CATEGORIES = ("grocery", "home", "beauty", "fashion", "electronics", "toys", "sports", "books")
+CHANNELS = ("web", "app", "store")
+TICKET_CATEGORIES = ("delivery", "billing", "product", "returns", "account")
+PLANS = ("basic", "plus", "premium")
+PLAN_PRICE_USD = (9.99, 19.99, 39.99)
+
+
+@dataclass(frozen=True)
+class SimulationParams:
+    """Global parameters of the simulation; per-customer parameters are drawn from these."""
+
+    start_date: dt.date = dt.date(2023, 11, 1)
+    end_date: dt.date = dt.date(2026, 10, 31)  # last simulated day (inclusive)
+    base_currency: str = "USD"
+    # purchase rate while engaged, per day: Gamma(shape, scale=mean/shape) across customers (NBD heterogeneity)
+    purchase_rate_shape: float = 1.1
+    purchase_rate_mean: float = 0.13
+    purchase_factor: tuple[float, float, float] = (1.0, 0.35, 0.0)  # by state
+    # spend per order (base currency): Gamma-Gamma, value ~ Gamma(p, rate nu_i), nu_i ~ Gamma(q, rate g)
+    spend_p: float = 3.0
+    spend_q: float = 3.5
+    spend_g: float = 37.5
+    # dropout: h0_i ~ Gamma(shape, scale=mean/shape) per day
+    hazard_shape: float = 2.0
+    hazard_mean: float = 1 / 500
+    beta_open_ticket: float = 0.9
+    beta_satisfaction: float = 0.6
+    beta_price: float = 2.5
+    price_shock_window_days: int = 60
+    disengaged_to_dormant: float = 1 / 28  # gamma: mean 28 days of disengagement before going quiet
+    returner_share: float = 0.35  # customers who may come back after going dormant
+    return_hazard_mean: float = 1 / 300
+    # support tickets
+    ticket_rate_mean: float = 1 / 250
+    ticket_resolve_prob: float = 1 / 6  # rho: mean 6 days open
+    max_open_tickets: int = 3
+    # engagement signals
+    web_rate_mean: float = 0.09
+    web_factor: tuple[float, float, float] = (1.0, 0.2, 0.02)
+    email_open_mean: float = 0.35
+    email_factor: tuple[float, float, float] = (1.0, 0.3, 0.05)
+    email_every_days: int = 14
+    survey_rate: float = 1 / 150
+    refund_prob: float = 0.05
+    subscriber_share: float = 0.12
+    seasonality: tuple[float, float] = (0.15, 0.6)  # annual sine amplitude, Black-Friday-to-Christmas boost
+    chunk_size: int = 50_000
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def n_days(self) -> int:
+        return (self.end_date - self.start_date).days + 1
+
+    @property
+    def as_of(self) -> dt.date:
+        """The data's as-of date: the day after the last simulated day."""
+        return self.end_date + dt.timedelta(days=1)
+
+    def to_json_dict(self) -> dict:
+        d = asdict(self)
+        d["start_date"] = self.start_date.isoformat()
+        d["end_date"] = self.end_date.isoformat()
+        return d
+
+    @classmethod
+    def from_json_dict(cls, d: dict) -> "SimulationParams":
+        d = dict(d)
+        d["start_date"] = dt.date.fromisoformat(d["start_date"])
+        d["end_date"] = dt.date.fromisoformat(d["end_date"])
+        for key in ("purchase_factor", "web_factor", "email_factor", "seasonality"):
+            d[key] = tuple(d[key])
+        return cls(**d)
+
+
+def season(params: SimulationParams, days: np.ndarray) -> np.ndarray:
+    """Seasonal multiplier of the purchase rate for day offsets ``days`` (0 = ``start_date``)."""
+    dates = np.datetime64(params.start_date) + days.astype("timedelta64[D]")
+    doy = (dates - dates.astype("datetime64[Y]")).astype(int)
+    month_day = dates.astype("datetime64[M]").astype(int) % 12 + 1
+    amp, boost = params.seasonality
+    holiday = ((month_day == 11) & (doy >= 327)) | ((month_day == 12) & (doy <= 357))
+    return 1.0 + amp * np.sin(2 * np.pi * (doy - 100) / 365.25) + boost * holiday
+
+
+def price_shock_active(params: SimulationParams, country_idx: np.ndarray, day: int | np.ndarray) -> np.ndarray:
+    """1.0 where the customer's country raised prices within the last ``price_shock_window_days`` of ``day``."""
+    out = np.zeros(np.broadcast(country_idx, day).shape)
+    for c, country in enumerate(COUNTRIES):
+        for shock_day, _ in PRICE_SHOCKS[country]:
+            in_window = (day >= shock_day) & (day < shock_day + params.price_shock_window_days)
+            out = np.where((country_idx == c) & in_window, 1.0, out)
+    return out
+
+
+def price_level(country_idx: np.ndarray, day: np.ndarray) -> np.ndarray:
+    """Cumulative price level (1.0 before any increase) of the customer's country on ``day``."""
+    level = np.ones(np.broadcast(country_idx, day).shape)
+    for c, country in enumerate(COUNTRIES):
+        for shock_day, increase in PRICE_SHOCKS[country]:
+            level = np.where((country_idx == c) & (day >= shock_day), level * (1 + increase), level)
+    return level
+
+
+def dropout_hazard(params: SimulationParams, h0: np.ndarray, satisfaction: np.ndarray,
+                   price_sensitivity: np.ndarray, shock: np.ndarray, n_open: np.ndarray) -> np.ndarray:
+    """Daily probability that an engaged customer starts disengaging (see the module docstring)."""
+    log_h = (params.beta_open_ticket * n_open - params.beta_satisfaction * satisfaction
+             + params.beta_price * price_sensitivity * shock)
+    return -np.expm1(-h0 * np.exp(log_h))
