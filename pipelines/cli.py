@@ -59,18 +59,24 @@ def generate(
     seed: Annotated[Optional[int], typer.Option(help="random seed; same seed, byte-identical files")] = None,
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="output folder (default: the raw folder "
                                                                  "of the config)")] = None,
+    if_missing: Annotated[bool, typer.Option("--if-missing", help="do nothing when every table is already "
+                                                                  "there")] = False,
     config: ConfigOpt = None, data_dir: DataDirOpt = None, debug: DebugOpt = False,
 ) -> None:
     """Generate the synthetic global retailer (every contract table, plus ground truth) as Parquet."""
 
     def body() -> None:
         from features.config import load_config
+        from features.synthetic.simulate import TABLES
         from features.synthetic.simulate import generate as simulate
 
         cfg = load_config(config, {"data_dir": str(data_dir) if data_dir else None})
         n = customers or cfg.generator.customers
         s = cfg.generator.seed if seed is None else seed
         target = out_dir or cfg.raw_path
+        if if_missing and all((target / f"{name}.parquet").exists() for name in TABLES):
+            out.print(f"data already in {target}; not generated again (run `churn generate` to replace it)")
+            return
         start = time.perf_counter()
         with _progress() as progress:
             task = progress.add_task(f"simulating {n:,} customers", total=None)

@@ -1,0 +1,42 @@
+# Two commands on a fresh machine: `make run` and `make test`. Everything else is installed from the lock file.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+UV_VERSION := 0.13.8
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+VENV := .venv
+CHURN := $(VENV)/bin/churn
+
+# uv: never download a Python build, install into .venv, exactly the locked versions
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+# offline and quiet at run time (../shared/ENVIRONMENT.md)
+export DO_NOT_TRACK := true
+export MLFLOW_DISABLE_TELEMETRY := true
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export PREFECT_LOGGING_LEVEL := WARNING
+
+.PHONY: run test venv bench clean
+
+run: venv  ## create .venv from the lock, generate the default data if there is none, run the pipeline
+	$(CHURN) generate --if-missing
+	$(CHURN) validate
+
+test: venv  ## the whole test suite
+	$(VENV)/bin/python -m pytest -q
+
+bench: venv  ## speed figures (see bench/)
+	$(VENV)/bin/python bench/bench_generate.py 20000 1000000
+
+venv: $(VENV)/.synced
+
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet uv==$(UV_VERSION)
+
+$(VENV)/.synced: uv.lock pyproject.toml | $(UV)
+	$(UV) sync --frozen --python $(PYTHON)
+	touch $@
+
+clean:  ## remove the environments (data/ and outputs/ are kept)
+	rm -rf $(VENV) $(TOOLS)

@@ -1,0 +1,51 @@
+"""Shared fixtures. Tests run offline and quietly (../shared/ENVIRONMENT.md) with fixed seeds."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+_QUIET = {
+    "DO_NOT_TRACK": "true",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_LOGGING_LEVEL": "WARNING",
+    "MPLCONFIGDIR": tempfile.mkdtemp(prefix="mpl-"),
+}
+os.environ.update(_QUIET)
+os.environ.pop("CHURN_CONFIG", None)
+
+GENERATED_AS_OF = dt.date(2026, 11, 1)
+
+
+def write_config(folder: Path, tables: dict, **settings) -> Path:
+    """Write a config YAML with ``tables`` (name -> table config) and other top-level ``settings``."""
+    data = {"data_dir": str(folder), "tables": tables, **settings}
+    path = folder / "config.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="session")
+def generated(tmp_path_factory) -> Path:
+    """A small generated retailer (1,500 customers, seed 7): the raw folder, with truth/ inside."""
+    from features.synthetic.simulate import generate
+
+    out = tmp_path_factory.mktemp("generated") / "raw"
+    generate(out, n_customers=1_500, seed=7)
+    return out
+
+
+@pytest.fixture(scope="session")
+def generated_config(generated: Path) -> Path:
+    """A config reading every table of the ``generated`` data."""
+    from features.synthetic.simulate import TABLES
+
+    folder = generated.parent
+    tables = {name: {"source": {"path": f"raw/{name}.parquet"}} for name in TABLES}
+    return write_config(folder, tables, as_of=GENERATED_AS_OF.isoformat())

@@ -1,0 +1,56 @@
+"""The `churn` command line: help, generate, validate, and one-line errors."""
+
+from __future__ import annotations
+
+import pandas as pd
+from typer.testing import CliRunner
+
+from pipelines.cli import app
+from tests.conftest import write_config
+
+runner = CliRunner()
+
+
+def _flat(text: str) -> str:
+    """Output with rich's line wrapping undone."""
+    return " ".join(text.split())
+
+
+def test_help_lists_commands_with_descriptions():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    assert "generate" in result.output and "Generate the synthetic global retailer" in result.output
+    assert "validate" in result.output and "Ingest and validate every configured table" in result.output
+
+
+def test_generate_then_validate_from_the_config_defaults(tmp_path):
+    tables = {name: {"source": {"path": f"raw/{name}.parquet"}}
+              for name in ("transactions", "customers", "fx_rates", "surveys")}
+    cfg = write_config(tmp_path, tables, as_of="2026-11-01", generator={"customers": 200, "seed": 1})
+    result = runner.invoke(app, ["generate", "--config", str(cfg)])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "raw" / "transactions.parquet").exists()
+    assert len(pd.read_parquet(tmp_path / "raw" / "customers.parquet")) == 200
+    again = runner.invoke(app, ["generate", "--config", str(cfg), "--if-missing"])
+    assert "not generated again" in _flat(again.output)
+
+    result = runner.invoke(app, ["validate", "--config", str(cfg)])
+    assert result.exit_code == 0, result.output
+    assert "transactions" in result.output and "0 (0.00%)" in result.output
+    assert (tmp_path / "validated" / "transactions.parquet").exists()
+
+
+def test_errors_are_one_clear_line_without_traceback_unless_debug(tmp_path):
+    cfg = write_config(tmp_path, {"transactions": {"source": {"path": "none.csv"}}})
+    result = runner.invoke(app, ["validate", "--config", str(cfg), "--as-of", "2026-01-01"])
+    assert result.exit_code == 2
+    assert "error: transactions: no file matches 'none.csv'" in _flat(result.output)
+    assert "Traceback" not in result.output
+    debug = runner.invoke(app, ["validate", "--config", str(cfg), "--as-of", "2026-01-01", "--debug"])
+    assert debug.exit_code != 0 and debug.exception is not None
+
+
+def test_bad_config_is_reported_with_the_key(tmp_path):
+    cfg = write_config(tmp_path, {"transactions": {"source": {"path": "x.csv"}}}, colour="blue")
+    result = runner.invoke(app, ["validate", "--config", str(cfg)])
+    assert result.exit_code == 2 and "unknown key 'colour'" in _flat(result.output)
