@@ -1,0 +1,328 @@
+"""Point-in-time features and labels, defined once as Ibis expressions (run on DuckDB or Spark).
+
+The cutoff rule, everywhere: a snapshot at cutoff ``t`` sees only rows whose timestamp is **strictly before**
+``t`` (``t`` itself is excluded); labels look at ``[t, t + H)``. All day arithmetic is on calendar days in the
+data's time zone: the ``day`` of a row is the date of its timestamp.
+
+Many cutoffs cost one pass: each table is first reduced to per-customer-day rows, which are joined once to the
+small table of cutoffs with ``day < cutoff`` and aggregated per ``(customer_id, cutoff)``. A single snapshot is the
+same expression with one cutoff.
+
+Every function here takes Ibis tables whose columns follow the data contract (validated tables) plus a
+``cutoffs`` table with one ``cutoff`` column of type date, and returns one row per ``(customer_id, cutoff)``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+
+import ibis
+import ibis.expr.types as ir
+
+WINDOWS = (30, 90, 180, 365)
+
+# RFM segments from the R and F scores (1-5); M is reported but, as in the usual grid, not used to name segments.
+#        F=1                  F=2                   F=3                   F=4                F=5
+RFM_GRID = {
+    5: ("New", "Potential Loyalist", "Potential Loyalist", "Champions", "Champions"),
+    4: ("Promising", "Potential Loyalist", "Potential Loyalist", "Loyal", "Loyal"),
+    3: ("About to Sleep", "About to Sleep", "Need Attention", "Loyal", "Loyal"),
+    2: ("Hibernating", "Hibernating", "At Risk", "At Risk", "Can't Lose Them"),
+    1: ("Lost", "Lost", "At Risk", "At Risk", "Can't Lose Them"),
+}
+
+
+def cutoffs_table(cutoffs: Sequence[dt.date]) -> ir.Table:
+    """A memtable of distinct cutoff dates."""
+    return ibis.memtable({"cutoff": sorted(set(cutoffs))}, schema={"cutoff": "date"})
+
+
+def _days(later: ir.DateValue, earlier: ir.DateValue) -> ir.IntegerValue:
+    return later.delta(earlier, unit="day")
+
+
+def _ratio(num: ir.NumericValue, den: ir.NumericValue) -> ir.FloatingValue:
+    """``num / den`` as float, null when the denominator is zero or null."""
+    return (num.cast("float64") / den.nullif(0).cast("float64")).cast("float64")
+
+
+def _count_if(cond: ir.BooleanValue) -> ir.IntegerValue:
+    return cond.ifelse(1, 0).sum().cast("int64")
+
+
+def _sum_if(value: ir.NumericValue, cond: ir.BooleanValue) -> ir.FloatingValue:
+    return cond.ifelse(value, 0).sum().cast("float64")
+
+
+def purchase_days(transactions: ir.Table, channels: Sequence[str] = ()) -> ir.Table:
+    """Transactions reduced to one row per customer and day, with backward-looking gap information.
+
+    An order is a row with ``amount >= 0``; a refund has ``amount < 0``. ``gap_days`` is the number of days since
+    the customer's previous purchase day (null on the first), which only looks backwards, so it never leaks.
+    """
+    t = transactions
+    is_order = t.amount >= 0
+    metrics = {
+        "orders": _count_if(is_order),
+        "gross": _sum_if(t.amount, is_order),
+        "refunds": _count_if(~is_order),
+        "net": t.amount.sum().cast("float64"),
+    }
+    if "discount" in t.columns:
+        metrics["discounted_orders"] = _count_if(is_order & (t.discount.fill_null(0) > 0))
+    for ch in channels:
+        metrics[f"orders_channel_{ch}"] = _count_if(is_order & (t.channel == ch))
+    daily = t.mutate(day=t.ts.date()).group_by(["customer_id", "day"]).aggregate(**metrics)
+    buying = daily.filter(daily.orders > 0)
+    w = ibis.window(group_by=buying.customer_id, order_by=buying.day)
+    gaps = buying.select("customer_id", "day", gap_days=_days(buying.day, buying.day.lag().over(w)),
+                         is_first_purchase_day=ibis.row_number().over(w) == 0)
+    return daily.left_join(gaps, ["customer_id", "day"]).select(
+        daily, gap_days=gaps.gap_days, is_first_purchase_day=gaps.is_first_purchase_day.fill_null(False))
+
+
+def transaction_features(days: ir.Table, cutoffs: ir.Table, channels: Sequence[str] = (),
+                         has_discount: bool = False) -> ir.Table:
+    """RFM, BTYD summary, window, trend, gap and refund features from :func:`purchase_days`.
+
+    Only customers with at least one order before the cutoff get a row. BTYD columns follow lifetimes'
+    ``summary_data_from_transaction_data(freq='D', observation_period_end=cutoff - 1 day)``:
+    ``frequency`` = purchase days - 1, ``recency`` = last - first purchase day, ``T`` = (cutoff - 1 day) - first
+    purchase day, ``monetary_value`` = mean order value per repeat purchase day (0 when frequency = 0).
+    """
+    j = days.join(cutoffs, days.day < cutoffs.cutoff)
+    bought = j.orders > 0
+    age = _days(j.cutoff, j.day)  # 1 = the day before the cutoff
+    metrics = {
+        "purchase_days": _count_if(bought),
+        "first_purchase_day": j.day.min(where=bought),
+        "last_purchase_day": j.day.max(where=bought),
+        "orders": j.orders.sum().cast("int64"),
+        "gross_spend": j.gross.sum().cast("float64"),
+        "first_day_spend": _sum_if(j.gross, j.is_first_purchase_day),
+        "net_spend": j.net.sum().cast("float64"),
+        "refunds": j.refunds.sum().cast("int64"),
+        "gap_std_days": j.gap_days.cast("float64").std(how="sample", where=bought),
+        "orders_prev_90d": _sum_if(j.orders, (age > 90) & (age <= 180)).cast("int64"),
+        "gross_spend_90d": _sum_if(j.gross, age <= 90),
+        "gross_spend_prev_90d": _sum_if(j.gross, (age > 90) & (age <= 180)),
+    }
+    for w in WINDOWS:
+        metrics[f"orders_{w}d"] = _sum_if(j.orders, age <= w).cast("int64")
+        metrics[f"net_spend_{w}d"] = _sum_if(j.net, age <= w)
+    if has_discount:
+        metrics["discounted_orders"] = j.discounted_orders.sum().cast("int64")
+    for ch in channels:
+        metrics[f"orders_channel_{ch}"] = j[f"orders_channel_{ch}"].sum().cast("int64")
+    g = j.group_by(["customer_id", "cutoff"]).aggregate(**metrics)
+    g = g.filter(g.purchase_days > 0)
+    frequency = g.purchase_days - 1
+    recency = _days(g.last_purchase_day, g.first_purchase_day)
+    since_last = _days(g.cutoff, g.last_purchase_day)
+    mean_gap = _ratio(recency, frequency)
+    out = {
+        "frequency": frequency.cast("int64"),
+        "recency": recency.cast("int64"),
+        "T": (_days(g.cutoff, g.first_purchase_day) - 1).cast("int64"),
+        "monetary_value": (frequency > 0).ifelse((g.gross_spend - g.first_day_spend) / frequency.nullif(0),
+                                                 0.0).cast("float64"),
+        "days_since_last_purchase": since_last.cast("int64"),
+        "days_since_first_purchase": _days(g.cutoff, g.first_purchase_day).cast("int64"),
+        "orders": g.orders,
+        "net_spend": g.net_spend,
+        "avg_order_value": _ratio(g.gross_spend, g.orders),
+        **{f"orders_{w}d": g[f"orders_{w}d"] for w in WINDOWS},
+        **{f"net_spend_{w}d": g[f"net_spend_{w}d"] for w in WINDOWS},
+        "orders_trend_90d": _ratio(g.orders_90d, g.orders_prev_90d),
+        "spend_trend_90d": _ratio(g.gross_spend_90d, g.gross_spend_prev_90d),
+        "gross_spend_90d": g.gross_spend_90d,
+        "gross_spend_prev_90d": g.gross_spend_prev_90d,
+        "gap_mean_days": mean_gap,
+        "gap_std_days": g.gap_std_days.cast("float64"),
+        "gap_cv": _ratio(g.gap_std_days, mean_gap),
+        "days_overdue": (since_last.cast("float64") - mean_gap).cast("float64"),
+        "overdue_ratio": _ratio(since_last, mean_gap),
+        "refund_rate": _ratio(g.refunds, g.orders),
+    }
+    if has_discount:
+        out["discount_share"] = _ratio(g.discounted_orders, g.orders)
+    for ch in channels:
+        out[f"channel_share_{ch}"] = _ratio(g[f"orders_channel_{ch}"], g.orders)
+    return g.select("customer_id", "cutoff", **out)
+
+
+def category_features(transactions: ir.Table, cutoffs: ir.Table) -> ir.Table:
+    """``distinct_categories``: categories of orders before the cutoff."""
+    t = transactions.filter((transactions.amount >= 0) & transactions.category.notnull())
+    first = t.group_by(["customer_id", "category"]).aggregate(first_day=t.ts.date().min())
+    j = first.join(cutoffs, first.first_day < cutoffs.cutoff)
+    return j.group_by(["customer_id", "cutoff"]).aggregate(distinct_categories=j.category.count().cast("int64"))
+
+
+def customer_attributes(customers: ir.Table, cutoffs: ir.Table) -> ir.Table:
+    """``country``, ``signup_cohort`` (YYYY-MM) and ``tenure_days`` (days from signup to the cutoff)."""
+    c = customers
+    j = c.cross_join(cutoffs)
+    cohort = (j.signup_date.year().cast("string") + "-"
+              + j.signup_date.month().cast("string").lpad(2, "0"))
+    return j.select("customer_id", "cutoff", country=j.country, signup_cohort=cohort,
+                    tenure_days=_days(j.cutoff, j.signup_date.cast("date")).cast("int64"))
+
+
+def support_features(tickets: ir.Table, cutoffs: ir.Table) -> ir.Table:
+    """Tickets opened in the last 90 days, tickets open at the cutoff, mean CSAT of tickets resolved before it.
+
+    A ticket is open at ``t`` when opened before ``t`` and not resolved before ``t``. CSAT is only known once a
+    ticket is resolved, so only tickets resolved before the cutoff contribute to it.
+    """
+    t = tickets
+    j = t.join(cutoffs, t.opened_at.date() < cutoffs.cutoff)
+    resolved_before = j.resolved_at.notnull() & (j.resolved_at.date() < j.cutoff)
+    return j.group_by(["customer_id", "cutoff"]).aggregate(
+        tickets_90d=_count_if(_days(j.cutoff, j.opened_at.date()) <= 90),
+        open_tickets=_count_if(~resolved_before),
+        mean_ticket_csat=j.csat.cast("float64").mean(where=resolved_before & j.csat.notnull()),
+    )
+
+
+def survey_features(surveys: ir.Table, cutoffs: ir.Table) -> ir.Table:
+    """Last NPS (and its group and age in days), last CES and last survey CSAT before the cutoff.
+
+    NPS groups: promoter 9-10, passive 7-8, detractor 0-6.
+    """
+    s = surveys
+    j = s.join(cutoffs, s.ts.date() < cutoffs.cutoff)
+    g = j.group_by(["customer_id", "cutoff"]).aggregate(
+        last_nps=j.nps.argmax(j.ts, where=j.nps.notnull()).cast("float64"),
+        last_nps_day=j.ts.date().max(where=j.nps.notnull()),
+        last_ces=j.ces.argmax(j.ts, where=j.ces.notnull()).cast("float64"),
+        last_survey_csat=j.csat.argmax(j.ts, where=j.csat.notnull()).cast("float64"),
+    )
+    group = (ibis.cases((g.last_nps >= 9, "promoter"), (g.last_nps >= 7, "passive"), (g.last_nps >= 0, "detractor"),
+                        else_=ibis.null("string")))
+    return g.select("customer_id", "cutoff", "last_nps", nps_group=group,
+                    days_since_last_nps=_days(g.cutoff, g.last_nps_day).cast("int64"),
+                    last_ces=g.last_ces, last_survey_csat=g.last_survey_csat)
+
+
+def web_features(sessions: ir.Table, cutoffs: ir.Table) -> ir.Table:
+    """Sessions in the last 30 days, in the 30 before, and their ratio (``web_sessions_trend_30d``)."""
+    s = sessions
+    j = s.join(cutoffs, (s.ts.date() < cutoffs.cutoff) & (s.ts.date() >= cutoffs.cutoff.sub(ibis.interval(days=60))))
+    age = _days(j.cutoff, j.ts.date())
+    g = j.group_by(["customer_id", "cutoff"]).aggregate(web_sessions_30d=_count_if(age <= 30),
+                                                       web_sessions_prev_30d=_count_if(age > 30))
+    return g.mutate(web_sessions_trend_30d=_ratio(g.web_sessions_30d, g.web_sessions_prev_30d))
+
+
+def email_features(events: ir.Table, cutoffs: ir.Table) -> ir.Table:
+    """E-mail opens and clicks in the last 90 days, the opens trend against the 90 before, open rate, and whether
+    the customer unsubscribed at any time before the cutoff."""
+    e = events
+    j = e.join(cutoffs, e.ts.date() < cutoffs.cutoff)
+    age = _days(j.cutoff, j.ts.date())
+    recent, prev = age <= 90, (age > 90) & (age <= 180)
+    g = j.group_by(["customer_id", "cutoff"]).aggregate(
+        email_sent_90d=_count_if(recent & (j.event == "sent")),
+        email_opens_90d=_count_if(recent & (j.event == "open")),
+        email_clicks_90d=_count_if(recent & (j.event == "click")),
+        email_opens_prev_90d=_count_if(prev & (j.event == "open")),
+        unsubscribed=(j.event == "unsubscribe").any(),
+    )
+    return g.mutate(email_open_rate_90d=_ratio(g.email_opens_90d, g.email_sent_90d),
+                    email_open_trend_90d=_ratio(g.email_opens_90d, g.email_opens_prev_90d))
+
+
+def subscription_features(subscriptions: ir.Table, cutoffs: ir.Table) -> ir.Table:
+    """Current plan at the cutoff, months subscribed (since the first subscription), and whether the customer
+    moved to a cheaper plan in the last 90 days. A row is active at ``t`` when started before ``t`` and not
+    cancelled before ``t``."""
+    s = subscriptions
+    w = ibis.window(group_by=s.customer_id, order_by=[s.started_at, s.subscription_id])
+    s = s.mutate(prev_amount=s.monthly_amount.lag().over(w))
+    j = s.join(cutoffs, s.started_at < cutoffs.cutoff)
+    active = j.cancelled_at.isnull() | (j.cancelled_at >= j.cutoff)
+    downgrade = (_days(j.cutoff, j.started_at) <= 90) & (j.monthly_amount < j.prev_amount)
+    g = j.group_by(["customer_id", "cutoff"]).aggregate(
+        subscription_plan=j.plan.argmax(j.started_at, where=active),
+        subscription_monthly_amount=j.monthly_amount.argmax(j.started_at, where=active).cast("float64"),
+        first_started=j.started_at.min(),
+        recent_downgrade=downgrade.fill_null(False).any(),
+    )
+    return g.select("customer_id", "cutoff", "subscription_plan", "subscription_monthly_amount",
+                    months_subscribed=_days(g.cutoff, g.first_started).cast("float64") / 30.4375,
+                    recent_downgrade=g.recent_downgrade)
+
+
+def rfm_scores(snapshot: ir.Table) -> ir.Table:
+    """R, F and M quintile scores (1-5) within each cutoff, and the named segment of :data:`RFM_GRID`.
+
+    Score = 1 + floor(5 * percent_rank) (capped at 5), so ties share a score on every engine. R ranks
+    ``days_since_last_purchase`` (fewer days = higher), F ranks ``orders``, M ranks ``net_spend``.
+    """
+    def quintile(order_by) -> ir.IntegerValue:
+        rank = ibis.percent_rank().over(ibis.window(group_by=snapshot.cutoff, order_by=order_by))
+        return ibis.least(5, 1 + (rank * 5).floor()).cast("int64")
+
+    s = snapshot.mutate(r_score=quintile(ibis.desc(snapshot.days_since_last_purchase)),
+                        f_score=quintile(snapshot.orders), m_score=quintile(snapshot.net_spend))
+    cases = [((s.r_score == r) & (s.f_score == f + 1), name) for r, row in RFM_GRID.items() for f, name in
+             enumerate(row)]
+    return s.mutate(rfm_segment=ibis.cases(*cases, else_=ibis.null("string")))
+
+
+def labels(days: ir.Table, cutoffs: ir.Table, churn_days: int, cltv_days: int, activity_days: int,
+           last_day: dt.date) -> ir.Table:
+    """Outcomes after each cutoff, for customers with an order before it.
+
+    * ``is_active``: an order within ``activity_days`` before the cutoff; ``churned``: an active customer with no
+      order in ``[t, t + churn_days)``; ``reactivated``: a lapsed customer with an order in that window;
+    * ``future_net_revenue``: net revenue (refunds included) in ``[t, t + cltv_days)``.
+
+    A label is null unless its whole window lies inside the data: ``t + H <= last_day + 1 day``.
+    """
+    before = days.join(cutoffs, days.day < cutoffs.cutoff)
+    active = before.group_by(["customer_id", "cutoff"]).aggregate(
+        last_order_day=before.day.max(where=before.orders > 0))
+    active = active.filter(active.last_order_day.notnull())
+    after = days.join(cutoffs, (days.day >= cutoffs.cutoff)
+                      & (days.day < cutoffs.cutoff + ibis.interval(days=max(churn_days, cltv_days))))
+    ahead = _days(after.day, after.cutoff)
+    future = after.group_by(["customer_id", "cutoff"]).aggregate(
+        orders_in_churn_window=_sum_if(after.orders, ahead < churn_days),
+        future_net_revenue=_sum_if(after.net, ahead < cltv_days))
+    j = active.left_join(future, ["customer_id", "cutoff"])
+    churn_ok = _days(ibis.literal(last_day), j.cutoff) + 1 >= churn_days
+    cltv_ok = _days(ibis.literal(last_day), j.cutoff) + 1 >= cltv_days
+    is_active = _days(j.cutoff, j.last_order_day) <= activity_days
+    bought = j.orders_in_churn_window.fill_null(0) > 0
+    null_bool = ibis.null("boolean")
+    return j.select(
+        "customer_id", "cutoff", is_active=is_active,
+        churned=ibis.ifelse(churn_ok & is_active, ~bought, null_bool),
+        reactivated=ibis.ifelse(churn_ok & ~is_active, bought, null_bool),
+        future_net_revenue=ibis.ifelse(cltv_ok, j.future_net_revenue.fill_null(0.0), ibis.null("float64")),
+    )
+
+
+def subscription_labels(subscriptions: ir.Table, cutoffs: ir.Table, churn_days: int,
+                        last_day: dt.date) -> ir.Table:
+    """Contractual churn: a customer with an active subscription at ``t`` cancels within ``[t, t + churn_days)``.
+
+    A plan change (a row cancelled on the day another of the customer's rows starts) is not a cancellation.
+    """
+    s = subscriptions
+    starts = s.select(customer_id=s.customer_id, change_day=s.started_at).distinct()
+    cancels = s.filter(s.cancelled_at.notnull()).left_join(
+        starts, [s.customer_id == starts.customer_id, s.cancelled_at == starts.change_day])
+    cancels = cancels.filter(cancels.change_day.isnull()).select("customer_id", "cancelled_at")
+    j = s.join(cutoffs, (s.started_at < cutoffs.cutoff) & (s.cancelled_at.isnull() | (s.cancelled_at >= cutoffs.cutoff)))
+    active = j.select("customer_id", "cutoff").distinct()
+    c = active.join(cancels, "customer_id")
+    in_window = (c.cancelled_at >= c.cutoff) & (_days(c.cancelled_at, c.cutoff) < churn_days)
+    cancelled = c.group_by(["customer_id", "cutoff"]).aggregate(cancelled=in_window.any())
+    out = active.left_join(cancelled, ["customer_id", "cutoff"])
+    ok = _days(ibis.literal(last_day), out.cutoff) + 1 >= churn_days
+    return out.select("customer_id", "cutoff",
+                      subscription_churned=ibis.ifelse(ok, out.cancelled.fill_null(False), ibis.null("boolean")))

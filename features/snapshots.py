@@ -1,0 +1,208 @@
+"""Build point-in-time snapshots and training stacks from the validated tables, on DuckDB or Spark.
+
+A snapshot at cutoff ``t`` has one row per customer with at least one order before ``t`` (rows at ``t`` or later
+never count), keyed by ``(customer_id, cutoff)``. A training stack is many snapshots computed in one pass
+(see :mod:`features.definitions`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import ibis
+import ibis.expr.types as ir
+import pandas as pd
+
+from features import definitions as d
+from features.contract import CONTRACT
+from features.config import HorizonsConfig, PipelineConfig, SnapshotsConfig
+from features.errors import DataError
+
+Engine = Literal["duckdb", "spark"]
+KEY = ["customer_id", "cutoff"]
+_TABLE_FILES = ("transactions", "customers", "support_tickets", "surveys", "web_sessions", "email_events",
+                "subscriptions")
+
+
+@dataclass
+class Sources:
+    """Validated tables opened on one engine, plus what the definitions need to know about them."""
+
+    backend: ibis.BaseBackend
+    tables: dict[str, ir.Table]
+    last_day: dt.date  # the last day with transactions
+    channels: list[str]
+    has_discount: bool
+
+
+def spark_session():
+    """A local Spark session bound to loopback, quiet, with no UI (shared/ENVIRONMENT.md)."""
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    from pyspark.sql import SparkSession
+
+    return (SparkSession.builder.master("local[2]").appName("churn-features")
+            .config("spark.driver.host", "127.0.0.1").config("spark.driver.bindAddress", "127.0.0.1")
+            .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false").config("spark.sql.session.timeZone", "UTC")
+            .config("spark.sql.shuffle.partitions", "4").config("spark.sql.ansi.enabled", "false")
+            .getOrCreate())
+
+
+def open_sources(validated_dir: str | Path, engine: Engine = "duckdb", spark=None) -> Sources:
+    """Open the validated Parquet tables found in ``validated_dir`` on ``engine``."""
+    folder = Path(validated_dir)
+    if not (folder / "transactions.parquet").exists():
+        raise DataError(f"no validated transactions in {folder}; run `churn validate` first")
+    if engine == "duckdb":
+        backend = ibis.duckdb.connect()
+        backend.raw_sql("SET TimeZone = 'UTC'")
+    elif engine == "spark":
+        backend = ibis.pyspark.connect(spark or spark_session())
+    else:
+        raise ValueError(f"engine must be 'duckdb' or 'spark', got {engine!r}")
+    tables = {}
+    for name in (n for n in _TABLE_FILES if (folder / f"{n}.parquet").exists()):
+        table = backend.read_parquet(folder / f"{name}.parquet", table_name=f"validated_{name}")
+        dates = [c.name for c in CONTRACT[name].columns if c.kind == "date" and c.name in table.columns]
+        tables[name] = table.mutate(**{c: table[c].cast("date") for c in dates}) if dates else table
+    tx = tables["transactions"]
+    stats = tx.aggregate(last=tx.ts.max()).to_pandas()
+    if pd.isna(stats["last"].iloc[0]):
+        raise DataError(f"{folder / 'transactions.parquet'} has no rows; run `churn validate` on real data")
+    channels = []
+    if "channel" in tx.columns:
+        channels = sorted(str(c) for c in tx.select("channel").distinct().to_pandas()["channel"].dropna())
+    return Sources(backend, tables, pd.Timestamp(stats["last"].iloc[0]).date(), channels,
+                   "discount" in tx.columns)
+
+
+def snapshot_expr(src: Sources, cutoffs: Sequence[dt.date], horizons: HorizonsConfig,
+                  with_labels: bool = False) -> ir.Table:
+    """The whole snapshot (features, RFM scores and, optionally, labels) for every cutoff, as one expression."""
+    cut = d.cutoffs_table(cutoffs)
+    t = src.tables
+    days = d.purchase_days(t["transactions"], src.channels)
+    snap = d.transaction_features(days, cut, src.channels, src.has_discount)
+    if "category" in t["transactions"].columns:
+        snap = _left(snap, d.category_features(t["transactions"], cut), fill={"distinct_categories": 0})
+    if "customers" in t:
+        snap = _left(snap, d.customer_attributes(t["customers"], cut))
+    optional = {"support_tickets": (d.support_features, {"tickets_90d": 0, "open_tickets": 0}),
+                "surveys": (d.survey_features, {}),
+                "web_sessions": (d.web_features, {"web_sessions_30d": 0, "web_sessions_prev_30d": 0}),
+                "email_events": (d.email_features, {"email_sent_90d": 0, "email_opens_90d": 0,
+                                                    "email_clicks_90d": 0, "email_opens_prev_90d": 0,
+                                                    "unsubscribed": False}),
+                "subscriptions": (d.subscription_features, {"recent_downgrade": False})}
+    for name, (build, fill) in optional.items():
+        if name in t:
+            snap = _left(snap, build(t[name], cut), fill=fill)
+    snap = d.rfm_scores(snap)
+    if with_labels:
+        snap = _left(snap, d.labels(days, cut, horizons.churn_days, horizons.cltv_days,
+                                    horizons.activity_window_days, src.last_day))
+        if "subscriptions" in t:
+            snap = _left(snap, d.subscription_labels(t["subscriptions"], cut, horizons.churn_days, src.last_day))
+    return snap.order_by(KEY)
+
+
+def _left(left: ir.Table, right: ir.Table, fill: dict | None = None) -> ir.Table:
+    """Left join on (customer_id, cutoff); counts absent on the right are zero (no rows = none happened)."""
+    joined = left.left_join(right, KEY).select(left, *[c for c in right.columns if c not in KEY])
+    return joined.mutate(**{c: joined[c].fill_null(v) for c, v in (fill or {}).items()}) if fill else joined
+
+
+def build_snapshots(src: Sources, cutoffs: Sequence[dt.date], horizons: HorizonsConfig,
+                    with_labels: bool = False) -> pd.DataFrame:
+    """Compute the snapshot(s) as a DataFrame (cutoff as a date column, sorted by customer_id and cutoff)."""
+    if with_labels:
+        latest = latest_labeled_cutoff(src.last_day, horizons.churn_days)
+        late = [c for c in cutoffs if c > latest]
+        if late:
+            raise DataError(f"cannot label cutoff {late[0]}: its {horizons.churn_days}-day churn window ends after "
+                            f"the data's last day {src.last_day}; the latest labeled cutoff is {latest}")
+    frame = snapshot_expr(src, cutoffs, horizons, with_labels).to_pandas()
+    frame["cutoff"] = pd.to_datetime(frame["cutoff"]).dt.date
+    return frame.reset_index(drop=True)
+
+
+def latest_labeled_cutoff(last_day: dt.date, horizon_days: int) -> dt.date:
+    """The latest cutoff whose label window ``[t, t + H)`` lies inside the data (``t + H <= last_day + 1``)."""
+    return last_day + dt.timedelta(days=1 - horizon_days)
+
+
+def cutoff_schedule(end: dt.date, cfg: SnapshotsConfig) -> list[dt.date]:
+    """Cutoffs at the configured cadence going back ``lookback_months`` from ``end`` (inclusive), oldest first.
+
+    Monthly cutoffs are first days of months (the first one on or before ``end``); weekly ones are Mondays.
+    """
+    start = (pd.Timestamp(end) - pd.DateOffset(months=cfg.lookback_months)).date()
+    if cfg.cadence == "monthly":
+        dates = pd.date_range(start, end, freq="MS")
+    else:
+        dates = pd.date_range(start, end, freq="W-MON")
+    return [x.date() for x in dates if x.date() <= end]
+
+
+def _fingerprint(path: Path) -> dict:
+    h = hashlib.blake2b(digest_size=16)
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return {"file": path.name, "bytes": path.stat().st_size, "blake2b": h.hexdigest()}
+
+
+def code_version() -> str:
+    """Hash of the feature definitions and this module: changes whenever a feature's meaning can change."""
+    h = hashlib.blake2b(digest_size=8)
+    for module in (d.__file__, __file__):
+        h.update(Path(module).read_bytes())
+    return h.hexdigest()
+
+
+def write_snapshots(frame: pd.DataFrame, cfg: PipelineConfig, name: str, validated_dir: Path,
+                    extra: dict | None = None) -> Path:
+    """Write ``frame`` as ``<data_dir>/features/<name>/cutoff=<date>/part-0.parquet`` plus ``metadata.json``.
+
+    The folder is replaced at once (written aside, then renamed), so readers never see half a stack.
+    """
+    target = cfg.data_dir / "features" / name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
+    try:
+        for cutoff, part in frame.groupby("cutoff", sort=True):
+            folder = tmp / f"cutoff={cutoff.isoformat()}"
+            folder.mkdir()
+            part.drop(columns="cutoff").to_parquet(folder / "part-0.parquet", index=False)
+        meta = {
+            "name": name, "cutoffs": sorted(c.isoformat() for c in frame["cutoff"].unique()),
+            "rows_per_cutoff": {c.isoformat(): int(n) for c, n in frame.groupby("cutoff").size().items()},
+            "features": [c for c in frame.columns if c not in KEY],
+            "sources": [_fingerprint(p) for p in sorted(validated_dir.glob("*.parquet"))],
+            "code_version": code_version(), **(extra or {}),
+        }
+        (tmp / "metadata.json").write_text(json.dumps(meta, indent=2))
+        old = target.with_name(f".{name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        if target.exists():
+            os.replace(target, old)
+        os.replace(tmp, target)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def read_snapshots(folder: str | Path) -> pd.DataFrame:
+    """Read a snapshot folder written by :func:`write_snapshots` back (cutoff as a date column)."""
+    frame = pd.read_parquet(folder)
+    frame["cutoff"] = pd.to_datetime(frame["cutoff"].astype("str")).dt.date
+    return frame
