@@ -68,15 +68,28 @@ def open_sources(validated_dir: str | Path, engine: Engine = "duckdb", spark=Non
         backend = ibis.pyspark.connect(spark or spark_session())
     else:
         raise ValueError(f"engine must be 'duckdb' or 'spark', got {engine!r}")
-    tables = {}
-    for name in (n for n in _TABLE_FILES if (folder / f"{n}.parquet").exists()):
-        table = backend.read_parquet(folder / f"{name}.parquet", table_name=f"validated_{name}")
+    tables = {name: backend.read_parquet(folder / f"{name}.parquet", table_name=f"validated_{name}")
+              for name in _TABLE_FILES if (folder / f"{name}.parquet").exists()}
+    return _sources(backend, tables, where=str(folder / "transactions.parquet"))
+
+
+def sources_from_frames(frames: dict[str, pd.DataFrame], backend: ibis.BaseBackend | None = None) -> Sources:
+    """Sources from in-memory validated tables (tests, notebooks); DuckDB unless ``backend`` is given."""
+    backend = backend or ibis.duckdb.connect()
+    tables = {name: backend.create_table(f"frame_{name}", frame, overwrite=True)
+              for name, frame in frames.items()}
+    return _sources(backend, tables, where="transactions")
+
+
+def _sources(backend: ibis.BaseBackend, tables: dict[str, ir.Table], where: str) -> Sources:
+    for name, table in list(tables.items()):
         dates = [c.name for c in CONTRACT[name].columns if c.kind == "date" and c.name in table.columns]
-        tables[name] = table.mutate(**{c: table[c].cast("date") for c in dates}) if dates else table
+        if dates:
+            tables[name] = table.mutate(**{c: table[c].cast("date") for c in dates})
     tx = tables["transactions"]
     stats = tx.aggregate(last=tx.ts.max()).to_pandas()
     if pd.isna(stats["last"].iloc[0]):
-        raise DataError(f"{folder / 'transactions.parquet'} has no rows; run `churn validate` on real data")
+        raise DataError(f"{where} has no rows; run `churn validate` on data with transactions")
     channels = []
     if "channel" in tx.columns:
         channels = sorted(str(c) for c in tx.select("channel").distinct().to_pandas()["channel"].dropna())

@@ -137,6 +137,61 @@ def validate(
     _run(debug, body)
 
 
+@app.command()
+def features(
+    as_of: Annotated[Optional[dt.datetime], typer.Option(
+        "--as-of", formats=["%Y-%m-%d"],
+        help="the snapshot's cutoff: rows before this date count (default: the day after the latest transaction)")] = None,
+    with_labels: Annotated[bool, typer.Option("--with-labels", help="add churn, win-back and CLTV outcomes")] = False,
+    stack: Annotated[bool, typer.Option("--stack", help="build the training stack instead: labeled snapshots at the "
+                                                        "configured cadence up to --as-of (default: the latest "
+                                                        "labeled cutoff)")] = False,
+    out_file: Annotated[Optional[Path], typer.Option("--out", help="also write the table to this Parquet file")] = None,
+    engine: Annotated[str, typer.Option(help="duckdb (default, in-process) or spark (local mode)")] = "duckdb",
+    config: ConfigOpt = None, data_dir: DataDirOpt = None, debug: DebugOpt = False,
+) -> None:
+    """Build a point-in-time feature snapshot (or the training stack) from the validated tables."""
+
+    def body() -> None:
+        from features.config import load_config
+        from features.errors import ChurnError as _Err
+        from features.snapshots import (build_snapshots, cutoff_schedule, latest_labeled_cutoff, open_sources,
+                                        write_snapshots)
+
+        if engine not in ("duckdb", "spark"):
+            raise _Err(f"--engine must be 'duckdb' or 'spark', got {engine!r}")
+        cfg = load_config(config, {"data_dir": str(data_dir) if data_dir else None})
+        start = time.perf_counter()
+        with _progress() as progress:
+            task = progress.add_task("opening the validated tables", total=3)
+            src = open_sources(cfg.validated_dir, engine)
+            progress.update(task, advance=1, description="computing features")
+            if stack:
+                end = as_of.date() if as_of else latest_labeled_cutoff(src.last_day, cfg.horizons.churn_days)
+                cutoffs = cutoff_schedule(end, cfg.snapshots)
+                frame = build_snapshots(src, cutoffs, cfg.horizons, with_labels=True)
+                name = "training_stack"
+            else:
+                cutoff = as_of.date() if as_of else src.last_day + dt.timedelta(days=1)
+                frame = build_snapshots(src, [cutoff], cfg.horizons, with_labels=with_labels)
+                name = f"snapshot_{cutoff.isoformat()}"
+            progress.update(task, advance=1, description="writing")
+            folder = write_snapshots(frame, cfg, name, cfg.validated_dir,
+                                     extra={"engine": engine, "with_labels": with_labels or stack,
+                                            "data_last_day": src.last_day.isoformat(),
+                                            "horizons": cfg.horizons.model_dump()})
+            if out_file:
+                out_file.parent.mkdir(parents=True, exist_ok=True)
+                frame.to_parquet(out_file, index=False)
+            progress.update(task, advance=1, description="done")
+        cutoffs = sorted(frame["cutoff"].unique())
+        out.print(f"{len(frame):,} rows x {frame.shape[1] - 2} features at {len(cutoffs)} cutoff(s) "
+                  f"({cutoffs[0]} .. {cutoffs[-1]}) in {time.perf_counter() - start:.1f} s -> {folder}"
+                  + (f" and {out_file}" if out_file else ""))
+
+    _run(debug, body)
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 
