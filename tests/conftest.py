@@ -49,3 +49,14 @@ def generated_config(generated: Path) -> Path:
     folder = generated.parent
     tables = {name: {"source": {"path": f"raw/{name}.parquet"}} for name in TABLES}
     return write_config(folder, tables, as_of=GENERATED_AS_OF.isoformat())
+
+
+@pytest.fixture(scope="session")
+def validated_dir(generated_config) -> Path:
+    """The ``generated`` data, validated: ``<folder>/validated``."""
+    from features.config import load_config
+    from features.ingest import ingest
+
+    cfg = load_config(generated_config)
+    ingest(cfg, GENERATED_AS_OF, run_id="fixture")
+    return cfg.validated_dir
