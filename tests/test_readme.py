@@ -25,7 +25,7 @@ def test_every_snapshot_column_is_documented_in_the_readme(validated_dir):
 
     text = README.read_text(encoding="utf-8")
     section = text[text.index("## Point-in-time features"):text.index("## Layout")]
-    documented = set(re.findall(r"`([a-z_0-9<>]+)`", section))
+    documented = set(re.findall(r"`([A-Za-z_0-9<>]+)`", section))
     snap = build_snapshots(open_sources(validated_dir), [dt.date(2026, 3, 1)], HorizonsConfig(), with_labels=True)
     for column in snap.columns:
         name = re.sub(r"^channel_share_.*", "channel_share_<channel>", column)
