@@ -68,6 +68,7 @@ class HorizonsConfig(_Strict):
 class SnapshotsConfig(_Strict):
     cadence: Literal["monthly", "weekly"] = "monthly"
     lookback_months: int = Field(24, gt=0)
+    duckdb_memory_limit: str = Field("4GB", description="DuckDB spills to data_dir/tmp beyond this")
 
 
 class ModelsConfig(_Strict):

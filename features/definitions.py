@@ -48,18 +48,19 @@ def _ratio(num: ir.NumericValue, den: ir.NumericValue) -> ir.FloatingValue:
 
 
 def _count_if(cond: ir.BooleanValue) -> ir.IntegerValue:
-    return cond.ifelse(1, 0).sum().cast("int64")
+    """Number of rows where ``cond`` is true (COUNT of NULLIF: a 64-bit count on every engine)."""
+    return cond.nullif(False).count().cast("int64")
 
 
 def _sum_if(value: ir.NumericValue, cond: ir.BooleanValue) -> ir.FloatingValue:
-    return cond.ifelse(value, 0).sum().cast("float64")
+    """Sum of ``value`` over rows where ``cond`` is true; 0 when there are none."""
+    return value.cast("float64").sum(where=cond).fill_null(0.0)
 
 
 def purchase_days(transactions: ir.Table, channels: Sequence[str] = ()) -> ir.Table:
-    """Transactions reduced to one row per customer and day, with backward-looking gap information.
+    """Transactions reduced to one row per customer and day (orders, refunds, gross and net value, ...).
 
-    An order is a row with ``amount >= 0``; a refund has ``amount < 0``. ``gap_days`` is the number of days since
-    the customer's previous purchase day (null on the first), which only looks backwards, so it never leaks.
+    An order is a row with ``amount >= 0``; a refund has ``amount < 0``.
     """
     t = transactions
     is_order = t.amount >= 0
@@ -73,18 +74,29 @@ def purchase_days(transactions: ir.Table, channels: Sequence[str] = ()) -> ir.Ta
         metrics["discounted_orders"] = _count_if(is_order & (t.discount.fill_null(0) > 0))
     for ch in channels:
         metrics[f"orders_channel_{ch}"] = _count_if(is_order & (t.channel == ch))
-    daily = t.mutate(day=t.ts.date()).group_by(["customer_id", "day"]).aggregate(**metrics)
-    buying = daily.filter(daily.orders > 0)
-    w = ibis.window(group_by=buying.customer_id, order_by=buying.day)
-    gaps = buying.select("customer_id", "day", gap_days=_days(buying.day, buying.day.lag().over(w)),
-                         is_first_purchase_day=ibis.row_number().over(w) == 0)
-    return daily.left_join(gaps, ["customer_id", "day"]).select(
-        daily, gap_days=gaps.gap_days, is_first_purchase_day=gaps.is_first_purchase_day.fill_null(False))
+    return t.mutate(day=t.ts.date()).group_by(["customer_id", "day"]).aggregate(**metrics)
 
 
-def transaction_features(days: ir.Table, cutoffs: ir.Table, channels: Sequence[str] = (),
+def purchase_gaps(transactions: ir.Table) -> ir.Table:
+    """One row per customer and purchase day with ``gap_days``, the days since the previous purchase day (null on
+    the first). It only looks backwards, so it never leaks. Kept narrow on purpose: the window sorts every row."""
+    t = transactions.filter(transactions.amount >= 0)
+    days = t.select("customer_id", day=t.ts.date()).distinct()
+    w = ibis.window(group_by=days.customer_id, order_by=days.day)
+    return days.mutate(gap_days=_days(days.day, days.day.lag().over(w)).cast("int64"))
+
+
+def gap_features(gaps: ir.Table, cutoffs: ir.Table) -> ir.Table:
+    """``gap_std_days``: sample standard deviation of the gaps between purchase days before the cutoff."""
+    j = gaps.join(cutoffs, gaps.day < cutoffs.cutoff)
+    return j.group_by(["customer_id", "cutoff"]).aggregate(
+        gap_std_days=j.gap_days.cast("float64").std(how="sample"))
+
+
+def transaction_features(days: ir.Table, gaps: ir.Table, cutoffs: ir.Table, channels: Sequence[str] = (),
                          has_discount: bool = False) -> ir.Table:
-    """RFM, BTYD summary, window, trend, gap and refund features from :func:`purchase_days`.
+    """RFM, BTYD summary, window, trend, gap and refund features from :func:`purchase_days` and
+    :func:`purchase_gaps`.
 
     Only customers with at least one order before the cutoff get a row. BTYD columns follow lifetimes'
     ``summary_data_from_transaction_data(freq='D', observation_period_end=cutoff - 1 day)``:
@@ -100,10 +112,9 @@ def transaction_features(days: ir.Table, cutoffs: ir.Table, channels: Sequence[s
         "last_purchase_day": j.day.max(where=bought),
         "orders": j.orders.sum().cast("int64"),
         "gross_spend": j.gross.sum().cast("float64"),
-        "first_day_spend": _sum_if(j.gross, j.is_first_purchase_day),
+        "first_day_spend": j.gross.argmin(j.day, where=bought).cast("float64"),
         "net_spend": j.net.sum().cast("float64"),
         "refunds": j.refunds.sum().cast("int64"),
-        "gap_std_days": j.gap_days.cast("float64").std(how="sample", where=bought),
         "orders_prev_90d": _sum_if(j.orders, (age > 90) & (age <= 180)).cast("int64"),
         "gross_spend_90d": _sum_if(j.gross, age <= 90),
         "gross_spend_prev_90d": _sum_if(j.gross, (age > 90) & (age <= 180)),
@@ -139,8 +150,7 @@ def transaction_features(days: ir.Table, cutoffs: ir.Table, channels: Sequence[s
         "gross_spend_90d": g.gross_spend_90d,
         "gross_spend_prev_90d": g.gross_spend_prev_90d,
         "gap_mean_days": mean_gap,
-        "gap_std_days": g.gap_std_days.cast("float64"),
-        "gap_cv": _ratio(g.gap_std_days, mean_gap),
+
         "days_overdue": (since_last.cast("float64") - mean_gap).cast("float64"),
         "overdue_ratio": _ratio(since_last, mean_gap),
         "refund_rate": _ratio(g.refunds, g.orders),
@@ -149,7 +159,12 @@ def transaction_features(days: ir.Table, cutoffs: ir.Table, channels: Sequence[s
         out["discount_share"] = _ratio(g.discounted_orders, g.orders)
     for ch in channels:
         out[f"channel_share_{ch}"] = _ratio(g[f"orders_channel_{ch}"], g.orders)
-    return g.select("customer_id", "cutoff", **out)
+    feats = g.select("customer_id", "cutoff", **out)
+    std = gap_features(gaps, cutoffs)
+    feats = feats.left_join(std, ["customer_id", "cutoff"]).select(feats, gap_std_days=std.gap_std_days)
+    feats = feats.mutate(gap_cv=_ratio(feats.gap_std_days, feats.gap_mean_days))
+    order = [*feats.columns[: feats.columns.index("gap_mean_days") + 1], "gap_std_days", "gap_cv"]
+    return feats.select(*order, *[c for c in feats.columns if c not in order])
 
 
 def category_features(transactions: ir.Table, cutoffs: ir.Table) -> ir.Table:
@@ -259,17 +274,22 @@ def rfm_scores(snapshot: ir.Table) -> ir.Table:
     """R, F and M quintile scores (1-5) within each cutoff, and the named segment of :data:`RFM_GRID`.
 
     Score = 1 + floor(5 * percent_rank) (capped at 5), so ties share a score on every engine. R ranks
-    ``days_since_last_purchase`` (fewer days = higher), F ranks ``orders``, M ranks ``net_spend``.
+    ``days_since_last_purchase`` (fewer days = higher), F ranks ``orders``, M ranks ``net_spend``. The ranks are
+    computed on a narrow projection and joined back (window operators sort whole rows).
     """
+    narrow = snapshot.select("customer_id", "cutoff", "days_since_last_purchase", "orders", "net_spend")
+
     def quintile(order_by) -> ir.IntegerValue:
-        rank = ibis.percent_rank().over(ibis.window(group_by=snapshot.cutoff, order_by=order_by))
+        rank = ibis.percent_rank().over(ibis.window(group_by=narrow.cutoff, order_by=order_by))
         return ibis.least(5, 1 + (rank * 5).floor()).cast("int64")
 
-    s = snapshot.mutate(r_score=quintile(ibis.desc(snapshot.days_since_last_purchase)),
-                        f_score=quintile(snapshot.orders), m_score=quintile(snapshot.net_spend))
-    cases = [((s.r_score == r) & (s.f_score == f + 1), name) for r, row in RFM_GRID.items() for f, name in
-             enumerate(row)]
-    return s.mutate(rfm_segment=ibis.cases(*cases, else_=ibis.null("string")))
+    scores = narrow.select("customer_id", "cutoff", r_score=quintile(ibis.desc(narrow.days_since_last_purchase)),
+                           f_score=quintile(narrow.orders), m_score=quintile(narrow.net_spend))
+    cases = [((scores.r_score == r) & (scores.f_score == f + 1), name) for r, row in RFM_GRID.items()
+             for f, name in enumerate(row)]
+    scores = scores.mutate(rfm_segment=ibis.cases(*cases, else_=ibis.null("string")))
+    return snapshot.join(scores, ["customer_id", "cutoff"]).select(
+        snapshot, scores.r_score, scores.f_score, scores.m_score, scores.rfm_segment)
 
 
 def labels(days: ir.Table, cutoffs: ir.Table, churn_days: int, cltv_days: int, activity_days: int,

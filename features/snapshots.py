@@ -56,14 +56,24 @@ def spark_session():
             .getOrCreate())
 
 
-def open_sources(validated_dir: str | Path, engine: Engine = "duckdb", spark=None) -> Sources:
-    """Open the validated Parquet tables found in ``validated_dir`` on ``engine``."""
+def open_sources(validated_dir: str | Path, engine: Engine = "duckdb", spark=None,
+                 memory_limit: str | None = "4GB", temp_dir: str | Path | None = None) -> Sources:
+    """Open the validated Parquet tables found in ``validated_dir`` on ``engine``.
+
+    DuckDB runs in-process with at most ``memory_limit`` of memory, spilling to ``temp_dir`` (default: ``tmp``
+    beside ``validated_dir``) beyond it.
+    """
     folder = Path(validated_dir)
     if not (folder / "transactions.parquet").exists():
         raise DataError(f"no validated transactions in {folder}; run `churn validate` first")
     if engine == "duckdb":
         backend = ibis.duckdb.connect()
         backend.raw_sql("SET TimeZone = 'UTC'")
+        if memory_limit:
+            spill = Path(temp_dir) if temp_dir else folder.parent / "tmp" / "duckdb"
+            spill.mkdir(parents=True, exist_ok=True)
+            backend.raw_sql(f"SET memory_limit = '{memory_limit}'")
+            backend.raw_sql(f"SET temp_directory = '{spill}'")
     elif engine == "spark":
         backend = ibis.pyspark.connect(spark or spark_session())
     else:
@@ -103,7 +113,7 @@ def snapshot_expr(src: Sources, cutoffs: Sequence[dt.date], horizons: HorizonsCo
     cut = d.cutoffs_table(cutoffs)
     t = src.tables
     days = d.purchase_days(t["transactions"], src.channels)
-    snap = d.transaction_features(days, cut, src.channels, src.has_discount)
+    snap = d.transaction_features(days, d.purchase_gaps(t["transactions"]), cut, src.channels, src.has_discount)
     if "category" in t["transactions"].columns:
         snap = _left(snap, d.category_features(t["transactions"], cut), fill={"distinct_categories": 0})
     if "customers" in t:
@@ -124,7 +134,7 @@ def snapshot_expr(src: Sources, cutoffs: Sequence[dt.date], horizons: HorizonsCo
                                     horizons.activity_window_days, src.last_day))
         if "subscriptions" in t:
             snap = _left(snap, d.subscription_labels(t["subscriptions"], cut, horizons.churn_days, src.last_day))
-    return snap.order_by(KEY)
+    return snap
 
 
 def _left(left: ir.Table, right: ir.Table, fill: dict | None = None) -> ir.Table:
@@ -144,7 +154,7 @@ def build_snapshots(src: Sources, cutoffs: Sequence[dt.date], horizons: Horizons
                             f"the data's last day {src.last_day}; the latest labeled cutoff is {latest}")
     frame = snapshot_expr(src, cutoffs, horizons, with_labels).to_pandas()
     frame["cutoff"] = pd.to_datetime(frame["cutoff"]).dt.date
-    return frame.reset_index(drop=True)
+    return frame.sort_values(KEY, kind="stable").reset_index(drop=True)
 
 
 def latest_labeled_cutoff(last_day: dt.date, horizon_days: int) -> dt.date:

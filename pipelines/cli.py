@@ -164,7 +164,7 @@ def features(
         start = time.perf_counter()
         with _progress() as progress:
             task = progress.add_task("opening the validated tables", total=3)
-            src = open_sources(cfg.validated_dir, engine)
+            src = open_sources(cfg.validated_dir, engine, memory_limit=cfg.snapshots.duckdb_memory_limit)
             progress.update(task, advance=1, description="computing features")
             if stack:
                 end = as_of.date() if as_of else latest_labeled_cutoff(src.last_day, cfg.horizons.churn_days)
