@@ -90,3 +90,30 @@ def test_a_customers_features_depend_only_on_their_own_rows(rows, day):
         alone = _engine(frame[frame["customer_id"] == customer], cutoff)
         assert_frame_equal(full.loc[[customer]].drop(columns=within_snapshot),
                            alone.drop(columns=within_snapshot), check_dtype=False)
+
+
+@SETTINGS
+@given(st.lists(row, min_size=1, max_size=30), cutoff_day, st.integers(1, 120), st.integers(1, 400))
+def test_no_label_window_reaches_past_the_data(rows, day, churn_days, cltv_days):
+    """Whatever the cutoff and horizons, a label exists only when [t, t + H) ends inside the data."""
+    from features.errors import DataError
+    from features.snapshots import latest_labeled_cutoff
+
+    frame, cutoff = _frame(rows), _cutoff(day)
+    if not (frame["ts"] < pd.Timestamp(cutoff)).any():
+        return
+    src = sources_from_frames({"transactions": frame}, BACKEND)
+    horizons = HorizonsConfig(churn_days=churn_days, cltv_days=cltv_days)
+    end = src.last_day + dt.timedelta(days=1)
+    if cutoff > latest_labeled_cutoff(src.last_day, churn_days):
+        try:
+            build_snapshots(src, [cutoff], horizons, with_labels=True)
+        except DataError:
+            return
+        raise AssertionError("an incomplete churn window was labeled")
+    snap = build_snapshots(src, [cutoff], horizons, with_labels=True)
+    assert cutoff + dt.timedelta(days=churn_days) <= end
+    labeled = snap["churned"].notna() | snap["reactivated"].notna()
+    assert labeled.all() or snap.empty
+    has_cltv = snap["future_net_revenue"].notna()
+    assert (~has_cltv).all() if cutoff + dt.timedelta(days=cltv_days) > end else has_cltv.all()
