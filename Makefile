@@ -21,11 +21,12 @@ export PREFECT_LOGGING_LEVEL := WARNING
 run: venv  ## create .venv from the lock, generate the default data if there is none, run the pipeline
 	$(CHURN) generate --if-missing
 	$(CHURN) validate
+	$(CHURN) features
 
 test: venv  ## the whole test suite
 	$(VENV)/bin/python -m pytest -q
 
-bench: venv  ## speed figures (see bench/)
+bench: venv  ## speed figures (see bench/; the feature bench needs 1M validated customers: see its docstring)
 	$(VENV)/bin/python bench/bench_generate.py 20000 1000000
 
 venv: $(VENV)/.synced
