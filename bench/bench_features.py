@@ -51,11 +51,22 @@ def step(kind: str, validated: Path, cutoff: dt.date, n_stack: int, share: float
         start = time.perf_counter()
         frame = build_snapshots(open_sources(validated), [cutoff], HorizonsConfig())
         return {"seconds": time.perf_counter() - start, "rows": len(frame), "columns": frame.shape[1]}
-    if kind == "stack":
+    if kind == "stack":  # as `churn features --stack` does it: DuckDB writes the partitions
+        import tempfile
+
+        from features.config import PipelineConfig
+        from features.snapshots import write_snapshots_in_engine
+
         cutoffs = cutoff_schedule(cutoff, SnapshotsConfig(cadence="monthly", lookback_months=n_stack - 1))
-        start = time.perf_counter()
-        frame = build_snapshots(open_sources(validated), cutoffs, HorizonsConfig(), with_labels=True)
-        return {"seconds": time.perf_counter() - start, "rows": len(frame), "cutoffs": len(cutoffs)}
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg = PipelineConfig.model_validate({"data_dir": tmp, "tables": {"transactions": {"source": {
+                "path": str(validated / "transactions.parquet")}}}})
+            start = time.perf_counter()
+            folder = write_snapshots_in_engine(open_sources(validated), cutoffs, HorizonsConfig(), True, cfg,
+                                               "stack", validated)
+            seconds = time.perf_counter() - start
+            rows = sum(json.loads((folder / "metadata.json").read_text())["rows_per_cutoff"].values())
+        return {"seconds": seconds, "rows": rows, "cutoffs": len(cutoffs)}
     tx = _subset(validated, share)
     start = time.perf_counter()
     if kind == "duckdb_core":

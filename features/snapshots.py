@@ -21,6 +21,7 @@ from typing import Literal
 import ibis
 import ibis.expr.types as ir
 import pandas as pd
+import pyarrow.parquet as pq
 
 from features import definitions as d
 from features.contract import CONTRACT
@@ -147,14 +148,18 @@ def build_snapshots(src: Sources, cutoffs: Sequence[dt.date], horizons: Horizons
                     with_labels: bool = False) -> pd.DataFrame:
     """Compute the snapshot(s) as a DataFrame (cutoff as a date column, sorted by customer_id and cutoff)."""
     if with_labels:
-        latest = latest_labeled_cutoff(src.last_day, horizons.churn_days)
-        late = [c for c in cutoffs if c > latest]
-        if late:
-            raise DataError(f"cannot label cutoff {late[0]}: its {horizons.churn_days}-day churn window ends after "
-                            f"the data's last day {src.last_day}; the latest labeled cutoff is {latest}")
+        _check_labelable(src, cutoffs, horizons)
     frame = snapshot_expr(src, cutoffs, horizons, with_labels).to_pandas()
     frame["cutoff"] = pd.to_datetime(frame["cutoff"]).dt.date
     return frame.sort_values(KEY, kind="stable").reset_index(drop=True)
+
+
+def _check_labelable(src: Sources, cutoffs: Sequence[dt.date], horizons: HorizonsConfig) -> None:
+    latest = latest_labeled_cutoff(src.last_day, horizons.churn_days)
+    late = [c for c in cutoffs if c > latest]
+    if late:
+        raise DataError(f"cannot label cutoff {late[0]}: its {horizons.churn_days}-day churn window ends after "
+                        f"the data's last day {src.last_day}; the latest labeled cutoff is {latest}")
 
 
 def latest_labeled_cutoff(last_day: dt.date, horizon_days: int) -> dt.date:
@@ -191,29 +196,13 @@ def code_version() -> str:
     return h.hexdigest()
 
 
-def write_snapshots(frame: pd.DataFrame, cfg: PipelineConfig, name: str, validated_dir: Path,
-                    extra: dict | None = None) -> Path:
-    """Write ``frame`` as ``<data_dir>/features/<name>/cutoff=<date>/part-0.parquet`` plus ``metadata.json``.
-
-    The folder is replaced at once (written aside, then renamed), so readers never see half a stack.
-    """
-    target = cfg.data_dir / "features" / name
+def _replace_folder(target: Path, fill) -> Path:
+    """Write a folder aside with ``fill(tmp)``, then swap it in, so readers never see half of it."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
-        for cutoff, part in frame.groupby("cutoff", sort=True):
-            folder = tmp / f"cutoff={cutoff.isoformat()}"
-            folder.mkdir()
-            part.drop(columns="cutoff").to_parquet(folder / "part-0.parquet", index=False)
-        meta = {
-            "name": name, "cutoffs": sorted(c.isoformat() for c in frame["cutoff"].unique()),
-            "rows_per_cutoff": {c.isoformat(): int(n) for c, n in frame.groupby("cutoff").size().items()},
-            "features": [c for c in frame.columns if c not in KEY],
-            "sources": [_fingerprint(p) for p in sorted(validated_dir.glob("*.parquet"))],
-            "code_version": code_version(), **(extra or {}),
-        }
-        (tmp / "metadata.json").write_text(json.dumps(meta, indent=2))
-        old = target.with_name(f".{name}.old")
+        fill(tmp)
+        old = target.with_name(f".{target.name}.old")
         shutil.rmtree(old, ignore_errors=True)
         if target.exists():
             os.replace(target, old)
@@ -224,8 +213,65 @@ def write_snapshots(frame: pd.DataFrame, cfg: PipelineConfig, name: str, validat
     return target
 
 
+def _metadata(name: str, rows_per_cutoff: dict[str, int], features: list[str], validated_dir: Path,
+              extra: dict | None) -> str:
+    return json.dumps({
+        "name": name, "cutoffs": sorted(rows_per_cutoff), "rows_per_cutoff": dict(sorted(rows_per_cutoff.items())),
+        "features": [c for c in features if c not in KEY],
+        "sources": [_fingerprint(p) for p in sorted(validated_dir.glob("*.parquet"))],
+        "code_version": code_version(), **(extra or {}),
+    }, indent=2)
+
+
+def write_snapshots(frame: pd.DataFrame, cfg: PipelineConfig, name: str, validated_dir: Path,
+                    extra: dict | None = None) -> Path:
+    """Write ``frame`` as ``<data_dir>/features/<name>/cutoff=<date>/part-0.parquet`` plus ``metadata.json``.
+
+    The folder is replaced at once (written aside, then renamed), so readers never see half a stack.
+    """
+    def fill(tmp: Path) -> None:
+        for cutoff, part in frame.groupby("cutoff", sort=True):
+            folder = tmp / f"cutoff={cutoff.isoformat()}"
+            folder.mkdir()
+            part.drop(columns="cutoff").to_parquet(folder / "part-0.parquet", index=False)
+        rows = {c.isoformat(): int(n) for c, n in frame.groupby("cutoff").size().items()}
+        (tmp / "metadata.json").write_text(_metadata(name, rows, list(frame.columns), validated_dir, extra))
+
+    return _replace_folder(cfg.data_dir / "features" / name, fill)
+
+
+def write_snapshots_in_engine(src: Sources, cutoffs: Sequence[dt.date], horizons: HorizonsConfig,
+                              with_labels: bool, cfg: PipelineConfig, name: str, validated_dir: Path,
+                              extra: dict | None = None) -> Path:
+    """Like :func:`write_snapshots`, but the engine writes the Parquet partitions itself (DuckDB's COPY ...
+    PARTITION_BY), so a large stack never passes through one pandas frame. Same layout and metadata."""
+    expr = snapshot_expr(src, cutoffs, horizons, with_labels)
+
+    def fill(tmp: Path) -> None:
+        src.backend.to_parquet(expr, tmp / "data", partition_by="cutoff")
+        rows = {}
+        for folder in sorted((tmp / "data").glob("cutoff=*")):
+            os.replace(folder, tmp / folder.name)
+            rows[folder.name.split("=", 1)[1]] = sum(pq.ParquetFile(f).metadata.num_rows
+                                                     for f in (tmp / folder.name).glob("*.parquet"))
+        (tmp / "data").rmdir()
+        (tmp / "metadata.json").write_text(_metadata(name, rows, list(expr.columns), validated_dir, extra))
+
+    if with_labels:
+        _check_labelable(src, cutoffs, horizons)
+    return _replace_folder(cfg.data_dir / "features" / name, fill)
+
+
 def read_snapshots(folder: str | Path) -> pd.DataFrame:
-    """Read a snapshot folder written by :func:`write_snapshots` back (cutoff as a date column)."""
-    frame = pd.read_parquet(folder)
+    """Read a snapshot folder written by :func:`write_snapshots` back (cutoff as a date column), sorted."""
+    import pyarrow.dataset as ds
+
+    files = sorted(str(p) for p in Path(folder).glob("cutoff=*/*.parquet"))
+    if not files:
+        raise DataError(f"no snapshot partitions (cutoff=<date>/*.parquet) in {folder}; run `churn features`")
+    dataset = ds.dataset(files, format="parquet", partitioning=ds.partitioning(flavor="hive"),
+                         partition_base_dir=str(folder))
+    frame = dataset.to_table().to_pandas()
     frame["cutoff"] = pd.to_datetime(frame["cutoff"].astype("str")).dt.date
-    return frame
+    return frame[["customer_id", "cutoff", *[c for c in frame.columns if c not in KEY]]].sort_values(
+        KEY, kind="stable").reset_index(drop=True)

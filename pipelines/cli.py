@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import time
 import uuid
 from pathlib import Path
@@ -156,7 +157,7 @@ def features(
         from features.config import load_config
         from features.errors import ChurnError as _Err
         from features.snapshots import (build_snapshots, cutoff_schedule, latest_labeled_cutoff, open_sources,
-                                        write_snapshots)
+                                        read_snapshots, write_snapshots, write_snapshots_in_engine)
 
         if engine not in ("duckdb", "spark"):
             raise _Err(f"--engine must be 'duckdb' or 'spark', got {engine!r}")
@@ -166,28 +167,33 @@ def features(
             task = progress.add_task("opening the validated tables", total=3)
             src = open_sources(cfg.validated_dir, engine, memory_limit=cfg.snapshots.duckdb_memory_limit)
             progress.update(task, advance=1, description="computing features")
+            extra = {"engine": engine, "with_labels": with_labels or stack,
+                     "data_last_day": src.last_day.isoformat(), "horizons": cfg.horizons.model_dump()}
             if stack:
                 end = as_of.date() if as_of else latest_labeled_cutoff(src.last_day, cfg.horizons.churn_days)
                 cutoffs = cutoff_schedule(end, cfg.snapshots)
-                frame = build_snapshots(src, cutoffs, cfg.horizons, with_labels=True)
                 name = "training_stack"
             else:
-                cutoff = as_of.date() if as_of else src.last_day + dt.timedelta(days=1)
-                frame = build_snapshots(src, [cutoff], cfg.horizons, with_labels=with_labels)
-                name = f"snapshot_{cutoff.isoformat()}"
-            progress.update(task, advance=1, description="writing")
-            folder = write_snapshots(frame, cfg, name, cfg.validated_dir,
-                                     extra={"engine": engine, "with_labels": with_labels or stack,
-                                            "data_last_day": src.last_day.isoformat(),
-                                            "horizons": cfg.horizons.model_dump()})
+                cutoffs = [as_of.date() if as_of else src.last_day + dt.timedelta(days=1)]
+                name = f"snapshot_{cutoffs[0].isoformat()}"
+            labels = with_labels or stack
+            if stack and engine == "duckdb":  # large: DuckDB writes the partitions itself, no pandas frame
+                folder = write_snapshots_in_engine(src, cutoffs, cfg.horizons, labels, cfg, name,
+                                                   cfg.validated_dir, extra)
+                frame = read_snapshots(folder) if out_file else None
+                progress.update(task, advance=1, description="written")
+            else:
+                frame = build_snapshots(src, cutoffs, cfg.horizons, with_labels=labels)
+                progress.update(task, advance=1, description="writing")
+                folder = write_snapshots(frame, cfg, name, cfg.validated_dir, extra)
             if out_file:
                 out_file.parent.mkdir(parents=True, exist_ok=True)
                 frame.to_parquet(out_file, index=False)
             progress.update(task, advance=1, description="done")
-        cutoffs = sorted(frame["cutoff"].unique())
-        out.print(f"{len(frame):,} rows x {frame.shape[1] - 2} features at {len(cutoffs)} cutoff(s) "
-                  f"({cutoffs[0]} .. {cutoffs[-1]}) in {time.perf_counter() - start:.1f} s -> {folder}"
-                  + (f" and {out_file}" if out_file else ""))
+        meta = json.loads((folder / "metadata.json").read_text())
+        out.print(f"{sum(meta['rows_per_cutoff'].values()):,} rows x {len(meta['features'])} features at "
+                  f"{len(meta['cutoffs'])} cutoff(s) ({meta['cutoffs'][0]} .. {meta['cutoffs'][-1]}) in "
+                  f"{time.perf_counter() - start:.1f} s -> {folder}" + (f" and {out_file}" if out_file else ""))
 
     _run(debug, body)
 

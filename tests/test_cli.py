@@ -54,3 +54,34 @@ def test_bad_config_is_reported_with_the_key(tmp_path):
     cfg = write_config(tmp_path, {"transactions": {"source": {"path": "x.csv"}}}, colour="blue")
     result = runner.invoke(app, ["validate", "--config", str(cfg)])
     assert result.exit_code == 2 and "unknown key 'colour'" in _flat(result.output)
+
+
+def test_features_snapshot_and_stack_match_the_engine(validated_dir):
+    import datetime as dt
+    import json
+
+    from features.config import HorizonsConfig, SnapshotsConfig
+    from features.snapshots import build_snapshots, cutoff_schedule, open_sources, read_snapshots
+
+    folder = validated_dir.parent
+    cfg = write_config(folder, {"transactions": {"source": {"path": "raw/transactions.parquet"}}},
+                       snapshots={"cadence": "monthly", "lookback_months": 2})
+    result = runner.invoke(app, ["features", "--config", str(cfg), "--stack", "--as-of", "2026-07-15"])
+    assert result.exit_code == 0, result.output
+    stack = read_snapshots(folder / "features" / "training_stack")
+    cutoffs = cutoff_schedule(dt.date(2026, 7, 15), SnapshotsConfig(lookback_months=2))
+    # two months back from 2026-07-15 is 2026-05-15: the first days of months from then on
+    assert sorted(stack["cutoff"].unique()) == cutoffs == [dt.date(2026, 6, 1), dt.date(2026, 7, 1)]
+    expected = build_snapshots(open_sources(validated_dir), cutoffs, HorizonsConfig(), with_labels=True)
+    pd.testing.assert_frame_equal(stack[expected.columns], expected, check_dtype=False, check_categorical=False)
+    meta = json.loads((folder / "features" / "training_stack" / "metadata.json").read_text())
+    assert meta["rows_per_cutoff"] == {c.isoformat(): int((expected["cutoff"] == c).sum()) for c in cutoffs}
+    assert "churned" in meta["features"] and {s["file"] for s in meta["sources"]} >= {"transactions.parquet"}
+
+    out = folder / "snap.parquet"
+    result = runner.invoke(app, ["features", "--config", str(cfg), "--as-of", "2026-03-01", "--with-labels",
+                                 "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    snap = pd.read_parquet(out)
+    assert len(snap) == len(read_snapshots(folder / "features" / "snapshot_2026-03-01"))
+    assert snap["churned"].notna().any()
