@@ -198,9 +198,5 @@ def features(
     _run(debug, body)
 
 
-def main() -> None:  # pragma: no cover - console entry point
-    app()
-
-
 if __name__ == "__main__":  # pragma: no cover
     app()

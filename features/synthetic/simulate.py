@@ -8,7 +8,6 @@ files.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import shutil
@@ -520,7 +519,3 @@ def generate(out_dir: str | Path, n_customers: int = 20_000, seed: int = 42,
         shutil.rmtree(tmp, ignore_errors=True)
     return GenerationResult(out_dir=out_dir, truth_dir=out_dir / "truth", row_counts=counts, params=p)
 
-
-def data_as_of(params: SimulationParams | None = None) -> dt.date:
-    """The as-of date of generated data (the day after the last simulated day)."""
-    return (params or SimulationParams()).as_of
