@@ -150,7 +150,6 @@ def transaction_features(days: ir.Table, gaps: ir.Table, cutoffs: ir.Table, chan
         "gross_spend_90d": g.gross_spend_90d,
         "gross_spend_prev_90d": g.gross_spend_prev_90d,
         "gap_mean_days": mean_gap,
-
         "days_overdue": (since_last.cast("float64") - mean_gap).cast("float64"),
         "overdue_ratio": _ratio(since_last, mean_gap),
         "refund_rate": _ratio(g.refunds, g.orders),

@@ -13,8 +13,6 @@ import datetime as dt
 import json
 import os
 import re
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +25,7 @@ import pycountry
 from features.config import PipelineConfig
 from features.contract import CONTRACT, PII_COLUMNS, Column, value_checks
 from features.errors import DataError
+from features.files import replace_folder
 from features.sources import read_source
 
 # fx_rates first (transactions need it), customers second (other tables are checked against it)
@@ -288,11 +287,8 @@ def _write_quarantine(rejected: pd.DataFrame, cfg: PipelineConfig, table: str, r
 
 
 def _write_validated(result: IngestResult, cfg: PipelineConfig) -> None:
-    """Write every validated table at once: into a temporary folder, then moved over the old files."""
-    target = cfg.validated_dir
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".validated-", dir=target.parent))
-    try:
+    """Write every validated table at once: into a folder aside, then swapped in for the old one."""
+    def fill(tmp: Path) -> None:
         for name, frame in result.tables.items():
             frame.to_parquet(tmp / f"{name}.parquet", index=False)
         if result.contacts is not None:
@@ -301,14 +297,8 @@ def _write_validated(result: IngestResult, cfg: PipelineConfig) -> None:
                     "tables": {n: {"rows_in": r.rows_in, "rows_ok": r.rows_ok, "reasons": r.reasons}
                                for n, r in result.reports.items()}}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
-        old = target.with_name(target.name + ".old")
-        if target.exists():
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(target, old)
-        os.replace(tmp, target)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+
+    replace_folder(cfg.validated_dir, fill)
 
 
 def ingest(cfg: PipelineConfig, as_of: dt.date, run_id: str,

@@ -11,8 +11,6 @@ import datetime as dt
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +25,7 @@ from features import definitions as d
 from features.contract import CONTRACT
 from features.config import HorizonsConfig, PipelineConfig, SnapshotsConfig
 from features.errors import DataError
+from features.files import replace_folder
 
 Engine = Literal["duckdb", "spark"]
 KEY = ["customer_id", "cutoff"]
@@ -52,7 +51,8 @@ def spark_session():
 
     return (SparkSession.builder.master("local[2]").appName("churn-features")
             .config("spark.driver.host", "127.0.0.1").config("spark.driver.bindAddress", "127.0.0.1")
-            .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false").config("spark.sql.session.timeZone", "UTC")
+            .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
+            .config("spark.sql.session.timeZone", "UTC")
             .config("spark.sql.shuffle.partitions", "4").config("spark.sql.ansi.enabled", "false")
             .getOrCreate())
 
@@ -196,23 +196,6 @@ def code_version() -> str:
     return h.hexdigest()
 
 
-def _replace_folder(target: Path, fill) -> Path:
-    """Write a folder aside with ``fill(tmp)``, then swap it in, so readers never see half of it."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
-        fill(tmp)
-        old = target.with_name(f".{target.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        if target.exists():
-            os.replace(target, old)
-        os.replace(tmp, target)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
-
-
 def _metadata(name: str, rows_per_cutoff: dict[str, int], features: list[str], validated_dir: Path,
               extra: dict | None) -> str:
     return json.dumps({
@@ -237,7 +220,7 @@ def write_snapshots(frame: pd.DataFrame, cfg: PipelineConfig, name: str, validat
         rows = {c.isoformat(): int(n) for c, n in frame.groupby("cutoff").size().items()}
         (tmp / "metadata.json").write_text(_metadata(name, rows, list(frame.columns), validated_dir, extra))
 
-    return _replace_folder(cfg.data_dir / "features" / name, fill)
+    return replace_folder(cfg.data_dir / "features" / name, fill)
 
 
 def write_snapshots_in_engine(src: Sources, cutoffs: Sequence[dt.date], horizons: HorizonsConfig,
@@ -245,6 +228,8 @@ def write_snapshots_in_engine(src: Sources, cutoffs: Sequence[dt.date], horizons
                               extra: dict | None = None) -> Path:
     """Like :func:`write_snapshots`, but the engine writes the Parquet partitions itself (DuckDB's COPY ...
     PARTITION_BY), so a large stack never passes through one pandas frame. Same layout and metadata."""
+    if with_labels:
+        _check_labelable(src, cutoffs, horizons)
     expr = snapshot_expr(src, cutoffs, horizons, with_labels)
 
     def fill(tmp: Path) -> None:
@@ -257,9 +242,7 @@ def write_snapshots_in_engine(src: Sources, cutoffs: Sequence[dt.date], horizons
         (tmp / "data").rmdir()
         (tmp / "metadata.json").write_text(_metadata(name, rows, list(expr.columns), validated_dir, extra))
 
-    if with_labels:
-        _check_labelable(src, cutoffs, horizons)
-    return _replace_folder(cfg.data_dir / "features" / name, fill)
+    return replace_folder(cfg.data_dir / "features" / name, fill)
 
 
 def read_snapshots(folder: str | Path) -> pd.DataFrame:

@@ -155,12 +155,11 @@ def features(
 
     def body() -> None:
         from features.config import load_config
-        from features.errors import ChurnError as _Err
         from features.snapshots import (build_snapshots, cutoff_schedule, latest_labeled_cutoff, open_sources,
                                         read_snapshots, write_snapshots, write_snapshots_in_engine)
 
         if engine not in ("duckdb", "spark"):
-            raise _Err(f"--engine must be 'duckdb' or 'spark', got {engine!r}")
+            raise ChurnError(f"--engine must be 'duckdb' or 'spark', got {engine!r}")
         cfg = load_config(config, {"data_dir": str(data_dir) if data_dir else None})
         start = time.perf_counter()
         with _progress() as progress:
