@@ -40,8 +40,7 @@ def test_bgnbd_closed_forms_by_hand():
     assert model.p_alive(np.array([[0, 0, 5.0]]))[0] == 1.0
     # x = 1, t_x = 2, T = 6: odds = a / (b + x - 1) * ((alpha + T) / (alpha + t_x))^(r + x) = 2/3 * (8/4)^2 = 8/3
     assert model.p_alive(np.array([[1, 2.0, 6.0]]))[0] == pytest.approx(1 / (1 + 8 / 3))
-    # Log-likelihood for x = 0, T = 6: ln[(alpha/(alpha+T))^r] = ln(2/8) (b/(a+b) cancels to 1 after the A2 term
-    # only when x = 0: Gamma(a+b)Gamma(b)/(Gamma(b)Gamma(a+b)) = 1)
+    # Log-likelihood for x = 0, T = 6: the gamma-function terms cancel, leaving r ln(alpha / (alpha + T)) = ln(2/8)
     ll = BetaGeo.log_likelihood(np.array([1.0, 2.0, 2.0, 3.0]), np.array([0.0]), np.array([0.0]), np.array([6.0]))
     assert ll[0] == pytest.approx(np.log(2 / 8))
     # More history of buying recently means more expected purchases; none bought long ago means fewer.
