@@ -32,7 +32,31 @@ def _fit_log_params(neg_ll, start: np.ndarray) -> np.ndarray:
     return np.exp(result.x)
 
 
-class BetaGeo(TransformerMixin, BaseEstimator):
+class _SummaryInput:
+    """Input handling shared by the BTYD estimators: a fixed set of summary columns, some of them non-negative."""
+
+    _columns: tuple[str, ...] = ()
+    _non_negative = 0  # how many leading columns must be >= 0
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.positive_only = True
+        tags.requires_fit = True
+        return tags
+
+    def _summary(self, X, reset: bool) -> np.ndarray:
+        name = type(self).__name__
+        X = validate_data(self, X, reset=reset, dtype=np.float64, ensure_min_samples=1)
+        if X.shape[1] != len(self._columns):
+            raise ValueError(f"{name} expects {len(self._columns)} columns [{', '.join(self._columns)}], "
+                             f"got n_features = {X.shape[1]}")
+        if (X[:, : self._non_negative] < 0).any():
+            raise ValueError(f"Negative values in data passed to {name}: "
+                             f"{', '.join(self._columns[: self._non_negative])} must be >= 0")
+        return X
+
+
+class BetaGeo(_SummaryInput, TransformerMixin, BaseEstimator):
     """BG/NBD model (Fader, Hardie & Lee 2005).
 
     Parameters
@@ -47,19 +71,8 @@ class BetaGeo(TransformerMixin, BaseEstimator):
         self.horizon = horizon
         self.penalizer = penalizer
 
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.positive_only = True
-        tags.requires_fit = True
-        return tags
-
-    def _summary(self, X, reset: bool):
-        X = validate_data(self, X, reset=reset, dtype=np.float64, ensure_min_samples=1)
-        if X.shape[1] != 3:
-            raise ValueError(f"BetaGeo expects 3 columns [frequency, recency, T], got n_features = {X.shape[1]}")
-        if (X < 0).any():
-            raise ValueError("Negative values in data passed to BetaGeo: frequency, recency and T are ages and counts")
-        return X[:, 0], X[:, 1], X[:, 2]
+    _columns = ("frequency", "recency", "T")
+    _non_negative = 3  # all three are counts or ages
 
     @staticmethod
     def log_likelihood(params: np.ndarray, x: np.ndarray, t_x: np.ndarray, T: np.ndarray) -> np.ndarray:
@@ -75,7 +88,7 @@ class BetaGeo(TransformerMixin, BaseEstimator):
 
     def fit(self, X, y=None):
         """Fit ``r, alpha, a, b`` by maximum likelihood; ``y`` is ignored."""
-        x, t_x, T = self._summary(X, reset=True)
+        x, t_x, T = self._summary(X, reset=True).T
         scale = max(float(np.mean(T)), 1e-9)  # optimise in units where the mean age is 1: better conditioned
 
         def neg_ll(log_params):
@@ -94,7 +107,7 @@ class BetaGeo(TransformerMixin, BaseEstimator):
     def p_alive(self, X) -> np.ndarray:
         """Probability that each customer is still alive at the end of observation."""
         check_is_fitted(self)
-        x, t_x, T = self._summary(X, reset=False)
+        x, t_x, T = self._summary(X, reset=False).T
         r, alpha, a, b = self.r_, self.alpha_, self.a_, self.b_
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             odds = np.where(x > 0, a / (b + x - 1) * ((alpha + T) / (alpha + t_x)) ** (r + x), 0.0)
@@ -104,7 +117,7 @@ class BetaGeo(TransformerMixin, BaseEstimator):
         """Conditional expected number of purchases in the next ``t`` units (default ``horizon``)."""
         check_is_fitted(self)
         t = self.horizon if t is None else t
-        x, t_x, T = self._summary(X, reset=False)
+        x, t_x, T = self._summary(X, reset=False).T
         r, alpha, a, b = self.r_, self.alpha_, self.a_, self.b_
         z = t / (alpha + T + t)
         hyp = special.hyp2f1(r + x, b + x, a + b + x - 1, z)
@@ -121,7 +134,7 @@ class BetaGeo(TransformerMixin, BaseEstimator):
         return np.array(["p_alive", "expected_purchases"], dtype=object)
 
 
-class GammaGamma(TransformerMixin, BaseEstimator):
+class GammaGamma(_SummaryInput, TransformerMixin, BaseEstimator):
     """Gamma-Gamma model of the mean spend per repeat purchase (Fader, Hardie & Lee 2005; Fader & Hardie 2013).
 
     Parameters
@@ -133,19 +146,8 @@ class GammaGamma(TransformerMixin, BaseEstimator):
     def __init__(self, penalizer: float = 0.0):
         self.penalizer = penalizer
 
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.positive_only = True
-        tags.requires_fit = True
-        return tags
-
-    def _summary(self, X, reset: bool):
-        X = validate_data(self, X, reset=reset, dtype=np.float64, ensure_min_samples=1)
-        if X.shape[1] != 2:
-            raise ValueError(f"GammaGamma expects 2 columns [frequency, monetary_value], got n_features = {X.shape[1]}")
-        if (X[:, 0] < 0).any():
-            raise ValueError("Negative values in data passed to GammaGamma: frequency counts repeat purchases")
-        return X[:, 0], X[:, 1]
+    _columns = ("frequency", "monetary_value")
+    _non_negative = 1  # frequency; a mean spend can be negative after refunds
 
     @staticmethod
     def log_likelihood(params: np.ndarray, x: np.ndarray, m: np.ndarray) -> np.ndarray:
@@ -156,7 +158,7 @@ class GammaGamma(TransformerMixin, BaseEstimator):
 
     def fit(self, X, y=None):
         """Fit ``p, q, v`` on the customers with ``frequency > 0`` and ``monetary_value > 0``; ``y`` is ignored."""
-        x, m = self._summary(X, reset=True)
+        x, m = self._summary(X, reset=True).T
         keep = (x > 0) & (m > 0)
         if keep.sum() < 2:
             raise ValueError("GammaGamma needs at least 2 customers with a repeat purchase and a positive mean spend")
@@ -179,7 +181,7 @@ class GammaGamma(TransformerMixin, BaseEstimator):
         """E[mean spend per purchase | frequency, monetary_value]; the population mean where there is no usable
         history (no repeat purchase, or a mean that is zero or negative after refunds)."""
         check_is_fitted(self)
-        x, m = self._summary(X, reset=False)
+        x, m = self._summary(X, reset=False).T
         p, q, v = self.p_, self.q_, self.v_
         population = p * v / (q - 1) if q > 1 else np.nan
         ok = (x > 0) & (m > 0)
