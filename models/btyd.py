@@ -1,8 +1,8 @@
 """Buy-till-you-die models fitted by maximum likelihood: BG/NBD (purchases and P(alive)) and Gamma-Gamma (spend).
 
 Both follow the scikit-learn estimator contract (``fit`` / ``transform``, parameters in ``__init__``, fitted state
-in attributes ending in ``_``), so they sit in pipelines and pass ``parametrize_with_checks``. Inputs are the BTYD
-summary columns the feature engine writes:
+in attributes ending in ``_``), so they sit in pipelines. Inputs are the BTYD summary columns the feature engine
+writes:
 
 * :class:`BetaGeo` takes ``[frequency, recency, T]`` (repeat purchase periods, age at the last purchase, age at the
   end of observation; any time unit, used consistently) and transforms to ``[p_alive, expected_purchases]`` over
@@ -41,7 +41,6 @@ class _SummaryInput:
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.positive_only = True
-        tags.requires_fit = True
         return tags
 
     def _summary(self, X, reset: bool) -> np.ndarray:
@@ -104,31 +103,37 @@ class BetaGeo(_SummaryInput, TransformerMixin, BaseEstimator):
         check_is_fitted(self)
         return {"r": self.r_, "alpha": self.alpha_, "a": self.a_, "b": self.b_}
 
+    def _dead_odds(self, x, t_x, T) -> np.ndarray:
+        """Odds that a customer has dropped out by ``T``: ``a / (b + x - 1) ((alpha + T) / (alpha + t_x))^(r + x)``
+        for ``x > 0``, 0 for customers who never repeated (they cannot have dropped out unseen in BG/NBD)."""
+        r, alpha, a, b = self.r_, self.alpha_, self.a_, self.b_
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            return np.where(x > 0, a / (b + x - 1) * ((alpha + T) / (alpha + t_x)) ** (r + x), 0.0)
+
+    def _expected(self, x, t_x, T, t: float) -> np.ndarray:
+        r, alpha, a, b = self.r_, self.alpha_, self.a_, self.b_
+        hyp = special.hyp2f1(r + x, b + x, a + b + x - 1, t / (alpha + T + t))
+        num = (a + b + x - 1) / (a - 1) * (1 - ((alpha + T) / (alpha + T + t)) ** (r + x) * hyp)
+        return num / (1 + self._dead_odds(x, t_x, T))
+
+    def _alive(self, x, t_x, T) -> np.ndarray:
+        return 1.0 / (1.0 + self._dead_odds(x, t_x, T))
+
     def p_alive(self, X) -> np.ndarray:
         """Probability that each customer is still alive at the end of observation."""
         check_is_fitted(self)
-        x, t_x, T = self._summary(X, reset=False).T
-        r, alpha, a, b = self.r_, self.alpha_, self.a_, self.b_
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            odds = np.where(x > 0, a / (b + x - 1) * ((alpha + T) / (alpha + t_x)) ** (r + x), 0.0)
-        return 1.0 / (1.0 + odds)
+        return self._alive(*self._summary(X, reset=False).T)
 
     def expected_purchases(self, X, t: float | None = None) -> np.ndarray:
         """Conditional expected number of purchases in the next ``t`` units (default ``horizon``)."""
         check_is_fitted(self)
-        t = self.horizon if t is None else t
-        x, t_x, T = self._summary(X, reset=False).T
-        r, alpha, a, b = self.r_, self.alpha_, self.a_, self.b_
-        z = t / (alpha + T + t)
-        hyp = special.hyp2f1(r + x, b + x, a + b + x - 1, z)
-        num = (a + b + x - 1) / (a - 1) * (1 - ((alpha + T) / (alpha + T + t)) ** (r + x) * hyp)
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            den = 1 + np.where(x > 0, a / (b + x - 1) * ((alpha + T) / (alpha + t_x)) ** (r + x), 0.0)
-        return num / den
+        return self._expected(*self._summary(X, reset=False).T, self.horizon if t is None else t)
 
     def transform(self, X):
-        """``[p_alive, expected_purchases over horizon]`` per row."""
-        return np.column_stack([self.p_alive(X), self.expected_purchases(X)])
+        """``[p_alive, expected_purchases over horizon]`` per row (the input is checked once)."""
+        check_is_fitted(self)
+        x, t_x, T = self._summary(X, reset=False).T
+        return np.column_stack([self._alive(x, t_x, T), self._expected(x, t_x, T, self.horizon)])
 
     def get_feature_names_out(self, input_features=None):
         return np.array(["p_alive", "expected_purchases"], dtype=object)

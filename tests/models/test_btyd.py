@@ -1,4 +1,4 @@
-"""BG/NBD and Gamma-Gamma: the published CDNOW estimates, hand-checked formulas, and the scikit-learn contract."""
+"""BG/NBD and Gamma-Gamma: the published CDNOW estimates and hand-checked formulas."""
 
 from __future__ import annotations
 
