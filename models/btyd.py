@@ -1,8 +1,9 @@
 """Buy-till-you-die models fitted by maximum likelihood: BG/NBD (purchases and P(alive)) and Gamma-Gamma (spend).
 
 Both follow the scikit-learn estimator contract (``fit`` / ``transform``, parameters in ``__init__``, fitted state
-in attributes ending in ``_``), so they sit in pipelines. Inputs are the BTYD summary columns the feature engine
-writes:
+in attributes ending in ``_``), so they sit in pipelines; they pass ``parametrize_with_checks`` except the checks
+that feed random data of another width (tests/models/test_btyd.py proves that width is the only reason). Inputs are
+the BTYD summary columns the feature engine writes:
 
 * :class:`BetaGeo` takes ``[frequency, recency, T]`` (repeat purchase periods, age at the last purchase, age at the
   end of observation; any time unit, used consistently) and transforms to ``[p_alive, expected_purchases]`` over
@@ -40,18 +41,18 @@ class _SummaryInput:
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.positive_only = True
+        tags.input_tags.positive_only = True  # generic checks then pass non-negative data (a count leads each input)
         return tags
 
     def _summary(self, X, reset: bool) -> np.ndarray:
         name = type(self).__name__
-        X = validate_data(self, X, reset=reset, dtype=np.float64, ensure_min_samples=1)
-        if X.shape[1] != len(self._columns):
-            raise ValueError(f"{name} expects {len(self._columns)} columns [{', '.join(self._columns)}], "
-                             f"got n_features = {X.shape[1]}")
+        X = validate_data(self, X, reset=reset, dtype=np.float64, ensure_min_samples=2 if reset else 1)
         if (X[:, : self._non_negative] < 0).any():
             raise ValueError(f"Negative values in data passed to {name}: "
                              f"{', '.join(self._columns[: self._non_negative])} must be >= 0")
+        if X.shape[1] != len(self._columns):
+            raise ValueError(f"{name} expects {len(self._columns)} columns [{', '.join(self._columns)}], "
+                             f"got n_features = {X.shape[1]}")
         return X
 
 
@@ -92,7 +93,8 @@ class BetaGeo(_SummaryInput, TransformerMixin, BaseEstimator):
 
         def neg_ll(log_params):
             p = np.exp(log_params)
-            ll = self.log_likelihood(p, x, t_x / scale, T / scale).mean()
+            with np.errstate(over="ignore", invalid="ignore"):  # the optimiser may probe extreme values
+                ll = self.log_likelihood(p, x, t_x / scale, T / scale).mean()
             return -(ll - self.penalizer * np.sum(p**2))
 
         r, alpha, a, b = _fit_log_params(neg_ll, np.array([0.5, 1.0, 0.5, 1.0]))
@@ -172,7 +174,9 @@ class GammaGamma(_SummaryInput, TransformerMixin, BaseEstimator):
 
         def neg_ll(log_params):
             params = np.exp(log_params)
-            return -(self.log_likelihood(params, x, m / scale).mean() - self.penalizer * np.sum(params**2))
+            with np.errstate(over="ignore", invalid="ignore"):  # the optimiser may probe extreme values
+                ll = self.log_likelihood(params, x, m / scale).mean()
+            return -(ll - self.penalizer * np.sum(params**2))
 
         p, q, v = _fit_log_params(neg_ll, np.array([1.0, 2.0, 1.0]))
         self.p_, self.q_, self.v_ = p, q, v * scale
