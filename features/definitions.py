@@ -297,6 +297,8 @@ def labels(days: ir.Table, cutoffs: ir.Table, churn_days: int, cltv_days: int, a
 
     * ``is_active``: an order within ``activity_days`` before the cutoff; ``churned``: an active customer with no
       order in ``[t, t + churn_days)``; ``reactivated``: a lapsed customer with an order in that window;
+    * ``days_to_next_order``: days from ``t`` to the first order in ``[t, t + churn_days)`` (0 = on day ``t``),
+      null when there is none (the expected next order date is evaluated against it);
     * ``future_net_revenue``: net revenue (refunds included) in ``[t, t + cltv_days)``.
 
     A label is null unless its whole window lies inside the data: ``t + H <= last_day + 1 day``.
@@ -310,6 +312,7 @@ def labels(days: ir.Table, cutoffs: ir.Table, churn_days: int, cltv_days: int, a
     ahead = _days(after.day, after.cutoff)
     future = after.group_by(["customer_id", "cutoff"]).aggregate(
         orders_in_churn_window=_sum_if(after.orders, ahead < churn_days),
+        days_to_next_order=ahead.min(where=(after.orders > 0) & (ahead < churn_days)),
         future_net_revenue=_sum_if(after.net, ahead < cltv_days))
     j = active.left_join(future, ["customer_id", "cutoff"])
     churn_ok = _days(ibis.literal(last_day), j.cutoff) + 1 >= churn_days
@@ -321,6 +324,7 @@ def labels(days: ir.Table, cutoffs: ir.Table, churn_days: int, cltv_days: int, a
         "customer_id", "cutoff", is_active=is_active,
         churned=ibis.ifelse(churn_ok & is_active, ~bought, null_bool),
         reactivated=ibis.ifelse(churn_ok & ~is_active, bought, null_bool),
+        days_to_next_order=ibis.ifelse(churn_ok, j.days_to_next_order, ibis.null("int64")),
         future_net_revenue=ibis.ifelse(cltv_ok, j.future_net_revenue.fill_null(0.0), ibis.null("float64")),
     )
 

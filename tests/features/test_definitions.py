@@ -163,6 +163,8 @@ def test_labels_by_hand_and_never_beyond_the_data():
     assert snap.loc["A", "churned"] == False and snap.loc["A", "is_active"]  # noqa: E712
     assert snap.loc["D", "is_active"] and snap.loc["D", "churned"] == True  # noqa: E712
     assert snap.loc["B", "is_active"] and snap.loc["B", "churned"] == True  # noqa: E712  (99 <= 100 days)
+    # A's next order is on 01-09, one day after the cutoff; D and B have none in the window
+    assert snap.loc["A", "days_to_next_order"] == 1 and pd.isna(snap.loc["D", "days_to_next_order"])
     # CLTV needs [01-08, 01-13), which ends after the data: no label
     assert snap["future_net_revenue"].isna().all()
     with pytest.raises(Exception, match="cannot label cutoff 2026-01-09.*latest labeled cutoff is 2026-01-08"):
@@ -182,6 +184,7 @@ def test_winback_label_for_lapsed_customers():
                            with_labels=True).set_index("customer_id")
     # both lapsed at 06-01 (151 days > 60); L comes back on 06-10 (inside 30 days), M does not
     assert not snap.loc["L", "is_active"] and snap.loc["L", "reactivated"] == True  # noqa: E712
+    assert snap.loc["L", "days_to_next_order"] == 9  # 06-10 is 9 days after 06-01
     assert snap.loc["M", "reactivated"] == False and pd.isna(snap.loc["M", "churned"])  # noqa: E712
 
 
