@@ -72,9 +72,26 @@ class SnapshotsConfig(_Strict):
 
 
 class ModelsConfig(_Strict):
+    """LightGBM settings shared by the churn, win-back and CLTV models, and the promotion margins."""
+
     seed: int = 42
+    threads: int = Field(2, gt=0, description="LightGBM threads; results are reproducible for a fixed count")
+    learning_rate: float = Field(0.05, gt=0, le=1)
+    num_leaves: int = Field(15, gt=1)
+    min_child_samples: int = Field(200, gt=0)
+    max_rounds: int = Field(1000, gt=0)
+    early_stopping_rounds: int = Field(50, gt=0)
+    validation_cutoffs: int = Field(2, gt=0, description="latest training cutoffs held out for early stopping "
+                                                         "and calibration")
     promotion_margin_auc: float = 0.005
     promotion_margin_gini: float = 0.005
+
+    def lgb_params(self) -> dict:
+        """Keyword arguments of LightGBM's scikit-learn estimators (deterministic, row-wise histograms)."""
+        return dict(n_estimators=self.max_rounds, learning_rate=self.learning_rate, num_leaves=self.num_leaves,
+                    min_child_samples=self.min_child_samples, subsample=0.8, subsample_freq=1,
+                    colsample_bytree=0.8, reg_lambda=1.0, random_state=self.seed, n_jobs=self.threads,
+                    deterministic=True, force_row_wise=True, verbose=-1)
 
 
 class MlflowConfig(_Strict):

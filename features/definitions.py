@@ -221,18 +221,22 @@ def survey_features(surveys: ir.Table, cutoffs: ir.Table) -> ir.Table:
 
 
 def web_features(sessions: ir.Table, cutoffs: ir.Table) -> ir.Table:
-    """Sessions in the last 30 days, in the 30 before, and their ratio (``web_sessions_trend_30d``)."""
+    """Sessions in the last 7 and 30 days, in the 30 before, their ratio (``web_sessions_trend_30d``), and days
+    since the last session (null when none in the last 60 days)."""
     s = sessions
     j = s.join(cutoffs, (s.ts.date() < cutoffs.cutoff) & (s.ts.date() >= cutoffs.cutoff.sub(ibis.interval(days=60))))
     age = _days(j.cutoff, j.ts.date())
-    g = j.group_by(["customer_id", "cutoff"]).aggregate(web_sessions_30d=_count_if(age <= 30),
-                                                       web_sessions_prev_30d=_count_if(age > 30))
+    g = j.group_by(["customer_id", "cutoff"]).aggregate(web_sessions_7d=_count_if(age <= 7),
+                                                       web_sessions_30d=_count_if(age <= 30),
+                                                       web_sessions_prev_30d=_count_if(age > 30),
+                                                       days_since_last_web_session=age.min())
     return g.mutate(web_sessions_trend_30d=_ratio(g.web_sessions_30d, g.web_sessions_prev_30d))
 
 
 def email_features(events: ir.Table, cutoffs: ir.Table) -> ir.Table:
-    """E-mail opens and clicks in the last 90 days, the opens trend against the 90 before, open rate, and whether
-    the customer unsubscribed at any time before the cutoff."""
+    """E-mail opens and clicks in the last 90 days, opens in the last 30, the opens trend against the 90 before,
+    open rate, days since the last open (null when never), and whether the customer unsubscribed at any time
+    before the cutoff."""
     e = events
     j = e.join(cutoffs, e.ts.date() < cutoffs.cutoff)
     age = _days(j.cutoff, j.ts.date())
@@ -242,6 +246,8 @@ def email_features(events: ir.Table, cutoffs: ir.Table) -> ir.Table:
         email_opens_90d=_count_if(recent & (j.event == "open")),
         email_clicks_90d=_count_if(recent & (j.event == "click")),
         email_opens_prev_90d=_count_if(prev & (j.event == "open")),
+        email_opens_30d=_count_if((age <= 30) & (j.event == "open")),
+        days_since_last_email_open=age.min(where=j.event == "open"),
         unsubscribed=(j.event == "unsubscribe").any(),
     )
     return g.mutate(email_open_rate_90d=_ratio(g.email_opens_90d, g.email_sent_90d),

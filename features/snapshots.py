@@ -121,9 +121,10 @@ def snapshot_expr(src: Sources, cutoffs: Sequence[dt.date], horizons: HorizonsCo
         snap = _left(snap, d.customer_attributes(t["customers"], cut))
     optional = {"support_tickets": (d.support_features, {"tickets_90d": 0, "open_tickets": 0}),
                 "surveys": (d.survey_features, {}),
-                "web_sessions": (d.web_features, {"web_sessions_30d": 0, "web_sessions_prev_30d": 0}),
+                "web_sessions": (d.web_features, {"web_sessions_7d": 0, "web_sessions_30d": 0,
+                                                    "web_sessions_prev_30d": 0}),
                 "email_events": (d.email_features, {"email_sent_90d": 0, "email_opens_90d": 0,
-                                                    "email_clicks_90d": 0, "email_opens_prev_90d": 0,
+                                                    "email_clicks_90d": 0, "email_opens_prev_90d": 0, "email_opens_30d": 0,
                                                     "unsubscribed": False}),
                 "subscriptions": (d.subscription_features, {"recent_downgrade": False})}
     for name, (build, fill) in optional.items():
@@ -180,7 +181,8 @@ def cutoff_schedule(end: dt.date, cfg: SnapshotsConfig) -> list[dt.date]:
     return [x.date() for x in dates if x.date() <= end]
 
 
-def _fingerprint(path: Path) -> dict:
+def fingerprint(path: Path) -> dict:
+    """Name, size and blake2b hash of a file."""
     h = hashlib.blake2b(digest_size=16)
     with path.open("rb") as f:
         for block in iter(lambda: f.read(1 << 22), b""):
@@ -201,7 +203,7 @@ def _metadata(name: str, rows_per_cutoff: dict[str, int], features: list[str], v
     return json.dumps({
         "name": name, "cutoffs": sorted(rows_per_cutoff), "rows_per_cutoff": dict(sorted(rows_per_cutoff.items())),
         "features": [c for c in features if c not in KEY],
-        "sources": [_fingerprint(p) for p in sorted(validated_dir.glob("*.parquet"))],
+        "sources": [fingerprint(p) for p in sorted(validated_dir.glob("*.parquet"))],
         "code_version": code_version(), **(extra or {}),
     }, indent=2)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -24,7 +25,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 console = Console(stderr=True)
-out = Console()
+out = Console(width=None if sys.stdout.isatty() else 160)  # wide tables stay readable in logs and pipes
 
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config (default: $CHURN_CONFIG "
                                                                            "or configs/default.yaml)")]
@@ -34,6 +35,9 @@ DebugOpt = Annotated[bool, typer.Option("--debug", help="show the full traceback
 
 def _run(debug: bool, fn) -> None:
     """Run ``fn``; print user errors as one red line (exit 2) unless --debug."""
+    import logging
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # MLflow's INFO lines would drown the progress bars
     try:
         fn()
     except ChurnError as exc:
@@ -193,6 +197,142 @@ def features(
         out.print(f"{sum(meta['rows_per_cutoff'].values()):,} rows x {len(meta['features'])} features at "
                   f"{len(meta['cutoffs'])} cutoff(s) ({meta['cutoffs'][0]} .. {meta['cutoffs'][-1]}) in "
                   f"{time.perf_counter() - start:.1f} s -> {folder}" + (f" and {out_file}" if out_file else ""))
+
+    _run(debug, body)
+
+
+def _fmt(value) -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return "-"
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def print_backtest(report: dict) -> None:
+    """The side-by-side table of a backtest report."""
+    from models.backtest import summary_rows
+
+    rows = summary_rows(report)
+    columns = [c for c in rows[0][2] if any(r[2][c] is not None for r in rows)]
+    table = Table(title=f"backtest as of {report['as_of']} (CLTV at {report['cltv']['as_of']})")
+    table.add_column("target")
+    table.add_column("metric")
+    for c in columns:
+        table.add_column(c, justify="right")
+    for target, metric, values in rows:
+        table.add_row(target, metric, *[_fmt(values[c]) for c in columns])
+    out.print(table)
+    p = report["populations"]
+    out.print(f"active {p['active']:,} (churn rate {p['churn_base_rate']:.1%}), lapsed {p['lapsed']:,} "
+              f"(reactivation rate {p['winback_base_rate']:.1%}), CLTV customers {p['cltv_customers']:,} "
+              f"(mean {p['cltv_mean_actual']:,.2f})")
+
+
+@app.command()
+def backtest(
+    as_of: Annotated[Optional[dt.datetime], typer.Option(
+        "--as-of", formats=["%Y-%m-%d"],
+        help="evaluation cutoff; training uses only label windows ending on or before it (default: the latest "
+             "cutoff with a complete churn window)")] = None,
+    report: Annotated[Optional[Path], typer.Option("--report", help="JSON report path (default: "
+                                                                    "<outputs>/backtest/as_of=<DATE>/report.json); "
+                                                                    "plots are written beside it")] = None,
+    config: ConfigOpt = None, data_dir: DataDirOpt = None, debug: DebugOpt = False,
+) -> None:
+    """Temporal backtest of the churn, win-back, CLTV and next-order models against the baselines."""
+
+    def body() -> None:
+        from features.config import load_config
+        from pipelines import jobs
+
+        cfg = load_config(config, {"data_dir": str(data_dir) if data_dir else None})
+        start = time.perf_counter()
+        with _progress() as progress:
+            task = progress.add_task("backtest", total=5)
+
+            def step(message: str) -> None:
+                progress.update(task, advance=1, description=message)
+
+            run = jobs.backtest(cfg, as_of.date() if as_of else None, report, progress=step)
+            progress.update(task, completed=5, description="done")
+        print_backtest(jobs.read_report(run.report_path))
+        out.print(f"report {run.report_path}; plots {', '.join(p.name for p in run.plots)} "
+                  f"({time.perf_counter() - start:.1f} s)")
+
+    _run(debug, body)
+
+
+@app.command()
+def train(config: ConfigOpt = None, data_dir: DataDirOpt = None, debug: DebugOpt = False) -> None:
+    """Backtest at the latest labeled cutoff, train every model on all labeled snapshots, log them to MLflow and
+    promote a challenger to champion only when it beats the champion by the configured margin."""
+
+    def body() -> None:
+        from features.config import load_config
+        from pipelines import jobs
+
+        cfg = load_config(config, {"data_dir": str(data_dir) if data_dir else None})
+        start = time.perf_counter()
+        with _progress() as progress:
+            task = progress.add_task("train", total=9)
+            registered = jobs.train(cfg, progress=lambda msg: progress.update(task, advance=1, description=msg))
+            progress.update(task, completed=9, description="done")
+        table = Table(title="registered models")
+        for col in ("model", "version", "decision", "reason"):
+            table.add_column(col)
+        for r in registered:
+            table.add_row(r.name, r.version, "champion" if r.decision.promote else "challenger", r.decision.reason)
+        out.print(table)
+        out.print(f"trained in {time.perf_counter() - start:.1f} s; `churn models` lists every version")
+
+    _run(debug, body)
+
+
+@app.command()
+def models(config: ConfigOpt = None, data_dir: DataDirOpt = None, debug: DebugOpt = False) -> None:
+    """List registered model versions with their aliases, promotion decisions and key metrics."""
+
+    def body() -> None:
+        from features.config import load_config
+        from models.tracking import list_versions
+
+        cfg = load_config(config, {"data_dir": str(data_dir) if data_dir else None})
+        rows = list_versions(cfg)
+        if not rows:
+            out.print("no registered models yet; run `churn train`")
+            return
+        table = Table(title="model registry")
+        for col in ("model", "version", "aliases", "created", "evaluated at", "key metrics", "decision"):
+            table.add_column(col)
+        for r in rows:
+            metrics = r["metrics"]
+            keys = [k for k in ("roc_auc", "ece", "normalized_gini", "spearman") if k in metrics]
+            table.add_row(r["name"], r["version"], ", ".join(r["aliases"]), r["created"],
+                          str(metrics.get("eval_as_of", "")), " ".join(f"{k}={metrics[k]:.4f}" for k in keys),
+                          f"{r['decision']}: {r['reason']}" if r["reason"] else r["decision"])
+        out.print(table)
+
+    _run(debug, body)
+
+
+@app.command()
+def promote(
+    name: Annotated[str, typer.Argument(help="churn-classifier, winback-classifier or cltv-regressor")],
+    version: Annotated[str, typer.Argument(help="the version to make champion")],
+    reason: Annotated[str, typer.Option(help="recorded on the version")] = "manual",
+    config: ConfigOpt = None, data_dir: DataDirOpt = None, debug: DebugOpt = False,
+) -> None:
+    """Make a version the champion by hand (recorded as tags on the version)."""
+
+    def body() -> None:
+        from features.config import load_config
+        from models.tracking import MODEL_NAMES
+        from models.tracking import promote as set_champion
+
+        if name not in MODEL_NAMES:
+            raise ChurnError(f"unknown model {name!r}; expected one of {list(MODEL_NAMES)}")
+        cfg = load_config(config, {"data_dir": str(data_dir) if data_dir else None})
+        set_champion(cfg, name, version, note=reason)
+        out.print(f"{name} version {version} is now the champion")
 
     _run(debug, body)
 

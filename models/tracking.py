@@ -1,0 +1,269 @@
+"""The one module that talks to MLflow: runs, the model registry, champion/challenger aliases.
+
+Embedded by default: a SQLite tracking store ``<data_dir>/mlflow/mlflow.db`` and artifacts under
+``<data_dir>/mlflow/artifacts``, no server. When ``mlflow.tracking_uri`` names a server, the same calls go there.
+
+Each model is registered under its name (``churn-classifier``, ``winback-classifier``, ``cltv-regressor``). A new
+version takes the alias ``challenger``; it takes ``champion`` only when there is none or when it beats the champion
+on the same evaluation cutoff by the configured margin (:func:`decide_promotion`). The decision and both sets of
+numbers are tags on the new version.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from features.config import ModelsConfig, PipelineConfig
+from features.errors import ChurnError
+from models.training import ScoringModel
+
+MODEL_NAMES = ("churn-classifier", "winback-classifier", "cltv-regressor")
+EXPERIMENT = "churn-pipeline"
+
+
+def tracking_uri(cfg: PipelineConfig) -> str:
+    if cfg.mlflow.tracking_uri:
+        return cfg.mlflow.tracking_uri
+    folder = (cfg.data_dir / "mlflow").resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{folder / 'mlflow.db'}"
+
+
+def _mlflow(cfg: PipelineConfig):
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri(cfg))
+    mlflow.set_registry_uri(tracking_uri(cfg))
+    return mlflow
+
+
+def _experiment_id(cfg: PipelineConfig, client) -> str:
+    found = client.get_experiment_by_name(EXPERIMENT)
+    if found is not None:
+        return found.experiment_id
+    location = None
+    if not cfg.mlflow.tracking_uri:
+        location = (cfg.data_dir / "mlflow" / "artifacts").resolve().as_uri()
+    return client.create_experiment(EXPERIMENT, artifact_location=location)
+
+
+def _python_model_class():
+    import mlflow.pyfunc
+
+    class ScoringPyfunc(mlflow.pyfunc.PythonModel):
+        """pyfunc wrapper: ``predict`` returns calibrated probabilities (classifiers) or expected values."""
+
+        def __init__(self, model: ScoringModel):
+            self.model = model
+
+        def predict(self, context, model_input: pd.DataFrame, params=None):
+            return pd.Series(self.model.score(model_input), name=self.model.label)
+
+    return ScoringPyfunc
+
+
+def pip_requirements() -> list[str]:
+    """What loading the model needs, pinned to the running versions (explicit: inference costs ~15 s)."""
+    from importlib.metadata import version
+
+    return [f"{p}=={version(p)}" for p in ("lightgbm", "scikit-learn", "scipy", "numpy", "pandas", "mlflow")]
+
+
+# ---- promotion -----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Decision:
+    promote: bool
+    reason: str
+
+
+def decide_promotion(name: str, challenger: dict[str, float], champion: dict[str, float] | None,
+                     margins: ModelsConfig) -> Decision:
+    """Whether the challenger takes ``champion``, from metrics on the same evaluation cutoff.
+
+    Classifiers: ROC AUC at least ``promotion_margin_auc`` higher, and ECE no worse. CLTV: normalized Gini at
+    least ``promotion_margin_gini`` higher. No champion: promote.
+    """
+    if champion is None:
+        return Decision(True, "no champion yet")
+    if name == "cltv-regressor":
+        gain = challenger["normalized_gini"] - champion["normalized_gini"]
+        if gain >= margins.promotion_margin_gini:
+            return Decision(True, f"normalized Gini +{gain:.4f} >= margin {margins.promotion_margin_gini}")
+        return Decision(False, f"normalized Gini {gain:+.4f} < margin {margins.promotion_margin_gini}")
+    gain = challenger["roc_auc"] - champion["roc_auc"]
+    if gain < margins.promotion_margin_auc:
+        return Decision(False, f"ROC AUC {gain:+.4f} < margin {margins.promotion_margin_auc}")
+    if challenger["ece"] > champion["ece"]:
+        return Decision(False, f"ROC AUC +{gain:.4f} but ECE worse ({challenger['ece']:.4f} > {champion['ece']:.4f})")
+    return Decision(True, f"ROC AUC +{gain:.4f} >= margin {margins.promotion_margin_auc}, ECE not worse")
+
+
+# ---- logging a trained model ------------------------------------------------------------------------------------
+
+
+def _flatten(prefix: str, value, out: dict) -> dict:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        if value == value:  # NaN is not a metric
+            out[prefix] = float(value)
+    return out
+
+
+@dataclass
+class Registered:
+    name: str
+    version: str
+    run_id: str
+    decision: Decision
+
+
+def log_and_register(cfg: PipelineConfig, model: ScoringModel, evaluation: dict, report: dict, fingerprint: dict,
+                     plots: list[Path], input_example: pd.DataFrame, champion_metrics_fn) -> Registered:
+    """Log one run for ``model`` (config, fingerprint, backtest metrics with baselines, plots, features, model),
+    register a version, give it ``challenger`` and decide ``champion``.
+
+    ``evaluation`` holds the challenger's key metrics on the evaluation cutoff (with ``eval_as_of`` and
+    ``data_hash``). The champion is compared on the same cutoff: with its own logged backtest metrics when they
+    were computed on the same cutoff and data, else with ``champion_metrics_fn(champion_model)``, its metrics on
+    the challenger's evaluation rows.
+    """
+    mlflow = _mlflow(cfg)
+    from mlflow import MlflowClient
+    from mlflow.models import infer_signature
+
+    client = MlflowClient()
+    experiment_id = _experiment_id(cfg, client)
+    params = _leaves("", json.loads(cfg.model_dump_json()), {})
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"{model.name} {evaluation['eval_as_of']}") as run:
+        client.log_batch(run.info.run_id, params=[mlflow.entities.Param(k[:250], str(v)[:6000])
+                                                  for k, v in params.items()])
+        metrics = _flatten("", {"backtest": {k: v for k, v in report.items() if k not in ("horizons",)}}, {})
+        client.log_batch(run.info.run_id, metrics=[mlflow.entities.Metric(k, v, 0, 0) for k, v in metrics.items()])
+        mlflow.set_tags({"model_name": model.name, "eval_as_of": evaluation["eval_as_of"],
+                         "data_hash": fingerprint["hash"], "best_iteration": str(model.best_iteration)})
+        with tempfile.TemporaryDirectory() as tmp:
+            tmp = Path(tmp)
+            (tmp / "features.json").write_text(json.dumps(model.features, indent=2))
+            (tmp / "data_fingerprint.json").write_text(json.dumps(fingerprint, indent=2, default=str))
+            (tmp / "backtest_report.json").write_text(json.dumps(report, indent=2, default=str))
+            for path in [*plots, tmp / "features.json", tmp / "data_fingerprint.json", tmp / "backtest_report.json"]:
+                mlflow.log_artifact(str(path), artifact_path="backtest" if path in plots else None)
+        # numbers as doubles (an integer column cannot hold a missing value), inferred from every evaluation row
+        # so that columns with missing values are marked optional
+        inputs = input_example[model.features].astype({c: "float64" for c in model.features
+                                                       if pd.api.types.is_integer_dtype(input_example[c])})
+        signature = infer_signature(inputs, model.score(inputs))
+        info = mlflow.pyfunc.log_model(name="model", python_model=_python_model_class()(model),
+                                       signature=signature, input_example=inputs.head(5),
+                                       pip_requirements=pip_requirements())
+        run_id = run.info.run_id
+    version = mlflow.register_model(info.model_uri, model.name).version
+    client.set_registered_model_alias(model.name, "challenger", version)
+    champion = _alias_version(client, model.name, "champion")
+    champion_metrics = None
+    if champion is not None:
+        logged = json.loads((champion.tags or {}).get("challenger_metrics") or "{}")
+        if logged.get("eval_as_of") == evaluation["eval_as_of"] and logged.get("data_hash") == evaluation["data_hash"]:
+            champion_metrics = {**logged, "source": "its own backtest on the same cutoff and data"}
+        else:  # the data moved on: score the champion on the challenger's evaluation cutoff
+            champion_metrics = {**champion_metrics_fn(load_model(cfg, model.name, "champion")),
+                                "eval_as_of": evaluation["eval_as_of"], "source": "rescored on this cutoff"}
+    decision = decide_promotion(model.name, evaluation, champion_metrics, cfg.models)
+    tags = {"decision": "promoted" if decision.promote else "kept champion", "decision_reason": decision.reason,
+            "challenger_metrics": json.dumps(evaluation), "champion_version": champion.version if champion else "",
+            "champion_metrics": json.dumps(champion_metrics) if champion_metrics else ""}
+    for key, value in tags.items():
+        client.set_model_version_tag(model.name, version, key, value)
+    if decision.promote:
+        client.set_registered_model_alias(model.name, "champion", version)
+    return Registered(model.name, str(version), run_id, decision)
+
+
+def _leaves(prefix: str, value, out: dict) -> dict:
+    """Every leaf of a nested mapping under its dotted key (the whole config as run params)."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _leaves(f"{prefix}.{k}" if prefix else str(k), v, out)
+    else:
+        out[prefix] = value
+    return out
+
+
+def _alias_version(client, name: str, alias: str):
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+
+
+# ---- reading the registry ---------------------------------------------------------------------------------------
+
+
+def load_model(cfg: PipelineConfig, name: str, alias: str = "champion") -> ScoringModel:
+    """The registered model ``name@alias`` as a :class:`ScoringModel`."""
+    mlflow = _mlflow(cfg)
+    from mlflow.exceptions import MlflowException
+
+    try:
+        loaded = mlflow.pyfunc.load_model(f"models:/{name}@{alias}")
+    except MlflowException:
+        raise ChurnError(f"no {alias} version of {name} in the registry at {tracking_uri(cfg)}; "
+                         "run `churn train` first") from None
+    return loaded.unwrap_python_model().model
+
+
+def list_versions(cfg: PipelineConfig) -> list[dict]:
+    """Every registered version of the pipeline's models with aliases, decision and key metrics."""
+    _mlflow(cfg)
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient()
+    rows = []
+    for name in MODEL_NAMES:
+        try:
+            model = client.get_registered_model(name)
+        except MlflowException:
+            continue
+        aliases = {}
+        for alias, version in (model.aliases or {}).items():
+            aliases.setdefault(str(version), []).append(alias)
+        for v in client.search_model_versions(f"name='{name}'"):
+            tags = v.tags or {}
+            rows.append({"name": name, "version": str(v.version), "aliases": sorted(aliases.get(str(v.version), [])),
+                         "created": pd.Timestamp(v.creation_timestamp, unit="ms").isoformat(timespec="seconds"),
+                         "metrics": json.loads(tags.get("challenger_metrics") or "{}"),
+                         "decision": tags.get("decision", ""), "reason": tags.get("decision_reason", ""),
+                         "run_id": v.run_id})
+    return sorted(rows, key=lambda r: (r["name"], int(r["version"])))
+
+
+def promote(cfg: PipelineConfig, name: str, version: str, note: str = "manual") -> None:
+    """Give ``name`` version ``version`` the ``champion`` alias by hand; recorded as tags on the version."""
+    _mlflow(cfg)
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient()
+    try:
+        client.get_model_version(name, version)
+    except MlflowException:
+        raise ChurnError(f"{name} has no version {version}; see `churn models`") from None
+    previous = _alias_version(client, name, "champion")
+    client.set_registered_model_alias(name, "champion", version)
+    client.set_model_version_tag(name, version, "decision", "promoted by hand")
+    client.set_model_version_tag(name, version, "decision_reason",
+                                 f"{note}; previous champion: {previous.version if previous else 'none'}")

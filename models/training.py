@@ -1,0 +1,272 @@
+"""Churn, win-back and CLTV models trained on stacked point-in-time snapshots, plus the next-order date.
+
+Time decides every split. A model trained on snapshots at cutoffs ``t_1 < ... < t_k`` fits its trees on the older
+cutoffs and uses the ``validation_cutoffs`` latest ones (never a random split across time) for early stopping and
+for calibration: Platt scaling of the classifiers' log-odds, a level factor for CLTV. What a model sees is only
+what the snapshots hold; which snapshots are allowed (label windows ending on or before the as-of date) is decided
+by :mod:`models.backtest`.
+
+Features are the snapshot's columns minus keys, labels and ``signup_cohort`` (a calendar label that would let a
+model memorise periods; ``tenure_days`` carries the same information), plus BG/NBD's ``p_alive`` and expected
+purchases in the churn horizon, fitted on each cutoff's own snapshot (point in time by construction).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+from scipy.special import expit
+from sklearn.linear_model import LogisticRegression
+
+from features.config import ModelsConfig
+from models.btyd import BetaGeo, GammaGamma
+
+KEY = ("customer_id", "cutoff")
+LABELS = ("is_active", "churned", "reactivated", "days_to_next_order", "future_net_revenue",
+          "subscription_churned")
+NOT_FEATURES = set(KEY) | set(LABELS) | {"signup_cohort"}
+BTYD_FEATURES = ("p_alive", "expected_purchases_churn_horizon")
+
+
+def add_btyd_features(snapshots: pd.DataFrame, horizon_days: int) -> pd.DataFrame:
+    """Add ``p_alive`` and ``expected_purchases_churn_horizon`` from a BG/NBD model fitted on each cutoff's rows.
+
+    ``snapshots`` needs ``cutoff``, ``frequency``, ``recency`` and ``T`` (days). Returns a new frame.
+    """
+    out = snapshots.copy()
+    out["p_alive"] = np.nan
+    out["expected_purchases_churn_horizon"] = np.nan
+    for _, rows in out.groupby("cutoff", sort=True):
+        summary = rows[["frequency", "recency", "T"]].to_numpy(dtype=float)
+        if len(rows) < 2:
+            continue
+        model = BetaGeo(horizon=horizon_days).fit(summary)
+        values = model.transform(summary)
+        out.loc[rows.index, "p_alive"] = values[:, 0]
+        out.loc[rows.index, "expected_purchases_churn_horizon"] = values[:, 1]
+    return out
+
+
+def feature_columns(snapshots: pd.DataFrame) -> list[str]:
+    """The model features present in ``snapshots`` (in column order)."""
+    return [c for c in snapshots.columns if c not in NOT_FEATURES]
+
+
+def design_matrix(snapshots: pd.DataFrame, features: Sequence[str],
+                  categories: dict[str, list[str]] | None = None) -> pd.DataFrame:
+    """The model input: ``features`` with booleans as 0/1 and text as pandas categoricals.
+
+    ``categories`` fixes each text column's categories (those seen in training); unseen values become missing.
+    """
+    missing = [c for c in features if c not in snapshots.columns]
+    if missing:
+        raise ValueError(f"the snapshot lacks model feature(s) {missing}: build it with the same tables and config "
+                         "as the training snapshots")
+    X = snapshots[list(features)].copy()
+    for c in X.columns:
+        is_text = c in categories if categories is not None else not (
+            pd.api.types.is_numeric_dtype(X[c]) or pd.api.types.is_bool_dtype(X[c]))
+        if is_text:
+            known = (categories or {}).get(c)
+            values = X[c].astype("object").where(X[c].notna(), None)
+            known = known if known is not None else sorted(values.dropna().unique())
+            X[c] = pd.Categorical(values.where(values.isin(known), None), categories=known)
+        elif pd.api.types.is_bool_dtype(X[c]) or X[c].dtype == object:
+            X[c] = X[c].astype("float64")
+        else:
+            X[c] = X[c].astype("float64")
+    return X
+
+
+def _categories(X: pd.DataFrame) -> dict[str, list[str]]:
+    return {c: list(X[c].cat.categories) for c in X.columns if isinstance(X[c].dtype, pd.CategoricalDtype)}
+
+
+def split_by_time(snapshots: pd.DataFrame, validation_cutoffs: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Rows at the ``validation_cutoffs`` latest cutoffs, and the rows before them."""
+    cutoffs = sorted(snapshots["cutoff"].unique())
+    if len(cutoffs) <= validation_cutoffs:
+        raise ValueError(f"need more than {validation_cutoffs} training cutoffs for a temporal validation split, got "
+                         f"{len(cutoffs)}: lengthen snapshots.lookback_months or use more history")
+    later = set(cutoffs[-validation_cutoffs:])
+    is_later = snapshots["cutoff"].isin(later)
+    return snapshots[~is_later], snapshots[is_later]
+
+
+@dataclass
+class ScoringModel:
+    """A trained model ready to score snapshots: LightGBM booster plus its calibration.
+
+    ``kind`` is ``classifier`` (``score`` returns calibrated probabilities) or ``regressor`` (expected value).
+    """
+
+    name: str
+    kind: str
+    label: str
+    features: list[str]
+    categories: dict[str, list[str]]
+    booster: lgb.Booster
+    calibration: tuple[float, float]  # classifier: Platt (slope, intercept) on log-odds; regressor: (factor, 0)
+    training_cutoffs: list = field(default_factory=list)
+    best_iteration: int = 0
+    info: dict = field(default_factory=dict)
+
+    def raw_score(self, snapshots: pd.DataFrame) -> np.ndarray:
+        """Uncalibrated output: log-odds for a classifier, the expected value for a regressor."""
+        X = design_matrix(snapshots, self.features, self.categories)
+        return self.booster.predict(X, raw_score=self.kind == "classifier", num_iteration=self.best_iteration)
+
+    def score(self, snapshots: pd.DataFrame) -> np.ndarray:
+        """Calibrated probability (classifier) or expected value (regressor) per row of ``snapshots``."""
+        raw = self.raw_score(snapshots)
+        a, b = self.calibration
+        return expit(a * raw + b) if self.kind == "classifier" else raw * a
+
+    def explain(self, snapshots: pd.DataFrame) -> pd.DataFrame:
+        """TreeSHAP contributions in raw-score units (log-odds for classifiers), one column per feature plus
+        ``base_value``; they add up to :meth:`raw_score`."""
+        X = design_matrix(snapshots, self.features, self.categories)
+        contrib = self.booster.predict(X, pred_contrib=True, num_iteration=self.best_iteration)
+        return pd.DataFrame(contrib, columns=[*self.features, "base_value"], index=snapshots.index)
+
+
+def fit_classifier(snapshots: pd.DataFrame, label: str, name: str, settings: ModelsConfig) -> ScoringModel:
+    """LightGBM on the older cutoffs, early stopping and Platt calibration on the ``validation_cutoffs`` latest.
+
+    ``snapshots`` are the labeled training rows (label not null); ``label`` is a boolean column.
+    """
+    rows = snapshots[snapshots[label].notna()]
+    features = feature_columns(rows)
+    fit_rows, later = split_by_time(rows, settings.validation_cutoffs)
+    X_fit = design_matrix(fit_rows, features)
+    categories = _categories(X_fit)
+    X_later = design_matrix(later, features, categories)
+    y_fit, y_later = fit_rows[label].astype(int).to_numpy(), later[label].astype(int).to_numpy()
+    if len(np.unique(y_fit)) < 2 or len(np.unique(y_later)) < 2:
+        raise ValueError(f"{label}: both outcomes are needed in the training and the validation cutoffs")
+    model = lgb.LGBMClassifier(**settings.lgb_params())
+    model.fit(X_fit, y_fit, eval_X=(X_later,), eval_y=(y_later,), eval_metric="binary_logloss",
+              callbacks=[lgb.early_stopping(settings.early_stopping_rounds, verbose=False)])
+    best = int(model.best_iteration_ or settings.max_rounds)
+    raw_later = model.booster_.predict(X_later, raw_score=True, num_iteration=best)
+    platt = LogisticRegression(C=1e6, max_iter=1000).fit(raw_later.reshape(-1, 1), y_later)
+    return ScoringModel(name=name, kind="classifier", label=label, features=features, categories=categories,
+                        booster=model.booster_, calibration=(float(platt.coef_[0, 0]), float(platt.intercept_[0])),
+                        training_cutoffs=sorted(rows["cutoff"].unique()), best_iteration=best,
+                        info={"rows_fit": len(fit_rows), "rows_validation": len(later),
+                              "validation_cutoffs": sorted(later["cutoff"].unique())})
+
+
+def fit_cltv(snapshots: pd.DataFrame, settings: ModelsConfig, label: str = "future_net_revenue",
+             name: str = "cltv-regressor") -> ScoringModel:
+    """LightGBM with a Tweedie objective (zero-inflated, heavy-tailed spend) on net future revenue.
+
+    Tweedie needs a non-negative target: the few customers whose refunds exceed their purchases in the window
+    are trained at 0 (their revenue is still counted, negative, in the evaluation). A level factor fitted on the
+    later cutoffs makes the predicted total match the actual total there (spend levels drift over time).
+    """
+    rows = snapshots[snapshots[label].notna()]
+    features = feature_columns(rows)
+    fit_rows, later = split_by_time(rows, settings.validation_cutoffs)
+    X_fit = design_matrix(fit_rows, features)
+    categories = _categories(X_fit)
+    X_later = design_matrix(later, features, categories)
+    y_fit = fit_rows[label].clip(lower=0).to_numpy(dtype=float)
+    y_later = later[label].to_numpy(dtype=float)
+    model = lgb.LGBMRegressor(objective="tweedie", tweedie_variance_power=1.5, **settings.lgb_params())
+    model.fit(X_fit, y_fit, eval_X=(X_later,), eval_y=(y_later.clip(min=0),), eval_metric="tweedie",
+              callbacks=[lgb.early_stopping(settings.early_stopping_rounds, verbose=False)])
+    best = int(model.best_iteration_ or settings.max_rounds)
+    predicted = model.booster_.predict(X_later, num_iteration=best)
+    factor = float(y_later.sum() / predicted.sum()) if predicted.sum() > 0 and y_later.sum() > 0 else 1.0
+    return ScoringModel(name=name, kind="regressor", label=label, features=features, categories=categories,
+                        booster=model.booster_, calibration=(factor, 0.0),
+                        training_cutoffs=sorted(rows["cutoff"].unique()), best_iteration=best,
+                        info={"rows_fit": len(fit_rows), "rows_validation": len(later),
+                              "validation_cutoffs": sorted(later["cutoff"].unique())})
+
+
+# ---- BTYD: baselines and the expected next order date ------------------------------------------------------
+
+
+def btyd_predictions(snapshot: pd.DataFrame, churn_days: int, cltv_days: int) -> pd.DataFrame:
+    """BG/NBD and Gamma-Gamma fitted on one cutoff's snapshot (no labels used), per customer:
+
+    * ``p_no_purchase``: P(no order in the next ``churn_days``) = ``1 - P(alive) + P(alive) ((alpha + T) /
+      (alpha + T + H))^(r + x)``: in BG/NBD an alive customer buys at Poisson rate ``lambda``, whose posterior is
+      Gamma(``r + x``, ``alpha + T``) (Fader, Hardie & Lee 2005), and drops out only right after a purchase;
+    * ``expected_cltv``: expected purchases in ``cltv_days`` times Gamma-Gamma's expected spend per purchase;
+    * ``next_order_days``: the median of the time to the next order given alive, ``(alpha + T) (2^(1 / (r + x))
+      - 1)`` (the median of that Gamma-mixed exponential, a Lomax distribution).
+    """
+    summary = snapshot[["frequency", "recency", "T"]].to_numpy(dtype=float)
+    bg = BetaGeo(horizon=churn_days).fit(summary)
+    x, T = summary[:, 0], summary[:, 2]
+    alive = bg.p_alive(summary)
+    shape, scale = bg.r_ + x, bg.alpha_ + T
+    stay_quiet = (scale / (scale + churn_days)) ** shape
+    gg = GammaGamma().fit(snapshot[["frequency", "monetary_value"]].fillna(0).to_numpy(dtype=float))
+    spend = gg.expected_spend(snapshot[["frequency", "monetary_value"]].fillna(0).to_numpy(dtype=float))
+    return pd.DataFrame({
+        "p_no_purchase": 1 - alive + alive * stay_quiet,
+        "expected_cltv": bg.expected_purchases(summary, cltv_days) * spend,
+        "next_order_days": scale * (2 ** (1 / shape) - 1),
+    }, index=snapshot.index)
+
+
+def typical_gap_next_order_days(snapshot: pd.DataFrame) -> np.ndarray:
+    """Naive next order: the customer's mean gap after their last order (population median gap for one-time
+    buyers), never before the cutoff."""
+    gap = snapshot["gap_mean_days"].fillna(snapshot["gap_mean_days"].median())
+    return np.maximum(gap - snapshot["days_since_last_purchase"], 0).to_numpy(dtype=float)
+
+
+def historical_cltv(snapshot: pd.DataFrame, cltv_days: int, annual_churn_rate: float) -> np.ndarray:
+    """The textbook formula CLTV = average order value x purchase frequency x expected lifespan.
+
+    Purchase frequency is orders per day over the customer's history (at least 30 days, so that a new customer's
+    single order is not extrapolated from one day); the expected lifespan is ``1 / annual churn rate`` years,
+    capped at the horizon (the target counts only ``cltv_days`` days).
+    """
+    orders_per_day = snapshot["orders"] / np.maximum(snapshot["days_since_first_purchase"] + 1, 30)
+    lifespan_days = min(365.0 / max(annual_churn_rate, 1e-9), float(cltv_days))
+    return (snapshot["avg_order_value"].fillna(0) * orders_per_day * lifespan_days).to_numpy(dtype=float)
+
+
+@dataclass
+class RuleModel:
+    """A baseline that maps one score to a probability with a monotone fit on training rows."""
+
+    columns: list[str]
+    model: LogisticRegression
+
+    def score(self, snapshot: pd.DataFrame) -> np.ndarray:
+        return self.model.predict_proba(_rfm_inputs(snapshot, self.columns))[:, 1]
+
+
+def _rfm_inputs(snapshot: pd.DataFrame, columns: list[str]) -> np.ndarray:
+    """log1p of the (non-negative part of the) RFM columns: their effects are closer to linear on that scale."""
+    return np.log1p(snapshot[columns].fillna(0).clip(lower=0).to_numpy(dtype=float))
+
+
+def fit_rule(snapshots: pd.DataFrame, label: str, columns: list[str]) -> RuleModel:
+    """Logistic regression of ``label`` on log1p of ``columns`` (one column: the recency rule; R, F, M: the RFM
+    logistic baseline)."""
+    rows = snapshots[snapshots[label].notna()]
+    model = LogisticRegression(max_iter=1000).fit(_rfm_inputs(rows, columns), rows[label].astype(int))
+    return RuleModel(columns, model)
+
+
+RECENCY_RULE = ["days_since_last_purchase"]
+RFM_COLUMNS = ["days_since_last_purchase", "orders", "net_spend"]
+
+
+def annual_churn_rate(snapshots: pd.DataFrame, churn_days: int) -> float:
+    """Churn rate among active customers over the training rows, converted from ``churn_days`` to a year."""
+    rate = float(snapshots["churned"].dropna().astype(float).mean())
+    return 1 - (1 - rate) ** (365.0 / churn_days)
+
