@@ -124,7 +124,8 @@ def snapshot_expr(src: Sources, cutoffs: Sequence[dt.date], horizons: HorizonsCo
                 "web_sessions": (d.web_features, {"web_sessions_7d": 0, "web_sessions_30d": 0,
                                                     "web_sessions_prev_30d": 0}),
                 "email_events": (d.email_features, {"email_sent_90d": 0, "email_opens_90d": 0,
-                                                    "email_clicks_90d": 0, "email_opens_prev_90d": 0, "email_opens_30d": 0,
+                                                    "email_clicks_90d": 0, "email_opens_prev_90d": 0,
+                                                    "email_opens_30d": 0,
                                                     "unsubscribed": False}),
                 "subscriptions": (d.subscription_features, {"recent_downgrade": False})}
     for name, (build, fill) in optional.items():

@@ -46,8 +46,9 @@ def write_plots(result: BacktestResult, folder: str | Path) -> list[Path]:
     fig, ax = plt.subplots(figsize=(5.5, 5))
     for name in curves:
         if name in ("model", "btyd", "oracle"):
-            mean_p, rate, _ = m.calibration_curve(y, churn[name].clip(0, 1))
-            ax.plot(mean_p, rate, marker="o", ms=3, label=f"{name} (ECE {m.expected_calibration_error(y, churn[name].clip(0, 1)):.3f})")
+            p = churn[name].clip(0, 1)
+            mean_p, rate, _ = m.calibration_curve(y, p)
+            ax.plot(mean_p, rate, marker="o", ms=3, label=f"{name} (ECE {m.expected_calibration_error(y, p):.3f})")
     ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":")
     ax.set(xlabel="predicted churn probability", ylabel="observed churn rate", title=f"Calibration at {as_of}")
     ax.legend(loc="upper left", fontsize=8)
