@@ -51,6 +51,7 @@ class BacktestResult:
     churn: pd.DataFrame
     winback: pd.DataFrame
     cltv: pd.DataFrame
+    snapshots: pd.DataFrame  # every snapshot row read, with the BG/NBD features added
     models: dict[str, tr.ScoringModel] = field(default_factory=dict)
 
 
@@ -114,13 +115,14 @@ def run_backtest(snapshots: pd.DataFrame, as_of: dt.date, last_day: dt.date, hor
 
     # CLTV: every customer with an order before the CLTV evaluation cutoff
     cltv_at = cltv_evaluation_cutoff(as_of, last_day, horizons.cltv_days)
-    cltv_train = training_rows(snapshots, cltv_at, horizons.cltv_days, cutoff_schedule(cltv_at, schedule))
+    schedule_cltv = cutoff_schedule(cltv_at, schedule)
+    cltv_train = training_rows(snapshots, cltv_at, horizons.cltv_days, schedule_cltv)
     cltv_model = tr.fit_cltv(cltv_train, settings)
     cltv_eval = _cutoff_rows(snapshots, cltv_at).copy()
     y_cltv = cltv_eval["future_net_revenue"].to_numpy(dtype=float)
     cltv_eval["model"] = cltv_model.score(cltv_eval)
     cltv_eval["btyd"] = tr.btyd_predictions(cltv_eval, H, horizons.cltv_days)["expected_cltv"]
-    churn_rate = tr.annual_churn_rate(training_rows(snapshots, cltv_at, H, cutoff_schedule(cltv_at, schedule)), H)
+    churn_rate = tr.annual_churn_rate(training_rows(snapshots, cltv_at, H, schedule_cltv), H)
     cltv_eval["historical_formula"] = tr.historical_cltv(cltv_eval, horizons.cltv_days, churn_rate)
 
     def clf(frame, y, column):
@@ -170,7 +172,7 @@ def run_backtest(snapshots: pd.DataFrame, as_of: dt.date, last_day: dt.date, hor
                             "churn_brier": oracle_churn["brier"],
                             "winback_roc_auc": clf(lapsed, y_winback, "oracle")["roc_auc"]}
     models = {"churn-classifier": churn_model, "winback-classifier": winback_model, "cltv-regressor": cltv_model}
-    return BacktestResult(report, active, lapsed, cltv_eval, models)
+    return BacktestResult(report, active, lapsed, cltv_eval, snapshots, models)
 
 
 def _dates(values) -> list[str]:

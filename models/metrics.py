@@ -26,13 +26,8 @@ def expected_calibration_error(y, p, n_bins: int = 10) -> float:
 
     The right edge of the last bin is closed (p = 1.0 falls in it).
     """
-    y, p = _arrays(y, p)
-    bins = np.minimum((p * n_bins).astype(int), n_bins - 1)
-    error = 0.0
-    for b in np.unique(bins):
-        inside = bins == b
-        error += inside.mean() * abs(y[inside].mean() - p[inside].mean())
-    return float(error)
+    mean_p, rate, count = calibration_curve(y, p, n_bins)
+    return float(np.sum(count / count.sum() * np.abs(rate - mean_p)))
 
 
 def calibration_curve(y, p, n_bins: int = 10) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -23,7 +23,7 @@ def _pyplot():
 
 def write_plots(result: BacktestResult, folder: str | Path) -> list[Path]:
     """Write ``roc.png``, ``calibration.png``, ``gain.png`` and ``cltv_deciles.png`` into ``folder``."""
-    from sklearn.metrics import roc_curve
+    from sklearn.metrics import roc_auc_score, roc_curve
 
     plt = _pyplot()
     folder = Path(folder)
@@ -34,35 +34,36 @@ def write_plots(result: BacktestResult, folder: str | Path) -> list[Path]:
     as_of = result.report["as_of"]
     paths = []
 
-    fig, ax = plt.subplots(figsize=(5.5, 5))
-    for name in curves:
-        fpr, tpr, _ = roc_curve(y, churn[name])
-        ax.plot(fpr, tpr, label=f"{name} (AUC {m.classification_metrics(y, churn[name])['roc_auc']:.3f})")
-    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":")
-    ax.set(xlabel="false positive rate", ylabel="true positive rate", title=f"Churn ROC at {as_of}")
-    ax.legend(loc="lower right", fontsize=8)
-    paths.append(_save(fig, folder / "roc.png", plt))
+    def churn_plot(file: str, draw, legend_loc: str, diagonal_label: str | None = None, **labels) -> None:
+        """One square churn chart: ``draw(ax, name)`` per curve, the diagonal, labels, legend, saved."""
+        fig, ax = plt.subplots(figsize=(5.5, 5))
+        for name in curves:
+            draw(ax, name)
+        ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":", label=diagonal_label)
+        ax.set(**labels)
+        ax.legend(loc=legend_loc, fontsize=8)
+        paths.append(_save(fig, folder / file, plt))
 
-    fig, ax = plt.subplots(figsize=(5.5, 5))
-    for name in curves:
+    def roc(ax, name):
+        fpr, tpr, _ = roc_curve(y, churn[name])
+        ax.plot(fpr, tpr, label=f"{name} (AUC {roc_auc_score(y, churn[name]):.3f})")
+
+    def calibration(ax, name):
         if name in ("model", "btyd", "oracle"):
             p = churn[name].clip(0, 1)
             mean_p, rate, _ = m.calibration_curve(y, p)
             ax.plot(mean_p, rate, marker="o", ms=3, label=f"{name} (ECE {m.expected_calibration_error(y, p):.3f})")
-    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":")
-    ax.set(xlabel="predicted churn probability", ylabel="observed churn rate", title=f"Calibration at {as_of}")
-    ax.legend(loc="upper left", fontsize=8)
-    paths.append(_save(fig, folder / "calibration.png", plt))
 
-    fig, ax = plt.subplots(figsize=(5.5, 5))
-    for name in curves:
-        share, captured = m.gain_curve(y, churn[name].to_numpy())
-        ax.plot(share, captured, label=name)
-    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":", label="random")
-    ax.set(xlabel="share of active customers contacted (highest risk first)", ylabel="share of churners reached",
-           title=f"Cumulative gain at {as_of}")
-    ax.legend(loc="lower right", fontsize=8)
-    paths.append(_save(fig, folder / "gain.png", plt))
+    def gain(ax, name):
+        ax.plot(*m.gain_curve(y, churn[name].to_numpy()), label=name)
+
+    churn_plot("roc.png", roc, "lower right", xlabel="false positive rate", ylabel="true positive rate",
+               title=f"Churn ROC at {as_of}")
+    churn_plot("calibration.png", calibration, "upper left", xlabel="predicted churn probability",
+               ylabel="observed churn rate", title=f"Calibration at {as_of}")
+    churn_plot("gain.png", gain, "lower right", "random",
+               xlabel="share of active customers contacted (highest risk first)",
+               ylabel="share of churners reached", title=f"Cumulative gain at {as_of}")
 
     cltv = result.cltv
     actual = cltv["future_net_revenue"].to_numpy(dtype=float)

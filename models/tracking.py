@@ -110,14 +110,9 @@ def decide_promotion(name: str, challenger: dict[str, float], champion: dict[str
 # ---- logging a trained model ------------------------------------------------------------------------------------
 
 
-def _flatten(prefix: str, value, out: dict) -> dict:
-    if isinstance(value, dict):
-        for k, v in value.items():
-            _flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        if value == value:  # NaN is not a metric
-            out[prefix] = float(value)
-    return out
+def _is_metric(value) -> bool:
+    """A finite-or-infinite number that is not a bool and not NaN (NaN is not a metric)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
 
 
 @dataclass
@@ -148,8 +143,9 @@ def log_and_register(cfg: PipelineConfig, model: ScoringModel, evaluation: dict,
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"{model.name} {evaluation['eval_as_of']}") as run:
         client.log_batch(run.info.run_id, params=[mlflow.entities.Param(k[:250], str(v)[:6000])
                                                   for k, v in params.items()])
-        metrics = _flatten("", {"backtest": {k: v for k, v in report.items() if k not in ("horizons",)}}, {})
-        client.log_batch(run.info.run_id, metrics=[mlflow.entities.Metric(k, v, 0, 0) for k, v in metrics.items()])
+        leaves = _leaves("backtest", {k: v for k, v in report.items() if k != "horizons"}, {})
+        client.log_batch(run.info.run_id, metrics=[mlflow.entities.Metric(k, float(v), 0, 0)
+                                                   for k, v in leaves.items() if _is_metric(v)])
         mlflow.set_tags({"model_name": model.name, "eval_as_of": evaluation["eval_as_of"],
                          "data_hash": fingerprint["hash"], "best_iteration": str(model.best_iteration)})
         with tempfile.TemporaryDirectory() as tmp:

@@ -134,31 +134,58 @@ class ScoringModel:
         return pd.DataFrame(contrib, columns=[*self.features, "base_value"], index=snapshots.index)
 
 
+@dataclass
+class _TemporalSplit:
+    """Labeled rows split by time into design matrices: trees on ``X_fit``, early stopping and calibration on
+    ``X_later`` (the ``validation_cutoffs`` latest cutoffs)."""
+
+    rows: pd.DataFrame
+    fit_rows: pd.DataFrame
+    later: pd.DataFrame
+    features: list[str]
+    categories: dict[str, list[str]]
+    X_fit: pd.DataFrame
+    X_later: pd.DataFrame
+
+    @classmethod
+    def of(cls, snapshots: pd.DataFrame, label: str, settings: ModelsConfig) -> "_TemporalSplit":
+        rows = snapshots[snapshots[label].notna()]
+        features = feature_columns(rows)
+        fit_rows, later = split_by_time(rows, settings.validation_cutoffs)
+        X_fit = design_matrix(fit_rows, features)
+        categories = _categories(X_fit)
+        return cls(rows, fit_rows, later, features, categories, X_fit, design_matrix(later, features, categories))
+
+    def fit(self, model, y_fit: np.ndarray, y_later: np.ndarray, metric: str, settings: ModelsConfig) -> int:
+        """Fit ``model`` with early stopping on the later cutoffs; returns the best iteration."""
+        model.fit(self.X_fit, y_fit, eval_X=(self.X_later,), eval_y=(y_later,), eval_metric=metric,
+                  callbacks=[lgb.early_stopping(settings.early_stopping_rounds, verbose=False)])
+        return int(model.best_iteration_ or settings.max_rounds)
+
+    def scoring_model(self, name: str, kind: str, label: str, booster: lgb.Booster,
+                      calibration: tuple[float, float], best: int) -> ScoringModel:
+        return ScoringModel(name=name, kind=kind, label=label, features=self.features, categories=self.categories,
+                            booster=booster, calibration=calibration,
+                            training_cutoffs=sorted(self.rows["cutoff"].unique()), best_iteration=best,
+                            info={"rows_fit": len(self.fit_rows), "rows_validation": len(self.later),
+                                  "validation_cutoffs": sorted(self.later["cutoff"].unique())})
+
+
 def fit_classifier(snapshots: pd.DataFrame, label: str, name: str, settings: ModelsConfig) -> ScoringModel:
     """LightGBM on the older cutoffs, early stopping and Platt calibration on the ``validation_cutoffs`` latest.
 
     ``snapshots`` are the labeled training rows (label not null); ``label`` is a boolean column.
     """
-    rows = snapshots[snapshots[label].notna()]
-    features = feature_columns(rows)
-    fit_rows, later = split_by_time(rows, settings.validation_cutoffs)
-    X_fit = design_matrix(fit_rows, features)
-    categories = _categories(X_fit)
-    X_later = design_matrix(later, features, categories)
-    y_fit, y_later = fit_rows[label].astype(int).to_numpy(), later[label].astype(int).to_numpy()
+    split = _TemporalSplit.of(snapshots, label, settings)
+    y_fit, y_later = split.fit_rows[label].astype(int).to_numpy(), split.later[label].astype(int).to_numpy()
     if len(np.unique(y_fit)) < 2 or len(np.unique(y_later)) < 2:
         raise ValueError(f"{label}: both outcomes are needed in the training and the validation cutoffs")
     model = lgb.LGBMClassifier(**settings.lgb_params())
-    model.fit(X_fit, y_fit, eval_X=(X_later,), eval_y=(y_later,), eval_metric="binary_logloss",
-              callbacks=[lgb.early_stopping(settings.early_stopping_rounds, verbose=False)])
-    best = int(model.best_iteration_ or settings.max_rounds)
-    raw_later = model.booster_.predict(X_later, raw_score=True, num_iteration=best)
+    best = split.fit(model, y_fit, y_later, "binary_logloss", settings)
+    raw_later = model.booster_.predict(split.X_later, raw_score=True, num_iteration=best)
     platt = LogisticRegression(C=1e6, max_iter=1000).fit(raw_later.reshape(-1, 1), y_later)
-    return ScoringModel(name=name, kind="classifier", label=label, features=features, categories=categories,
-                        booster=model.booster_, calibration=(float(platt.coef_[0, 0]), float(platt.intercept_[0])),
-                        training_cutoffs=sorted(rows["cutoff"].unique()), best_iteration=best,
-                        info={"rows_fit": len(fit_rows), "rows_validation": len(later),
-                              "validation_cutoffs": sorted(later["cutoff"].unique())})
+    return split.scoring_model(name, "classifier", label, model.booster_,
+                               (float(platt.coef_[0, 0]), float(platt.intercept_[0])), best)
 
 
 def fit_cltv(snapshots: pd.DataFrame, settings: ModelsConfig, label: str = "future_net_revenue",
@@ -169,25 +196,14 @@ def fit_cltv(snapshots: pd.DataFrame, settings: ModelsConfig, label: str = "futu
     are trained at 0 (their revenue is still counted, negative, in the evaluation). A level factor fitted on the
     later cutoffs makes the predicted total match the actual total there (spend levels drift over time).
     """
-    rows = snapshots[snapshots[label].notna()]
-    features = feature_columns(rows)
-    fit_rows, later = split_by_time(rows, settings.validation_cutoffs)
-    X_fit = design_matrix(fit_rows, features)
-    categories = _categories(X_fit)
-    X_later = design_matrix(later, features, categories)
-    y_fit = fit_rows[label].clip(lower=0).to_numpy(dtype=float)
-    y_later = later[label].to_numpy(dtype=float)
+    split = _TemporalSplit.of(snapshots, label, settings)
+    y_fit = split.fit_rows[label].clip(lower=0).to_numpy(dtype=float)
+    y_later = split.later[label].to_numpy(dtype=float)
     model = lgb.LGBMRegressor(objective="tweedie", tweedie_variance_power=1.5, **settings.lgb_params())
-    model.fit(X_fit, y_fit, eval_X=(X_later,), eval_y=(y_later.clip(min=0),), eval_metric="tweedie",
-              callbacks=[lgb.early_stopping(settings.early_stopping_rounds, verbose=False)])
-    best = int(model.best_iteration_ or settings.max_rounds)
-    predicted = model.booster_.predict(X_later, num_iteration=best)
+    best = split.fit(model, y_fit, y_later.clip(min=0), "tweedie", settings)
+    predicted = model.booster_.predict(split.X_later, num_iteration=best)
     factor = float(y_later.sum() / predicted.sum()) if predicted.sum() > 0 and y_later.sum() > 0 else 1.0
-    return ScoringModel(name=name, kind="regressor", label=label, features=features, categories=categories,
-                        booster=model.booster_, calibration=(factor, 0.0),
-                        training_cutoffs=sorted(rows["cutoff"].unique()), best_iteration=best,
-                        info={"rows_fit": len(fit_rows), "rows_validation": len(later),
-                              "validation_cutoffs": sorted(later["cutoff"].unique())})
+    return split.scoring_model(name, "regressor", label, model.booster_, (factor, 0.0), best)
 
 
 # ---- BTYD: baselines and the expected next order date ------------------------------------------------------

@@ -11,7 +11,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
 
 from features.config import PipelineConfig
 from features.errors import ChurnError, DataError
@@ -68,15 +67,14 @@ def backtest(cfg: PipelineConfig, as_of: dt.date | None = None, report_path: Pat
     report_path.write_text(json.dumps(result.report, indent=2, default=str))
     progress("drawing the plots")
     plots = write_plots(result, report_path.parent)
-    return BacktestRun(result, report_path, plots, snapshots, src.last_day)
+    return BacktestRun(result, report_path, plots, src.last_day)
 
 
 @dataclass
 class BacktestRun:
-    result: object  # models.backtest.BacktestResult
+    result: object  # models.backtest.BacktestResult (its snapshots carry the BG/NBD features)
     report_path: Path
     plots: list[Path]
-    snapshots: pd.DataFrame
     last_day: dt.date
 
 
@@ -103,8 +101,7 @@ def train(cfg: PipelineConfig, progress: Progress = _quiet) -> list:
 
     run = backtest(cfg, None, progress=progress)
     report, result = run.result.report, run.result
-    H = cfg.horizons.churn_days
-    snapshots = tr.add_btyd_features(run.snapshots, H)
+    snapshots = result.snapshots  # BG/NBD features already added by the backtest
     progress("training the final models on every labeled snapshot")
     final = {
         "churn-classifier": tr.fit_classifier(snapshots[snapshots["is_active"] == True], "churned",  # noqa: E712
