@@ -57,18 +57,26 @@ def _sum_if(value: ir.NumericValue, cond: ir.BooleanValue) -> ir.FloatingValue:
     return value.cast("float64").sum(where=cond).fill_null(0.0)
 
 
+# Money is summed in whole millionths of the base currency: sums of integers are exact, so they do not depend on
+# the order a parallel engine adds rows in (float sums do, in the last bits, which changed LightGBM's trees from
+# run to run). Amounts are rounded to 1e-6 once, per transaction; features divide by MICROS at the end.
+MICROS = 1_000_000
+
+
 def purchase_days(transactions: ir.Table, channels: Sequence[str] = ()) -> ir.Table:
     """Transactions reduced to one row per customer and day (orders, refunds, gross and net value, ...).
 
-    An order is a row with ``amount >= 0``; a refund has ``amount < 0``.
+    An order is a row with ``amount >= 0``; a refund has ``amount < 0``. ``gross`` and ``net`` are integer
+    millionths of the base currency (see ``MICROS``).
     """
     t = transactions
     is_order = t.amount >= 0
+    micros = (t.amount * MICROS).round().cast("int64")
     metrics = {
         "orders": _count_if(is_order),
-        "gross": _sum_if(t.amount, is_order),
+        "gross": micros.sum(where=is_order).fill_null(0),
         "refunds": _count_if(~is_order),
-        "net": t.amount.sum().cast("float64"),
+        "net": micros.sum(),
     }
     if "discount" in t.columns:
         metrics["discounted_orders"] = _count_if(is_order & (t.discount.fill_null(0) > 0))
@@ -111,17 +119,17 @@ def transaction_features(days: ir.Table, gaps: ir.Table, cutoffs: ir.Table, chan
         "first_purchase_day": j.day.min(where=bought),
         "last_purchase_day": j.day.max(where=bought),
         "orders": j.orders.sum().cast("int64"),
-        "gross_spend": j.gross.sum().cast("float64"),
-        "first_day_spend": j.gross.argmin(j.day, where=bought).cast("float64"),
-        "net_spend": j.net.sum().cast("float64"),
+        "gross_spend": j.gross.sum().cast("float64") / MICROS,
+        "first_day_spend": j.gross.argmin(j.day, where=bought).cast("float64") / MICROS,
+        "net_spend": j.net.sum().cast("float64") / MICROS,
         "refunds": j.refunds.sum().cast("int64"),
         "orders_prev_90d": _sum_if(j.orders, (age > 90) & (age <= 180)).cast("int64"),
-        "gross_spend_90d": _sum_if(j.gross, age <= 90),
-        "gross_spend_prev_90d": _sum_if(j.gross, (age > 90) & (age <= 180)),
+        "gross_spend_90d": _sum_if(j.gross, age <= 90) / MICROS,
+        "gross_spend_prev_90d": _sum_if(j.gross, (age > 90) & (age <= 180)) / MICROS,
     }
     for w in WINDOWS:
         metrics[f"orders_{w}d"] = _sum_if(j.orders, age <= w).cast("int64")
-        metrics[f"net_spend_{w}d"] = _sum_if(j.net, age <= w)
+        metrics[f"net_spend_{w}d"] = _sum_if(j.net, age <= w) / MICROS
     if has_discount:
         metrics["discounted_orders"] = j.discounted_orders.sum().cast("int64")
     for ch in channels:
@@ -319,7 +327,7 @@ def labels(days: ir.Table, cutoffs: ir.Table, churn_days: int, cltv_days: int, a
     future = after.group_by(["customer_id", "cutoff"]).aggregate(
         orders_in_churn_window=_sum_if(after.orders, ahead < churn_days),
         days_to_next_order=ahead.min(where=(after.orders > 0) & (ahead < churn_days)),
-        future_net_revenue=_sum_if(after.net, ahead < cltv_days))
+        future_net_revenue=_sum_if(after.net, ahead < cltv_days) / MICROS)
     j = active.left_join(future, ["customer_id", "cutoff"])
     churn_ok = _days(ibis.literal(last_day), j.cutoff) + 1 >= churn_days
     cltv_ok = _days(ibis.literal(last_day), j.cutoff) + 1 >= cltv_days

@@ -227,3 +227,13 @@ def test_cutoff_schedule():
         dt.date(2026, 6, 1), dt.date(2026, 7, 1), dt.date(2026, 8, 1)]
     weekly = cutoff_schedule(dt.date(2026, 8, 3), SnapshotsConfig(cadence="weekly", lookback_months=1))
     assert all(d.weekday() == 0 for d in weekly) and weekly[-1] == dt.date(2026, 8, 3)
+
+
+def test_money_sums_do_not_depend_on_the_order_rows_are_added():
+    # As floats, (0.1 + 0.2) + 0.3 = 0.6000000000000001 but 0.1 + (0.2 + 0.3) = 0.6: a parallel engine adds in
+    # any order, which once changed LightGBM's trees between runs. Sums in whole millionths are exact.
+    tx = _tx([("A", "2025-12-01", 0.1, "food", "web", 0.0), ("A", "2025-12-02", 0.2, "food", "web", 0.0),
+              ("A", "2025-12-03", 0.3, "food", "web", 0.0)])
+    snap = build_snapshots(sources_from_frames({"transactions": tx}), [CUTOFF], HorizonsConfig())
+    assert snap.loc[0, "net_spend"] == 0.6 and snap.loc[0, "net_spend_90d"] == 0.6
+    assert snap.loc[0, "avg_order_value"] == 0.6 / 3
