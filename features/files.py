@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 
@@ -14,16 +15,73 @@ def replace_folder(target: Path, fill: Callable[[Path], None]) -> Path:
 
     Readers never see half of it, and when ``fill`` fails the previous ``target`` is left untouched.
     """
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
-        fill(tmp)
-        old = target.with_name(f".{target.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        if target.exists():
-            os.replace(target, old)
-        os.replace(tmp, target)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    replace_all({target: fill})
     return target
+
+
+def replace_all(folders: Mapping[Path, Callable[[Path], None]], files: Mapping[Path, bytes] | None = None,
+                hook: Callable[[str, Path | None], None] | None = None) -> None:
+    """Replace several folders and files together: all of them, or (on any failure) none.
+
+    Every folder is first written aside by its ``fill(tmp)`` and every file's bytes are written aside, each
+    beside its target (same file system, so a rename is atomic). Then they are swapped in one by one, the old
+    version moved aside first; if anything fails, before or during the swaps, the targets already swapped are put
+    back and the error is raised. On success the old versions are deleted.
+
+    ``hook(event, target)``, for tests that inject failures, runs with ``("staged", None)`` once everything is
+    written aside and with ``("swapped", target)`` after each swap.
+    """
+    staged: dict[Path, Path] = {}
+    try:
+        for target, fill in folders.items():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            staged[target] = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+            staged[target].chmod(0o777 & ~_umask())  # mkdtemp makes it private; published folders are not
+            fill(staged[target])
+        for target, data in (files or {}).items():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}-", dir=target.parent)
+            staged[target] = Path(tmp)
+            staged[target].chmod(0o666 & ~_umask())
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        if hook is not None:
+            hook("staged", None)
+        swapped: list[tuple[Path, Path | None]] = []
+        try:
+            for target, tmp in staged.items():
+                backup = None
+                if target.exists():
+                    backup = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
+                    os.replace(target, backup)
+                swapped.append((target, backup))
+                os.replace(tmp, target)
+                if hook is not None:
+                    hook("swapped", target)
+        except BaseException:
+            for target, backup in reversed(swapped):
+                _remove(target)
+                if backup is not None:
+                    os.replace(backup, target)
+            raise
+        for _, backup in swapped:
+            if backup is not None:
+                _remove(backup)
+    finally:
+        for tmp in staged.values():
+            _remove(tmp)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
