@@ -11,7 +11,10 @@ numbers are tags on the new version.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import logging
 import os
 import tempfile
 from dataclasses import dataclass
@@ -35,9 +38,24 @@ def tracking_uri(cfg: PipelineConfig) -> str:
     return f"sqlite:///{folder / 'mlflow.db'}"
 
 
+class _KnownHarmless(logging.Filter):
+    """Drops two MLflow warnings that do not apply here: the model is our own pickled class (loaded only from our
+    own registry), and uv-made environments have no pip to report a version of."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not ("python_model` causes it to be serialized using CloudPickle" in message
+                    or "Failed to resolve installed pip version" in message)
+
+
 def _mlflow(cfg: PipelineConfig):
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     import mlflow
+
+    for name in ("mlflow.pyfunc", "mlflow.utils.environment"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _KnownHarmless) for f in logger.filters):
+            logger.addFilter(_KnownHarmless())
 
     mlflow.set_tracking_uri(tracking_uri(cfg))
     mlflow.set_registry_uri(tracking_uri(cfg))
@@ -164,7 +182,8 @@ def log_and_register(cfg: PipelineConfig, model: ScoringModel, evaluation: dict,
                                        signature=signature, input_example=inputs.head(5),
                                        pip_requirements=pip_requirements())
         run_id = run.info.run_id
-    version = mlflow.register_model(info.model_uri, model.name).version
+    with contextlib.redirect_stderr(io.StringIO()):  # register_model prints "Created version ..." to stderr
+        version = mlflow.register_model(info.model_uri, model.name).version
     client.set_registered_model_alias(model.name, "challenger", version)
     champion = _alias_version(client, model.name, "champion")
     champion_metrics = None
@@ -219,6 +238,30 @@ def load_model(cfg: PipelineConfig, name: str, alias: str = "champion") -> Scori
         raise ChurnError(f"no {alias} version of {name} in the registry at {tracking_uri(cfg)}; "
                          "run `churn train` first") from None
     return loaded.unwrap_python_model().model
+
+
+def champion_versions(cfg: PipelineConfig) -> dict[str, str | None]:
+    """The ``champion`` version of every model (None where there is none)."""
+    _mlflow(cfg)
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    return {name: (str(v.version) if (v := _alias_version(client, name, "champion")) else None)
+            for name in MODEL_NAMES}
+
+
+def load_champion(cfg: PipelineConfig, name: str) -> tuple[str, ScoringModel]:
+    """The ``champion`` of ``name``: its version and the model, loaded by version number (so that a promotion
+    while loading cannot mix versions)."""
+    mlflow = _mlflow(cfg)
+    from mlflow import MlflowClient
+
+    version = _alias_version(MlflowClient(), name, "champion")
+    if version is None:
+        raise ChurnError(f"no champion version of {name} in the registry at {tracking_uri(cfg)}; "
+                         "run `churn train` first")
+    loaded = mlflow.pyfunc.load_model(f"models:/{name}/{version.version}")
+    return str(version.version), loaded.unwrap_python_model().model
 
 
 def list_versions(cfg: PipelineConfig) -> list[dict]:

@@ -217,7 +217,10 @@ def btyd_predictions(snapshot: pd.DataFrame, churn_days: int, cltv_days: int) ->
       Gamma(``r + x``, ``alpha + T``) (Fader, Hardie & Lee 2005), and drops out only right after a purchase;
     * ``expected_cltv``: expected purchases in ``cltv_days`` times Gamma-Gamma's expected spend per purchase;
     * ``next_order_days``: the median of the time to the next order given alive, ``(alpha + T) (2^(1 / (r + x))
-      - 1)`` (the median of that Gamma-mixed exponential, a Lomax distribution).
+      - 1)`` (the median of that Gamma-mixed exponential, a Lomax distribution);
+    * ``p_alive`` and ``expected_purchases_churn_horizon``: the model features of :func:`add_btyd_features`;
+    * ``value_if_still_buying``: expected net revenue in ``cltv_days`` for a customer known to be alive, the
+      posterior mean rate ``(r + x) / (alpha + T)`` x ``cltv_days`` x the expected spend per order.
     """
     summary = snapshot[["frequency", "recency", "T"]].to_numpy(dtype=float)
     bg = BetaGeo(horizon=churn_days).fit(summary)
@@ -231,6 +234,9 @@ def btyd_predictions(snapshot: pd.DataFrame, churn_days: int, cltv_days: int) ->
         "p_no_purchase": 1 - alive + alive * stay_quiet,
         "expected_cltv": bg.expected_purchases(summary, cltv_days) * spend,
         "next_order_days": scale * (2 ** (1 / shape) - 1),
+        "p_alive": alive,
+        "expected_purchases_churn_horizon": bg.expected_purchases(summary, churn_days),
+        "value_if_still_buying": shape / scale * cltv_days * spend,
     }, index=snapshot.index)
 
 

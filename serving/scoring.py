@@ -1,0 +1,120 @@
+"""Batch scoring: the champions applied to one point-in-time snapshot, turned into the at-risk and win-back lists.
+
+The snapshot is the state of every customer as of the run's cutoff (rows dated before it); nothing here reads the
+clock. A customer is *active* when their last order is at most ``activity_window_days`` before the cutoff (the
+same rule as the labels in :mod:`features.definitions`), otherwise *lapsed*.
+
+Per customer (definitions used in both lists):
+
+* ``churn_probability`` (active): the churn champion's calibrated P(no order in the next ``churn_days``);
+* ``reactivation_probability`` (lapsed): the win-back champion's calibrated P(an order in the next ``churn_days``);
+* ``predicted_cltv``: the CLTV champion's expected net revenue over the next ``cltv_days`` (base currency);
+* ``value_at_risk`` (active) = ``churn_probability x predicted_cltv``: the revenue expected to be lost;
+* ``value_if_reactivated`` (lapsed): what the customer would spend over ``cltv_days`` if they were still buying,
+  BG/NBD's posterior mean purchase rate ``(r + x) / (alpha + T)`` times ``cltv_days`` times Gamma-Gamma's expected
+  spend per order (Fader, Hardie & Lee 2005; Fader & Hardie 2013); ``expected_winback_value`` =
+  ``reactivation_probability x value_if_reactivated``;
+* ``expected_next_order_date`` (active): cutoff + BG/NBD's median time to the next order given alive, rounded up
+  to whole days (see :func:`models.training.btyd_predictions`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from features.config import HorizonsConfig
+from models.training import BTYD_FEATURES, ScoringModel, btyd_predictions
+
+LIST_NAMES = ("at_risk", "winback")
+
+
+@dataclass(frozen=True)
+class Champion:
+    """A registered model version in use."""
+
+    name: str
+    version: str
+    model: ScoringModel
+
+
+def active_mask(snapshot: pd.DataFrame, activity_window_days: int) -> pd.Series:
+    """True for customers with an order at most ``activity_window_days`` days before the cutoff."""
+    return snapshot["days_since_last_purchase"] <= activity_window_days
+
+
+def score_snapshot(snapshot: pd.DataFrame, champions: dict[str, Champion], horizons: HorizonsConfig) -> pd.DataFrame:
+    """Score every customer of a one-cutoff ``snapshot`` (no label columns needed).
+
+    ``champions`` maps ``churn-classifier``, ``winback-classifier`` and ``cltv-regressor`` to their versions.
+    Returns one row per customer, sorted by ``customer_id``, with ``is_active``, the probabilities and values
+    described in the module docstring, ``rfm_segment`` and ``country``.
+    """
+    cutoffs = snapshot["cutoff"].unique()
+    if len(cutoffs) != 1:
+        raise ValueError(f"score one cutoff at a time; the snapshot has {len(cutoffs)}")
+    as_of = pd.Timestamp(cutoffs[0]).date()
+    snap = snapshot.sort_values("customer_id").reset_index(drop=True)
+    btyd = btyd_predictions(snap, horizons.churn_days, horizons.cltv_days)  # one BG/NBD + Gamma-Gamma fit
+    snap = snap.assign(**{c: btyd[c] for c in BTYD_FEATURES})  # the models' BG/NBD features
+    is_active = active_mask(snap, horizons.activity_window_days).to_numpy()
+
+    out = pd.DataFrame({"customer_id": snap["customer_id"], "as_of": as_of, "is_active": is_active})
+    out["churn_probability"] = np.nan
+    out["reactivation_probability"] = np.nan
+    if is_active.any():
+        out.loc[is_active, "churn_probability"] = champions["churn-classifier"].model.score(snap[is_active])
+    if (~is_active).any():
+        out.loc[~is_active, "reactivation_probability"] = champions["winback-classifier"].model.score(
+            snap[~is_active])
+    out["predicted_cltv"] = champions["cltv-regressor"].model.score(snap)
+    out["value_at_risk"] = np.where(is_active, out["churn_probability"] * out["predicted_cltv"], np.nan)
+    out["value_if_reactivated"] = np.where(is_active, np.nan, btyd["value_if_still_buying"])
+    out["expected_winback_value"] = out["reactivation_probability"] * out["value_if_reactivated"]
+    next_days = np.ceil(btyd["next_order_days"].to_numpy(dtype=float))
+    out["expected_next_order_date"] = [as_of + dt.timedelta(days=int(d)) if a and np.isfinite(d) else None
+                                       for a, d in zip(is_active, next_days)]
+    for column in ("rfm_segment", "country"):
+        out[column] = snap[column] if column in snap.columns else None
+    return out
+
+
+AT_RISK_COLUMNS = ["customer_id", "as_of", "churn_probability", "predicted_cltv", "value_at_risk",
+                   "expected_next_order_date", "rfm_segment", "country"]
+WINBACK_COLUMNS = ["customer_id", "as_of", "reactivation_probability", "predicted_cltv", "value_if_reactivated",
+                   "expected_winback_value", "rfm_segment", "country"]
+
+
+def build_lists(scores: pd.DataFrame, champions: dict[str, Champion], run_id: str) -> dict[str, pd.DataFrame]:
+    """The at-risk list (active customers by ``value_at_risk``, highest first) and the win-back list (lapsed
+    customers by ``expected_winback_value``), each with a 1-based ``rank``, the model versions and ``run_id``.
+
+    Ties are broken by ``customer_id`` so that the same scores always give the same order.
+    """
+    versions = {f"{name.split('-')[0]}_model_version": c.version for name, c in sorted(champions.items())}
+    lists = {}
+    for name, rows, columns, by in (
+            ("at_risk", scores[scores["is_active"]], AT_RISK_COLUMNS, "value_at_risk"),
+            ("winback", scores[~scores["is_active"]], WINBACK_COLUMNS, "expected_winback_value")):
+        ranked = rows.sort_values([by, "customer_id"], ascending=[False, True], kind="stable")[columns]
+        ranked.insert(0, "rank", np.arange(1, len(ranked) + 1))
+        lists[name] = ranked.assign(**versions, run_id=run_id).reset_index(drop=True)
+    return lists
+
+
+def summarize(lists: dict[str, pd.DataFrame], champions: dict[str, Champion], at_risk_probability: float) -> dict:
+    """Headline numbers of a scoring run (for the flow's summary artifact and the CLI); at-risk customers are the
+    active ones with ``churn_probability >= at_risk_probability``."""
+    at_risk, winback = lists["at_risk"], lists["winback"]
+    return {
+        "customers_scored": int(len(at_risk) + len(winback)),
+        "active_customers": int(len(at_risk)),
+        "at_risk_customers": int((at_risk["churn_probability"] >= at_risk_probability).sum()),
+        "value_at_risk": float(at_risk["value_at_risk"].sum()),
+        "lapsed_customers": int(len(winback)),
+        "expected_winback_value": float(winback["expected_winback_value"].sum()),
+        "champion_versions": {name: c.version for name, c in sorted(champions.items())},
+    }

@@ -1,0 +1,90 @@
+"""Scoring and the lists: values worked out by hand with fixed model outputs, the active/lapsed rule agreeing with
+the labels, and the order of the lists."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.config import HorizonsConfig
+from serving.scoring import Champion, active_mask, build_lists, score_snapshot, summarize
+
+CUTOFF = dt.date(2026, 11, 1)
+
+
+class FixedModel:
+    """A model double that returns a fixed score per customer."""
+
+    def __init__(self, by_customer: dict[str, float]):
+        self.by_customer = by_customer
+
+    def score(self, frame: pd.DataFrame) -> np.ndarray:
+        return frame["customer_id"].map(self.by_customer).to_numpy(dtype=float)
+
+
+def _snapshot() -> pd.DataFrame:
+    # A: bought 10 days ago; B: exactly 365 days ago (still active); C: 366 days ago (lapsed); D: lapsed, new-ish
+    return pd.DataFrame({
+        "customer_id": ["B", "A", "D", "C"], "cutoff": CUTOFF,
+        "frequency": [3, 5, 0, 2], "recency": [300, 700, 0, 100], "T": [700, 720, 400, 800],
+        "monetary_value": [50.0, 40.0, 0.0, 80.0], "days_since_last_purchase": [365, 10, 400, 366],
+        "rfm_segment": ["At Risk", "Champions", "Lost", "Hibernating"], "country": ["CZ", "GR", "US", "DE"],
+    })
+
+
+def _champions() -> dict[str, Champion]:
+    return {
+        "churn-classifier": Champion("churn-classifier", "3", FixedModel({"A": 0.1, "B": 0.6})),
+        "winback-classifier": Champion("winback-classifier", "2", FixedModel({"C": 0.2, "D": 0.05})),
+        "cltv-regressor": Champion("cltv-regressor", "5", FixedModel({"A": 1000.0, "B": 100.0, "C": 40.0,
+                                                                      "D": 10.0})),
+    }
+
+
+def test_scores_values_and_lists_by_hand():
+    scores = score_snapshot(_snapshot(), _champions(), HorizonsConfig())
+    assert list(scores["customer_id"]) == ["A", "B", "C", "D"]
+    assert list(scores["is_active"]) == [True, True, False, False]  # 365 days: active; 366: lapsed
+    # value at risk = P(churn) x CLTV: A 0.1 x 1000 = 100, B 0.6 x 100 = 60
+    assert scores.loc[:1, "value_at_risk"].tolist() == pytest.approx([100.0, 60.0])
+    assert scores.loc[2:, "value_at_risk"].isna().all() and scores.loc[:1, "reactivation_probability"].isna().all()
+    # next order: the cutoff plus BG/NBD's median days to the next order, only for active customers
+    assert all(d > CUTOFF for d in scores.loc[:1, "expected_next_order_date"])
+    assert scores.loc[2:, "expected_next_order_date"].isna().all()
+    assert (scores.loc[2:, "expected_winback_value"]
+            == scores.loc[2:, "reactivation_probability"] * scores.loc[2:, "value_if_reactivated"]).all()
+    lists = build_lists(scores, _champions(), "run-x")
+    assert list(lists["at_risk"]["customer_id"]) == ["A", "B"] and list(lists["at_risk"]["rank"]) == [1, 2]
+    assert set(lists["at_risk"]["churn_model_version"]) == {"3"} and set(lists["at_risk"]["run_id"]) == {"run-x"}
+    assert list(lists["winback"]["customer_id"]) == list(
+        scores.iloc[2:].sort_values("expected_winback_value", ascending=False)["customer_id"])
+    summary = summarize(lists, _champions(), at_risk_probability=0.5)
+    assert summary["at_risk_customers"] == 1 and summary["value_at_risk"] == pytest.approx(160.0)
+    assert summary["customers_scored"] == 4 and summary["champion_versions"]["cltv-regressor"] == "5"
+
+
+def test_equal_values_are_ranked_by_customer_id():
+    scores = pd.DataFrame({"customer_id": ["Z", "A", "M"], "as_of": CUTOFF, "is_active": True,
+                           "churn_probability": 0.5, "predicted_cltv": 10.0, "value_at_risk": 5.0,
+                           "expected_next_order_date": None, "rfm_segment": "New", "country": "US",
+                           "reactivation_probability": np.nan, "value_if_reactivated": np.nan,
+                           "expected_winback_value": np.nan})
+    assert list(build_lists(scores, _champions(), "r")["at_risk"]["customer_id"]) == ["A", "M", "Z"]
+
+
+def test_scoring_refuses_several_cutoffs():
+    two = pd.concat([_snapshot(), _snapshot().assign(cutoff=dt.date(2026, 10, 1))])
+    with pytest.raises(ValueError, match="one cutoff at a time"):
+        score_snapshot(two, _champions(), HorizonsConfig())
+
+
+def test_active_rule_agrees_with_the_labels(validated_dir):
+    from features.snapshots import build_snapshots, open_sources
+
+    horizons = HorizonsConfig()
+    snap = build_snapshots(open_sources(validated_dir), [dt.date(2026, 6, 1)], horizons, with_labels=True)
+    assert (active_mask(snap, horizons.activity_window_days) == snap["is_active"].astype(bool)).all()
+    assert snap["is_active"].astype(bool).any() and (~snap["is_active"].astype(bool)).any()
