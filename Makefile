@@ -14,14 +14,12 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 export DO_NOT_TRACK := true
 export MLFLOW_DISABLE_TELEMETRY := true
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
-export PREFECT_LOGGING_LEVEL := WARNING
 
 .PHONY: run test venv bench clean
 
-run: venv  ## create .venv from the lock, generate the default data if there is none, run the pipeline
+run: venv  ## create .venv from the lock, generate the default data if there is none, run the whole pipeline
 	$(CHURN) generate --if-missing
-	$(CHURN) validate
-	$(CHURN) features
+	$(CHURN) run
 
 test: venv  ## the whole test suite
 	$(VENV)/bin/python -m pytest -q

@@ -21,6 +21,14 @@ DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.y
 CONFIG_ENV = "CHURN_CONFIG"
 
 
+def _iana_zone(tz: str) -> str:
+    try:
+        ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {tz!r}; use an IANA name such as 'UTC' or 'Europe/Prague'") from None
+    return tz
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -102,6 +110,46 @@ class OutputsConfig(_Strict):
     dir: str = "outputs"
 
 
+class ScoringConfig(_Strict):
+    """Batch scoring: which snapshot is scored and what counts as at risk."""
+
+    as_of: dt.date | None = Field(None, description="the scoring cutoff; default: the day after the latest "
+                                                    "transaction")
+    at_risk_probability: float = Field(0.5, gt=0, lt=1, description="active customers with a churn probability at "
+                                                                    "or above this are counted as at risk")
+
+
+class ScheduleEntry(_Strict):
+    """When a deployment runs: a cron string (5 fields, in ``schedule.timezone``) or a fixed interval."""
+
+    cron: str | None = None
+    interval_seconds: int | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "ScheduleEntry":
+        if (self.cron is None) == (self.interval_seconds is None):
+            raise ValueError("give exactly one of cron or interval_seconds")
+        if self.cron is not None:
+            from cronsim import CronSim, CronSimError
+
+            try:
+                CronSim(self.cron, dt.datetime(2000, 1, 1))
+            except CronSimError as exc:
+                raise ValueError(f"cron {self.cron!r}: {exc}") from None
+        return self
+
+
+class ScheduleConfig(_Strict):
+    """Deployments served by `churn schedule` (and declared in prefect.yaml for work pools)."""
+
+    score: ScheduleEntry = ScheduleEntry(cron="0 6 * * *")
+    train: ScheduleEntry = ScheduleEntry(cron="0 3 1 * *")
+    timezone: str = "UTC"
+    _valid_timezone = field_validator("timezone")(lambda tz: _iana_zone(tz))
+    server_port: int = Field(4200, gt=0, lt=65536, description="port of the local Prefect server `churn schedule` "
+                                                                "starts when PREFECT_API_URL is not set")
+
+
 class GeneratorConfig(_Strict):
     customers: int = Field(20_000, gt=0)
     seed: int = 42
@@ -126,6 +174,8 @@ class PipelineConfig(_Strict):
     models: ModelsConfig = ModelsConfig()
     mlflow: MlflowConfig = MlflowConfig()
     outputs: OutputsConfig = OutputsConfig()
+    scoring: ScoringConfig = ScoringConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
     generator: GeneratorConfig = GeneratorConfig()
 
     @field_validator("tables")
@@ -138,14 +188,7 @@ class PipelineConfig(_Strict):
             raise ValueError("the 'transactions' table is required")
         return tables
 
-    @field_validator("timezone")
-    @classmethod
-    def _valid_timezone(cls, tz: str) -> str:
-        try:
-            ZoneInfo(tz)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {tz!r}; use an IANA name such as 'UTC' or 'Europe/Prague'")
-        return tz
+    _valid_timezone = field_validator("timezone")(lambda tz: _iana_zone(tz))
 
     @field_validator("base_currency")
     @classmethod

@@ -6,7 +6,6 @@ import datetime as dt
 import json
 import sys
 import time
-import uuid
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -50,12 +49,6 @@ def _run(debug: bool, fn) -> None:
 def _progress() -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     console=console, transient=False)
-
-
-def new_run_id(now: dt.datetime | None = None) -> str:
-    """A sortable, unique run id: UTC time plus a short random suffix."""
-    now = now or dt.datetime.now(dt.timezone.utc)
-    return f"{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
 
 
 @app.command()
@@ -113,11 +106,12 @@ def validate(
     def body() -> None:
         from features.config import load_config
         from features.ingest import INGEST_ORDER, ingest
+        from pipelines import jobs
 
         cfg = load_config(config, {"data_dir": str(data_dir) if data_dir else None,
                                    "validation.max_reject_share": max_reject_share})
         as_of_date = as_of.date() if as_of else (cfg.as_of or dt.date.today())
-        run_id = new_run_id()
+        run_id = jobs.new_run_id()
         names = [t for t in INGEST_ORDER if t in cfg.tables]
         table = Table(title=f"validation as of {as_of_date.isoformat()} (run {run_id})")
         for col, justify in (("table", "left"), ("rows", "right"), ("kept", "right"), ("rejected", "right"),
@@ -261,28 +255,134 @@ def backtest(
     _run(debug, body)
 
 
+def _flows(config: Optional[Path], data_dir: Optional[Path]):
+    """The flows module, imported after the offline, quiet settings are in place for this config's data_dir."""
+    from features.config import load_config
+    from pipelines import runtime
+
+    cfg = load_config(config, {"data_dir": str(data_dir) if data_dir else None})
+    runtime.configure(cfg.data_dir)
+    from pipelines import flows
+
+    return flows
+
+
+def _flow_args(config: Optional[Path], data_dir: Optional[Path]) -> dict:
+    return {"config_path": str(config) if config else None, "data_dir": str(data_dir) if data_dir else None}
+
+
+def _call_flow(what: str, fn) -> dict:
+    """Run a flow; a failure that is not a user error is reported in one line (the flow run is marked failed,
+    Prefect's log above has the traceback)."""
+    try:
+        return fn()
+    except ChurnError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - report any flow failure as one line, the traceback is in the log
+        raise ChurnError(f"{what} failed: {type(exc).__name__}: {exc}. Published lists and champions are "
+                         "unchanged; fix the cause and run it again") from exc
+
+
+def print_training(result: dict) -> None:
+    if result.get("dry_run"):
+        out.print(f"dry run: backtest report {result['report']}; nothing registered")
+        return
+    table = Table(title="models" + (" (unchanged since the last training: not retrained)" if result["cached"] else ""))
+    for col in ("model", "version", "decision", "reason", "champion"):
+        table.add_column(col)
+    for r in result["models"]:
+        table.add_row(r["model"], r["version"], r["decision"], r["reason"], str(r["champion"]))
+    out.print(table)
+
+
+def print_scoring(summary: dict) -> None:
+    table = Table(title=f"batch scoring as of {summary['as_of']} (run {summary['run_id']})")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    table.add_row("customers scored", f"{summary['customers_scored']:,}")
+    table.add_row("active / lapsed", f"{summary['active_customers']:,} / {summary['lapsed_customers']:,}")
+    table.add_row("at risk (churn probability >= threshold)", f"{summary['at_risk_customers']:,}")
+    table.add_row("value at risk", f"{summary['value_at_risk']:,.2f}")
+    table.add_row("expected win-back value", f"{summary['expected_winback_value']:,.2f}")
+    table.add_row("champions", ", ".join(f"{k} v{v}" for k, v in summary["champion_versions"].items()))
+    out.print(table)
+    for name, path in summary["published"].items():
+        out.print(f"{name} list: {path}")
+    if summary["dry_run"]:
+        out.print("dry run: nothing published")
+
+
+AsOfOpt = Annotated[Optional[dt.datetime], typer.Option(
+    "--as-of", formats=["%Y-%m-%d"], help="scoring cutoff: orders before this date count (default: scoring.as_of, "
+                                          "else the day after the latest transaction)")]
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="compute everything, publish and register nothing")]
+
+
 @app.command()
-def train(config: ConfigOpt = None, data_dir: DataDirOpt = None, debug: DebugOpt = False) -> None:
+def run(as_of: AsOfOpt = None, dry_run: DryRunOpt = False, config: ConfigOpt = None, data_dir: DataDirOpt = None,
+        debug: DebugOpt = False) -> None:
+    """The whole pipeline as one Prefect flow: ingest, build features, train (skipped when nothing changed),
+    score and publish the at-risk and win-back lists."""
+
+    def body() -> None:
+        flows = _flows(config, data_dir)
+        start = time.perf_counter()
+        result = _call_flow("the pipeline", lambda: flows.churn_pipeline(
+            **_flow_args(config, data_dir), as_of=as_of.date() if as_of else None, dry_run=dry_run))
+        print_training(result["train"])
+        print_scoring(result["score"])
+        out.print(f"pipeline finished in {time.perf_counter() - start:.1f} s")
+
+    _run(debug, body)
+
+
+@app.command()
+def train(force: Annotated[bool, typer.Option("--force", help="retrain even when data, code and settings are "
+                                                               "unchanged since the last training")] = False,
+          dry_run: DryRunOpt = False, config: ConfigOpt = None, data_dir: DataDirOpt = None,
+          debug: DebugOpt = False) -> None:
     """Backtest at the latest labeled cutoff, train every model on all labeled snapshots, log them to MLflow and
     promote a challenger to champion only when it beats the champion by the configured margin."""
 
     def body() -> None:
-        from features.config import load_config
-        from pipelines import jobs
+        flows = _flows(config, data_dir)
+        start = time.perf_counter()
+        result = _call_flow("training", lambda: flows.train(**_flow_args(config, data_dir), force=force,
+                                                            dry_run=dry_run))
+        print_training(result)
+        out.print(f"finished in {time.perf_counter() - start:.1f} s; `churn models` lists every version")
+
+    _run(debug, body)
+
+
+@app.command()
+def score(as_of: AsOfOpt = None, dry_run: DryRunOpt = False, config: ConfigOpt = None, data_dir: DataDirOpt = None,
+          debug: DebugOpt = False) -> None:
+    """Score every customer with the champion models and publish the at-risk and win-back lists."""
+
+    def body() -> None:
+        flows = _flows(config, data_dir)
+        start = time.perf_counter()
+        summary = _call_flow("scoring", lambda: flows.score(**_flow_args(config, data_dir),
+                                                           as_of=as_of.date() if as_of else None, dry_run=dry_run))
+        print_scoring(summary)
+        out.print(f"finished in {time.perf_counter() - start:.1f} s")
+
+    _run(debug, body)
+
+
+@app.command()
+def schedule(config: ConfigOpt = None, data_dir: DataDirOpt = None, debug: DebugOpt = False) -> None:
+    """Serve the scoring (daily) and retraining (monthly) deployments on a Prefect server: PREFECT_API_URL's, or a
+    local one started on 127.0.0.1. Schedules are the cron strings under `schedule` in the config."""
+
+    def body() -> None:
+        from features.config import config_path, load_config
+        from pipelines import runtime, scheduling
 
         cfg = load_config(config, {"data_dir": str(data_dir) if data_dir else None})
-        start = time.perf_counter()
-        with _progress() as progress:
-            task = progress.add_task("train", total=9)
-            registered = jobs.train(cfg, progress=lambda msg: progress.update(task, advance=1, description=msg))
-            progress.update(task, completed=9, description="done")
-        table = Table(title="registered models")
-        for col in ("model", "version", "decision", "reason"):
-            table.add_column(col)
-        for r in registered:
-            table.add_row(r.name, r.version, "champion" if r.decision.promote else "challenger", r.decision.reason)
-        out.print(table)
-        out.print(f"trained in {time.perf_counter() - start:.1f} s; `churn models` lists every version")
+        runtime.configure(cfg.data_dir)
+        scheduling.serve(cfg, config_path(config), announce=lambda message: console.print(message, highlight=False))
 
     _run(debug, body)
 

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 
 from features.config import PipelineConfig
 from features.errors import ChurnError, DataError
@@ -21,6 +22,14 @@ Progress = Callable[[str], None]
 
 def _quiet(_: str) -> None:
     pass
+
+
+def new_run_id(now: dt.datetime | None = None) -> str:
+    """A sortable, unique run id: UTC time plus a short random suffix."""
+    import uuid
+
+    now = now or dt.datetime.now(dt.timezone.utc)
+    return f"{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
 
 
 def truth_dir(cfg: PipelineConfig) -> Path | None:
@@ -34,12 +43,12 @@ def backtest_folder(cfg: PipelineConfig, as_of: dt.date) -> Path:
 
 
 def backtest(cfg: PipelineConfig, as_of: dt.date | None = None, report_path: Path | None = None,
-             progress: Progress = _quiet) -> "BacktestRun":
+             progress: Progress = _quiet, snapshots: pd.DataFrame | None = None) -> "BacktestRun":
     """Backtest at ``as_of`` (default: the latest cutoff with a complete churn window); write the JSON report and
-    the plots beside it."""
+    the plots beside it. ``snapshots`` (labeled, at least at :func:`models.backtest.needed_cutoffs`) are built
+    when not given."""
     from features.synthetic.oracle import true_no_purchase_probability
     from models.backtest import needed_cutoffs, run_backtest
-    from models.plots import write_plots
 
     progress("opening the validated tables")
     src = open_sources(cfg.validated_dir, memory_limit=cfg.snapshots.duckdb_memory_limit)
@@ -48,9 +57,10 @@ def backtest(cfg: PipelineConfig, as_of: dt.date | None = None, report_path: Pat
     if as_of > latest:
         raise DataError(f"cannot backtest at {as_of}: its {cfg.horizons.churn_days}-day churn window ends after the "
                         f"data's last day {src.last_day}; use --as-of {latest} or earlier")
-    cutoffs = needed_cutoffs(as_of, src.last_day, cfg.horizons, cfg.snapshots)
-    progress(f"building {len(cutoffs)} labeled snapshots ({cutoffs[0]} .. {cutoffs[-1]})")
-    snapshots = build_snapshots(src, cutoffs, cfg.horizons, with_labels=True)
+    if snapshots is None:
+        cutoffs = needed_cutoffs(as_of, src.last_day, cfg.horizons, cfg.snapshots)
+        progress(f"building {len(cutoffs)} labeled snapshots ({cutoffs[0]} .. {cutoffs[-1]})")
+        snapshots = build_snapshots(src, cutoffs, cfg.horizons, with_labels=True)
     oracle = None
     truth = truth_dir(cfg)
     if truth is not None:
@@ -66,6 +76,8 @@ def backtest(cfg: PipelineConfig, as_of: dt.date | None = None, report_path: Pat
     report_path.parent.mkdir(parents=True, exist_ok=True)
     report_path.write_text(json.dumps(result.report, indent=2, default=str))
     progress("drawing the plots")
+    from models.plots import write_plots
+
     plots = write_plots(result, report_path.parent)
     return BacktestRun(result, report_path, plots, src.last_day)
 
@@ -78,7 +90,7 @@ class BacktestRun:
     last_day: dt.date
 
 
-def data_fingerprint(cfg: PipelineConfig, last_day: dt.date) -> dict:
+def data_fingerprint(cfg: PipelineConfig, last_day: dt.date | None) -> dict:
     """Validated source files (name, size, hash), row counts, date range and one combined hash."""
     import hashlib
 
@@ -87,19 +99,23 @@ def data_fingerprint(cfg: PipelineConfig, last_day: dt.date) -> dict:
     from features.snapshots import fingerprint
 
     files = sorted(cfg.validated_dir.glob("*.parquet"))
+    if not files:
+        raise DataError(f"no validated tables in {cfg.validated_dir}; run `churn validate` first")
     sources = [{**fingerprint(p), "rows": pq.ParquetFile(p).metadata.num_rows} for p in files]
     combined = hashlib.blake2b("".join(s["blake2b"] for s in sources).encode(), digest_size=16).hexdigest()
-    return {"sources": sources, "last_day": last_day.isoformat(), "hash": combined}
+    return {"sources": sources, "last_day": last_day.isoformat() if last_day else None, "hash": combined}
 
 
-def train(cfg: PipelineConfig, progress: Progress = _quiet) -> list:
+def train(cfg: PipelineConfig, progress: Progress = _quiet, snapshots: pd.DataFrame | None = None) -> list:
     """Backtest at the latest labeled cutoff, train every model on all labeled snapshots, log each to MLflow,
-    register it and decide the champion. Returns the :class:`models.tracking.Registered` versions."""
+    register it and decide the champion. Returns the :class:`models.tracking.Registered` versions.
+
+    ``snapshots``: the labeled snapshots at :func:`training_cutoffs` when already built (else built here)."""
     from models import metrics as m
     from models import training as tr
     from models import tracking
 
-    run = backtest(cfg, None, progress=progress)
+    run = backtest(cfg, None, progress=progress, snapshots=snapshots)
     report, result = run.result.report, run.result
     snapshots = result.snapshots  # BG/NBD features already added by the backtest
     progress("training the final models on every labeled snapshot")
@@ -135,3 +151,115 @@ def train(cfg: PipelineConfig, progress: Progress = _quiet) -> list:
 
 def read_report(path: Path) -> dict:
     return json.loads(Path(path).read_text())
+
+
+# ---- inputs, fingerprints and caching keys --------------------------------------------------------------------------
+
+
+def _digest(value) -> str:
+    import hashlib
+
+    return hashlib.blake2b(json.dumps(value, sort_keys=True, default=str).encode(), digest_size=16).hexdigest()
+
+
+def source_version(*packages: str) -> str:
+    """Hash of every Python file of ``packages`` (changes whenever the code that produces an output can)."""
+    import hashlib
+    import importlib
+
+    h = hashlib.blake2b(digest_size=8)
+    for package in packages:
+        root = Path(importlib.import_module(package).__file__).parent
+        for path in sorted(root.rglob("*.py")):
+            h.update(str(path.relative_to(root)).encode())
+            h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def last_data_day(cfg: PipelineConfig) -> dt.date:
+    """The latest transaction day of the validated data."""
+    return open_sources(cfg.validated_dir, memory_limit=cfg.snapshots.duckdb_memory_limit).last_day
+
+
+def training_cutoffs(cfg: PipelineConfig, last_day: dt.date) -> list[dt.date]:
+    """The labeled cutoffs `train` reads: those of a backtest at the latest labeled cutoff."""
+    from models.backtest import needed_cutoffs
+
+    return needed_cutoffs(latest_labeled_cutoff(last_day, cfg.horizons.churn_days), last_day, cfg.horizons,
+                          cfg.snapshots)
+
+
+def scoring_cutoff(cfg: PipelineConfig, last_day: dt.date) -> dt.date:
+    """``scoring.as_of``, else the day after the latest transaction (so that the latest day counts)."""
+    return cfg.scoring.as_of or last_day + dt.timedelta(days=1)
+
+
+def folder_inputs_key(folder: Path) -> str | None:
+    """The :func:`snapshot_key` a snapshot folder was built for (None when absent or unknown)."""
+    meta = Path(folder) / "metadata.json"
+    return json.loads(meta.read_text()).get("inputs_key") if meta.exists() else None
+
+
+def snapshot_key(cfg: PipelineConfig, cutoffs: list[dt.date], with_labels: bool) -> str:
+    """What a snapshot depends on, hashed: the validated sources, the feature code, the horizons, the cutoffs."""
+    fingerprint = data_fingerprint(cfg, None)
+    return _digest({"data": fingerprint["hash"], "code": source_version("features"),
+                    "horizons": cfg.horizons.model_dump(), "cutoffs": cutoffs, "with_labels": with_labels})
+
+
+def training_key(cfg: PipelineConfig) -> str:
+    """What the trained models depend on, hashed: data, feature and model code, and the settings that shape them."""
+    return _digest({"data": data_fingerprint(cfg, None)["hash"], "code": source_version("features", "models"),
+                    "horizons": cfg.horizons.model_dump(), "snapshots": cfg.snapshots.model_dump(),
+                    "models": cfg.models.model_dump()})
+
+
+def build_snapshot_folder(cfg: PipelineConfig, name: str, cutoffs: list[dt.date], with_labels: bool,
+                          inputs_key: str | None = None) -> Path:
+    """Build the snapshots at ``cutoffs`` and write them to ``<data_dir>/features/<name>`` (see
+    :func:`features.snapshots.write_snapshots_in_engine`); ``inputs_key`` (:func:`snapshot_key`) is recorded in
+    its metadata."""
+    from features.snapshots import write_snapshots_in_engine
+
+    src = open_sources(cfg.validated_dir, memory_limit=cfg.snapshots.duckdb_memory_limit)
+    extra = {"engine": "duckdb", "with_labels": with_labels, "data_last_day": src.last_day.isoformat(),
+             "horizons": cfg.horizons.model_dump(), "inputs_key": inputs_key}
+    return write_snapshots_in_engine(src, cutoffs, cfg.horizons, with_labels, cfg, name, cfg.validated_dir, extra)
+
+
+# ---- scoring ------------------------------------------------------------------------------------------------------
+
+
+def load_champions(cfg: PipelineConfig) -> dict:
+    """The ``champion`` of every model, as :class:`serving.scoring.Champion` (a clear error when one is
+    missing)."""
+    from models.tracking import MODEL_NAMES, load_champion
+    from serving.scoring import Champion
+
+    return {name: Champion(name, *load_champion(cfg, name)) for name in MODEL_NAMES}
+
+
+def scoring_run_id(snapshot_fingerprint: str, champions: dict, cfg: PipelineConfig) -> str:
+    """A run id derived from the inputs (snapshot, champion versions, scoring settings): the same inputs give the
+    same id, so an unchanged re-run publishes byte-identical lists."""
+    return _digest({"snapshot": snapshot_fingerprint, "scoring": cfg.scoring.model_dump(),
+                    "horizons": cfg.horizons.model_dump(),
+                    "champions": {n: c.version for n, c in sorted(champions.items())}})[:16]
+
+
+def score(cfg: PipelineConfig, snapshot: pd.DataFrame, champions: dict, run_id: str) -> tuple[dict, dict]:
+    """Score one snapshot with the champions; returns the lists and their summary."""
+    from serving.faults import checkpoint
+    from serving.scoring import build_lists, score_snapshot, summarize
+
+    scores = score_snapshot(snapshot, champions, cfg.horizons)
+    checkpoint("score.after_scoring")
+    lists = build_lists(scores, champions, run_id)
+    return lists, summarize(lists, champions, cfg.scoring.at_risk_probability)
+
+
+def publish(cfg: PipelineConfig, lists: dict, as_of: dt.date, run_meta: dict) -> dict[str, Path]:
+    """Publish the lists under the outputs directory, all or nothing."""
+    from serving.publish import publish_lists
+
+    return publish_lists(lists, cfg.resolve(cfg.outputs.dir), as_of, run_meta)

@@ -16,7 +16,12 @@ _QUIET = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "PREFECT_LOGGING_LEVEL": "WARNING",
     "MPLCONFIGDIR": tempfile.mkdtemp(prefix="mpl-"),
+    "MLFLOW_LOGGING_LEVEL": "WARNING",
+    "PREFECT_HOME": tempfile.mkdtemp(prefix="prefect-home-"),  # never ~/.prefect
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
 }
+os.environ.pop("PREFECT_API_URL", None)  # flows run against a temporary local API
+os.environ.pop("CHURN_FAIL_AT", None)
 os.environ.update(_QUIET)
 os.environ.pop("CHURN_CONFIG", None)
 

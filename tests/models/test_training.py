@@ -56,10 +56,11 @@ def _failure(result) -> str:
 
 @pytest.fixture(scope="module")
 def trained(validated_dir, generated_config):
-    """`churn train` twice on the small generated data (unchanged data and config)."""
+    """`churn train` twice on the small generated data (unchanged data and config; the second one forced, since an
+    unchanged re-run is otherwise skipped)."""
     first = runner.invoke(app, ["train", "--config", str(generated_config)])
     assert first.exit_code == 0, _failure(first)
-    second = runner.invoke(app, ["train", "--config", str(generated_config)])
+    second = runner.invoke(app, ["train", "--force", "--config", str(generated_config)])
     assert second.exit_code == 0, _failure(second)
     return generated_config, first.output, second.output
 

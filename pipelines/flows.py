@@ -1,0 +1,251 @@
+"""Prefect flows: ingest, build-features, train, score and the parent churn-pipeline. Orchestration only.
+
+Every task calls a job of :mod:`pipelines.jobs` (which calls the domain code in features/, models/, serving/).
+Retries with back-off are on the I/O tasks only (reading sources, the tracking store, publishing), never on a
+user error or an injected test failure. The feature build and the training are cached on fingerprints of their
+inputs (validated data, code, settings): an unchanged re-run skips them. Cache records live under
+``<data_dir>/prefect/results``.
+
+With no ``PREFECT_API_URL`` the flows run against Prefect's temporary local API (:mod:`pipelines.runtime` keeps
+it quiet and offline); with it set they report to that server unchanged. Import :mod:`pipelines.runtime` and call
+``configure`` before importing this module.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pandas as pd
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from features.config import PipelineConfig, load_config
+from features.errors import ChurnError
+from pipelines import jobs
+from serving.faults import InjectedFailure
+
+
+def _retry_io_only(task, task_run, state) -> bool:
+    """Retry transient I/O errors; a user error or an injected failure fails at once."""
+    error = state.result(raise_on_failure=False)
+    return not isinstance(error, (ChurnError, InjectedFailure, ValueError))
+
+
+IO = dict(retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=_retry_io_only, cache_policy=NO_CACHE)
+
+
+def _config(config_path: str | None, data_dir: str | None, as_of: dt.date | None = None) -> PipelineConfig:
+    """The validated config with the flow's overrides (a bad value fails the flow with a message naming it)."""
+    return load_config(config_path, {"data_dir": data_dir, "scoring.as_of": as_of.isoformat() if as_of else None})
+
+
+def _results(cfg: PipelineConfig) -> Path:
+    return (cfg.data_dir / "prefect" / "results").resolve()
+
+
+# ---- tasks ----------------------------------------------------------------------------------------------------
+
+
+@task(name="ingest-tables", **IO)
+def ingest_tables(cfg: PipelineConfig) -> dict:
+    """Read and validate every configured table; quarantine rejected rows; write the validated tables."""
+    from features.ingest import ingest
+
+    logger = get_run_logger()
+    as_of = cfg.as_of or dt.date.today()  # the data's as-of date: later rows are rejected as future rows
+    reports = {}
+
+    def on_table(name, report) -> None:
+        reasons = ", ".join(f"{k}: {v:,}" for k, v in report.reasons.items()) or "none"
+        logger.info(f"{name}: {report.rows_in:,} rows, {report.rows_ok:,} kept, {report.rejected:,} rejected "
+                    f"({reasons})")
+        reports[name] = {"rows": report.rows_in, "kept": report.rows_ok, "rejected": report.rejected}
+
+    ingest(cfg, as_of, jobs.new_run_id(), on_table=on_table)
+    return reports
+
+
+@task(name="build-snapshots", cache_key_fn=lambda context, parameters: parameters["key"], persist_result=True)
+def build_snapshots(cfg: PipelineConfig, name: str, cutoffs: list[dt.date], with_labels: bool, key: str) -> str:
+    """Build the snapshots at ``cutoffs`` into ``<data_dir>/features/<name>``; cached on ``key``."""
+    get_run_logger().info(f"building {name}: {len(cutoffs)} cutoff(s) {cutoffs[0]} .. {cutoffs[-1]}")
+    return str(jobs.build_snapshot_folder(cfg, name, cutoffs, with_labels, key))
+
+
+@task(name="champion-versions", **IO)
+def champion_versions(cfg: PipelineConfig) -> dict[str, str | None]:
+    from models.tracking import champion_versions as versions
+
+    return versions(cfg)
+
+
+@task(name="train-models", cache_key_fn=lambda context, parameters: parameters["key"], persist_result=True)
+def train_models(cfg: PipelineConfig, snapshots_folder: str, key: str) -> list[dict]:
+    """Backtest, train, log and register every model; cached on ``key`` (data, code and settings)."""
+    from features.snapshots import read_snapshots
+
+    logger = get_run_logger()
+    registered = jobs.train(cfg, progress=logger.info, snapshots=read_snapshots(snapshots_folder))
+    return [{"model": r.name, "version": r.version, "decision": "champion" if r.decision.promote else "challenger",
+             "reason": r.decision.reason} for r in registered]
+
+
+@task(name="backtest", cache_policy=NO_CACHE)
+def backtest_only(cfg: PipelineConfig, snapshots_folder: str) -> str:
+    from features.snapshots import read_snapshots
+
+    run = jobs.backtest(cfg, None, progress=get_run_logger().info, snapshots=read_snapshots(snapshots_folder))
+    return str(run.report_path)
+
+
+@task(name="load-champions", **IO)
+def load_champions(cfg: PipelineConfig) -> dict:
+    return jobs.load_champions(cfg)
+
+
+@task(name="score-customers", cache_policy=NO_CACHE)
+def score_customers(cfg: PipelineConfig, snapshot_folder: str, champions: dict, run_id: str) -> tuple[dict, dict]:
+    from features.snapshots import read_snapshots
+
+    return jobs.score(cfg, read_snapshots(snapshot_folder), champions, run_id)
+
+
+@task(name="publish-lists", **IO)
+def publish_lists(cfg: PipelineConfig, lists: dict, as_of: dt.date, run_meta: dict) -> dict[str, str]:
+    return {name: str(path) for name, path in jobs.publish(cfg, lists, as_of, run_meta).items()}
+
+
+def _snapshot(cfg: PipelineConfig, name: str, cutoffs: list[dt.date], with_labels: bool) -> tuple[str, str]:
+    """The snapshot folder (built, or reused from the cache when its inputs are unchanged) and its key."""
+    key = jobs.snapshot_key(cfg, cutoffs, with_labels)
+    stale = jobs.folder_inputs_key(cfg.data_dir / "features" / name) != key  # gone or rebuilt since: not cached
+    built = build_snapshots.with_options(result_storage=_results(cfg), refresh_cache=stale)(
+        cfg, name, cutoffs, with_labels, key)
+    return built, key
+
+
+# ---- flows ----------------------------------------------------------------------------------------------------
+
+
+@flow(name="ingest")
+def ingest(config_path: str | None = None, data_dir: str | None = None) -> dict:
+    """Read and validate every configured table (rejected rows to quarantine)."""
+    return ingest_tables(_config(config_path, data_dir))
+
+
+@flow(name="build-features")
+def build_features(config_path: str | None = None, data_dir: str | None = None, as_of: dt.date | None = None
+                   ) -> dict[str, str]:
+    """The training snapshots (labeled, at the backtest's cutoffs) and the scoring snapshot at ``as_of``."""
+    cfg = _config(config_path, data_dir, as_of)
+    last_day = jobs.last_data_day(cfg)
+    cutoff = jobs.scoring_cutoff(cfg, last_day)
+    training, _ = _snapshot(cfg, "training_snapshots", jobs.training_cutoffs(cfg, last_day), True)
+    scoring, _ = _snapshot(cfg, f"snapshot_{cutoff.isoformat()}", [cutoff], False)
+    return {"training": training, "scoring": scoring}
+
+
+@flow(name="train")
+def train(config_path: str | None = None, data_dir: str | None = None, force: bool = False,
+          dry_run: bool = False) -> dict:
+    """Backtest at the latest labeled cutoff, train on every labeled snapshot, log to MLflow, decide champions.
+
+    Skipped (cached) when data, code and settings are unchanged since the last training and every model has a
+    champion, unless ``force``. ``dry_run``: the backtest report only, nothing registered.
+    """
+    cfg = _config(config_path, data_dir)
+    logger = get_run_logger()
+    last_day = jobs.last_data_day(cfg)
+    folder, _ = _snapshot(cfg, "training_snapshots", jobs.training_cutoffs(cfg, last_day), True)
+    if dry_run:
+        report = backtest_only(cfg, folder)
+        logger.info(f"dry run: backtest report {report}; nothing registered")
+        return {"dry_run": True, "report": report, "models": []}
+    before = champion_versions(cfg)
+    refresh = force or any(v is None for v in before.values())
+    state = train_models.with_options(result_storage=_results(cfg), refresh_cache=refresh)(
+        cfg, folder, jobs.training_key(cfg), return_state=True)
+    models = state.result()
+    cached = state.is_completed() and state.name == "Cached"
+    after = champion_versions(cfg)
+    if cached:
+        logger.info("data, code and settings unchanged since the last training: models not retrained")
+    rows = [{**m, "champion": after[m["model"]]} for m in models]
+    table = _markdown(["model", "version", "decision", "reason", "champion"], rows)
+    create_markdown_artifact(f"## Training\n\n{'Cached: nothing changed since the last training.' if cached else ''}"
+                             f"\n\n{table}\n", key="train-summary", description="models trained and champions")
+    return {"dry_run": False, "cached": cached, "models": rows, "champions": after}
+
+
+@flow(name="score")
+def score(config_path: str | None = None, data_dir: str | None = None, as_of: dt.date | None = None,
+          dry_run: bool = False) -> dict:
+    """Score active and lapsed customers with the champions as of ``as_of`` (default: the day after the latest
+    data) and publish the at-risk and win-back lists (``dry_run``: score and summarise, publish nothing)."""
+    cfg = _config(config_path, data_dir, as_of)
+    logger = get_run_logger()
+    champions = load_champions(cfg)
+    cutoff = jobs.scoring_cutoff(cfg, jobs.last_data_day(cfg))
+    folder, key = _snapshot(cfg, f"snapshot_{cutoff.isoformat()}", [cutoff], False)
+    run_id = jobs.scoring_run_id(key, champions, cfg)
+    lists, summary = score_customers(cfg, folder, champions, run_id)
+    paths = {}
+    if dry_run:
+        logger.info("dry run: lists not published")
+    else:
+        from prefect.runtime import flow_run
+
+        run_meta = {"run_id": run_id, "flow_run_id": str(flow_run.id), "flow_run_name": flow_run.name,
+                    "published_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                    "snapshot": folder, "snapshot_key": key, **summary}
+        paths = publish_lists(cfg, lists, cutoff, run_meta)
+        for name, path in paths.items():
+            logger.info(f"published {name}: {len(lists[name]):,} customers -> {path}")
+    summary = {**summary, "as_of": cutoff.isoformat(), "run_id": run_id, "published": paths,
+               "dry_run": dry_run}
+    create_markdown_artifact(score_markdown(summary), key="score-summary", description="batch scoring summary")
+    return summary
+
+
+@flow(name="churn-pipeline")
+def churn_pipeline(config_path: str | None = None, data_dir: str | None = None, as_of: dt.date | None = None,
+                   dry_run: bool = False) -> dict:
+    """ingest -> build-features -> train -> score."""
+    ingest(config_path, data_dir)
+    build_features(config_path, data_dir, as_of)
+    trained = train(config_path, data_dir, dry_run=dry_run)
+    scored = score(config_path, data_dir, as_of, dry_run)
+    return {"train": trained, "score": scored}
+
+
+# ---- summaries -------------------------------------------------------------------------------------------------
+
+
+def _markdown(columns: list[str], rows: list[dict]) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join(" --- " for _ in columns) + "|"]
+    lines += ["| " + " | ".join(str(r.get(c, "")) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def score_markdown(summary: dict) -> str:
+    """The scoring summary as a markdown table (the flow's artifact)."""
+    versions = ", ".join(f"{k} v{v}" for k, v in summary["champion_versions"].items())
+    rows = [
+        {"measure": "as of", "value": summary["as_of"]},
+        {"measure": "customers scored", "value": f"{summary['customers_scored']:,}"},
+        {"measure": "active / lapsed", "value": f"{summary['active_customers']:,} / {summary['lapsed_customers']:,}"},
+        {"measure": "at risk (churn probability >= threshold)", "value": f"{summary['at_risk_customers']:,}"},
+        {"measure": "value at risk", "value": f"{summary['value_at_risk']:,.2f}"},
+        {"measure": "expected win-back value", "value": f"{summary['expected_winback_value']:,.2f}"},
+        {"measure": "champion versions", "value": versions},
+        {"measure": "run id", "value": summary["run_id"]},
+    ]
+    published = "\n".join(f"- {name}: `{path}`" for name, path in summary["published"].items()) or "- (dry run)"
+    return f"## Batch scoring\n\n{_markdown(['measure', 'value'], rows)}\n\nPublished:\n{published}\n"
+
+
+def read_list(folder: str | Path, name: str) -> pd.DataFrame:
+    """A published list back from its folder."""
+    return pd.read_parquet(Path(folder) / f"{name}.parquet")

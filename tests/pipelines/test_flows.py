@@ -1,0 +1,239 @@
+"""The Prefect flows end to end on a small generated retailer: a missing champion, `churn run` (every flow), an
+unchanged re-run (identical lists, no new champion, nothing retrained), injected failures that leave the published
+lists untouched, a smoke run of each flow on its own, and `churn schedule` firing a scheduled run on a real local
+Prefect server."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from pipelines.cli import app
+from tests.conftest import GENERATED_AS_OF, write_config
+
+runner = CliRunner()
+SCORING_AS_OF = "2026-11-01"  # the day after the generated data's last transaction day (2026-10-31)
+
+
+def _failure(result) -> str:
+    import traceback
+
+    return result.output + ("".join(traceback.format_exception(result.exc_info[1])) if result.exc_info else "")
+
+
+def _digests(outputs: Path) -> dict[str, str]:
+    """Hash of every published list file (not run.json: run metadata)."""
+    return {str(p.relative_to(outputs)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(outputs.rglob("*")) if p.is_file() and p.name != "run.json" and p.suffix != ".lock"}
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory, generated) -> dict:
+    """A copy of the generated data with its own registry; `churn score` before training, then `churn run` twice."""
+    from features.synthetic.simulate import TABLES
+
+    folder = tmp_path_factory.mktemp("pipeline")
+    shutil.copytree(generated, folder / "raw")
+    config = write_config(folder, {name: {"source": {"path": f"raw/{name}.parquet"}} for name in TABLES},
+                          as_of=GENERATED_AS_OF.isoformat())
+    before = runner.invoke(app, ["score", "--config", str(config)])
+    published_before_training = (folder / "outputs").exists()
+    first = runner.invoke(app, ["run", "--config", str(config)])
+    assert first.exit_code == 0, _failure(first)
+    outputs = folder / "outputs"
+    digests = _digests(outputs)
+    run_json = (outputs / "at_risk" / f"as_of={SCORING_AS_OF}" / "run.json").read_text()
+    second = runner.invoke(app, ["run", "--config", str(config)])
+    assert second.exit_code == 0, _failure(second)
+    return {"config": config, "folder": folder, "outputs": outputs, "before": before, "first": first,
+            "second": second, "digests_first": digests, "digests_second": _digests(outputs),
+            "run_json_first": run_json, "published_before_training": published_before_training}
+
+
+def test_scoring_without_a_champion_says_to_train_first(pipeline):
+    before = pipeline["before"]
+    assert before.exit_code == 2
+    assert "no champion version of churn-classifier" in before.output and "run `churn train` first" in before.output
+    assert not pipeline["published_before_training"]
+
+
+def test_churn_run_publishes_both_lists_with_the_champions(pipeline):
+    from features.config import load_config
+    from features.snapshots import read_snapshots
+    from models.tracking import champion_versions
+    from serving.scoring import AT_RISK_COLUMNS, WINBACK_COLUMNS
+
+    out = pipeline["outputs"]
+    at_risk = pd.read_parquet(out / "at_risk" / f"as_of={SCORING_AS_OF}" / "at_risk.parquet")
+    winback = pd.read_parquet(out / "winback" / f"as_of={SCORING_AS_OF}" / "winback.parquet")
+    snapshot = read_snapshots(pipeline["folder"] / "features" / f"snapshot_{SCORING_AS_OF}")
+    # every customer with an order before the cutoff is on exactly one list
+    assert len(at_risk) + len(winback) == len(snapshot) == snapshot["customer_id"].nunique()
+    assert set(at_risk["customer_id"]).isdisjoint(winback["customer_id"])
+    assert list(at_risk.columns[1:len(AT_RISK_COLUMNS) + 1]) == AT_RISK_COLUMNS
+    assert list(winback.columns[1:len(WINBACK_COLUMNS) + 1]) == WINBACK_COLUMNS
+    assert at_risk["value_at_risk"].is_monotonic_decreasing and list(at_risk["rank"]) == list(range(1, len(at_risk) + 1))
+    assert winback["expected_winback_value"].is_monotonic_decreasing
+    assert ((at_risk["churn_probability"] > 0) & (at_risk["churn_probability"] < 1)).all()
+    assert (at_risk["value_at_risk"] - at_risk["churn_probability"] * at_risk["predicted_cltv"]).abs().max() < 1e-9
+    assert (pd.to_datetime(at_risk["expected_next_order_date"]) >= pd.Timestamp(SCORING_AS_OF)).all()
+    champions = champion_versions(load_config(pipeline["config"]))
+    assert set(at_risk["churn_model_version"]) == {champions["churn-classifier"]} == {"1"}
+    pointer = json.loads((out / "at_risk" / "latest.json").read_text())
+    assert pointer["as_of"] == SCORING_AS_OF and pointer["rows"] == len(at_risk)
+    csv = pd.read_csv(out / "at_risk" / f"as_of={SCORING_AS_OF}" / "at_risk.csv", dtype={"churn_model_version": str})
+    assert list(csv["customer_id"]) == list(at_risk["customer_id"])
+    assert "customers scored" in pipeline["first"].output and "at_risk list:" in pipeline["first"].output
+
+
+def test_an_unchanged_rerun_publishes_identical_lists_and_keeps_the_champions(pipeline):
+    from features.config import load_config
+    from models.tracking import list_versions
+
+    assert pipeline["digests_first"] == pipeline["digests_second"]
+    assert any(name.endswith("at_risk.csv") for name in pipeline["digests_first"])
+    assert "not retrained" in pipeline["second"].output
+    versions = list_versions(load_config(pipeline["config"]))
+    assert {r["version"] for r in versions} == {"1"}  # nothing new registered, nothing promoted
+    # the run metadata is what differs: a new flow run
+    run_json = json.loads((pipeline["outputs"] / "at_risk" / f"as_of={SCORING_AS_OF}" / "run.json").read_text())
+    assert run_json["flow_run_id"] != json.loads(pipeline["run_json_first"])["flow_run_id"]
+
+
+@pytest.mark.parametrize("point", ["score.after_scoring", "publish.after_staging", "publish.after_first_list"])
+def test_an_injected_failure_leaves_the_published_lists_untouched(pipeline, point, monkeypatch, tmp_path):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    # other scoring settings: the new lists would differ (another run id), so an overwrite would show
+    settings = yaml.safe_load(pipeline["config"].read_text())
+    settings["scoring"] = {"at_risk_probability": 0.4}
+    other = tmp_path / "other.yaml"
+    other.write_text(yaml.safe_dump(settings))
+    before = _digests(pipeline["outputs"])
+    monkeypatch.setenv("CHURN_FAIL_AT", point)
+    failed = runner.invoke(app, ["score", "--config", str(other)])
+    assert failed.exit_code == 2, _failure(failed)
+    assert f"scoring failed: InjectedFailure: failure injected at {point}" in failed.output
+    assert "Published lists and champions are unchanged" in failed.output
+    assert _digests(pipeline["outputs"]) == before
+    assert not [p for p in pipeline["outputs"].rglob(".*") if p.suffix != ".lock"]  # no staged leftovers
+    with get_client(sync_client=True) as client:
+        latest = client.read_flow_runs(limit=1, sort=FlowRunSort.EXPECTED_START_TIME_DESC)[0]
+    assert latest.state.is_failed()
+    monkeypatch.delenv("CHURN_FAIL_AT")
+    rerun = runner.invoke(app, ["score", "--config", str(other)])
+    assert rerun.exit_code == 0, _failure(rerun)
+    assert _digests(pipeline["outputs"]) != before
+    restore = runner.invoke(app, ["score", "--config", str(pipeline["config"])])  # back to the module's settings
+    assert restore.exit_code == 0 and _digests(pipeline["outputs"]) == before
+
+
+def test_each_flow_runs_on_its_own(pipeline):
+    from pipelines import flows
+
+    args = {"config_path": str(pipeline["config"])}
+    reports = flows.ingest(**args)
+    assert reports["transactions"]["kept"] > 0 and set(reports) >= {"transactions", "customers"}
+    built = flows.build_features(**args)
+    assert Path(built["scoring"]).name == f"snapshot_{SCORING_AS_OF}" and Path(built["training"]).exists()
+    trained = flows.train(**args)
+    assert trained["cached"] and {m["model"] for m in trained["models"]} == {
+        "churn-classifier", "winback-classifier", "cltv-regressor"}
+    dry = flows.train(**args, dry_run=True)
+    assert dry["dry_run"] and Path(dry["report"]).exists()
+    before = _digests(pipeline["outputs"])
+    scored = flows.score(**args, as_of=dt.date(2026, 10, 1), dry_run=True)  # another cutoff, not published
+    assert scored["as_of"] == "2026-10-01" and scored["published"] == {}
+    assert scored["customers_scored"] > 0 and _digests(pipeline["outputs"]) == before
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get(url: str, body: dict | None = None):
+    request = urllib.request.Request(url, data=json.dumps(body).encode() if body is not None else None,
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+@pytest.mark.slow
+def test_churn_schedule_fires_a_scheduled_scoring_run_and_stops_cleanly(pipeline, tmp_path):
+    """`churn schedule` starts its own Prefect server on loopback, serves the scoring deployment every 5 s; a run
+    fires and completes; SIGTERM stops the runner and the server."""
+    port = _free_port()
+    settings = yaml.safe_load(pipeline["config"].read_text())
+    settings["schedule"] = {"score": {"interval_seconds": 5}, "train": {"cron": "0 3 1 * *"}, "server_port": port}
+    config = tmp_path / "schedule.yaml"
+    config.write_text(yaml.safe_dump(settings))
+    env = {**os.environ, "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2", "PREFECT_RUNNER_POLL_FREQUENCY": "2",
+           "PREFECT_HOME": str(tmp_path / "prefect-home")}
+    env.pop("PREFECT_API_URL", None)
+    log = tmp_path / "schedule.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([str(Path(sys.executable).with_name("churn")), "schedule", "--config", str(config)],
+                                stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    api = f"http://127.0.0.1:{port}/api"
+    completed = None
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and completed is None and proc.poll() is None:
+            time.sleep(3)
+            try:
+                runs = _get(f"{api}/flow_runs/filter", {"flow_runs": {"state": {"type": {"any_": ["COMPLETED"]}}},
+                                                        "limit": 5})
+            except OSError:
+                continue  # the server is still starting
+            completed = next((r for r in runs if r.get("deployment_id")), None)
+        assert completed is not None, log.read_text()[-3000:]
+        deployment = _get(f"{api}/deployments/{completed['deployment_id']}")
+        assert deployment["name"] == "score"
+        assert completed["auto_scheduled"]  # created by the schedule, not by hand
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGTERM)
+        try:
+            code = proc.wait(timeout=90)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+    text = log.read_text()
+    assert code == 0, text[-3000:]
+    assert "stopped serving; schedules paused" in text
+    with pytest.raises(OSError):  # the server it started is gone
+        _get(f"{api}/health")
+
+
+def test_prefect_yaml_declares_the_served_deployments_with_the_configured_schedules():
+    from features.config import load_config
+    from pipelines import flows
+
+    declared = yaml.safe_load((Path(__file__).parents[2] / "prefect.yaml").read_text())
+    schedule = load_config().schedule
+    by_name = {d["name"]: d for d in declared["deployments"]}
+    assert set(by_name) == {"score", "train"}
+    for name in ("score", "train"):
+        deployment = by_name[name]
+        module, function = deployment["entrypoint"].split(":")
+        assert module == "pipelines/flows.py" and getattr(flows, function).name == name
+        entry = getattr(schedule, name)
+        assert deployment["schedules"] == [{"cron": entry.cron, "timezone": schedule.timezone}]
