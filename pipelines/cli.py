@@ -271,6 +271,14 @@ def _flow_args(config: Optional[Path], data_dir: Optional[Path]) -> dict:
     return {"config_path": str(config) if config else None, "data_dir": str(data_dir) if data_dir else None}
 
 
+UNCHANGED = {
+    "scoring": "The previously published lists are unchanged",
+    "training": "A model becomes champion only once its version is fully logged",
+    "the pipeline": "The previously published lists are unchanged, and a model becomes champion only once its "
+                    "version is fully logged",
+}
+
+
 def _call_flow(what: str, fn) -> dict:
     """Run a flow; a failure that is not a user error is reported in one line (the flow run is marked failed,
     Prefect's log above has the traceback)."""
@@ -279,15 +287,16 @@ def _call_flow(what: str, fn) -> dict:
     except ChurnError:
         raise
     except Exception as exc:  # noqa: BLE001 - report any flow failure as one line, the traceback is in the log
-        raise ChurnError(f"{what} failed: {type(exc).__name__}: {exc}. Published lists and champions are "
-                         "unchanged; fix the cause and run it again") from exc
+        raise ChurnError(f"{what} failed: {type(exc).__name__}: {exc}. {UNCHANGED[what]}; fix the cause and run "
+                         "it again (--debug shows the traceback)") from exc
 
 
 def print_training(result: dict) -> None:
     if result.get("dry_run"):
         out.print(f"dry run: backtest report {result['report']}; nothing registered")
         return
-    table = Table(title="models" + (" (unchanged since the last training: not retrained)" if result["cached"] else ""))
+    title = "models" + (" (unchanged since the last training: not retrained)" if result["cached"] else "")
+    table = Table(title=title)
     for col in ("model", "version", "decision", "reason", "champion"):
         table.add_column(col)
     for r in result["models"]:

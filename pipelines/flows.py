@@ -14,6 +14,7 @@ it quiet and offline); with it set they report to that server unchanged. Import 
 from __future__ import annotations
 
 import datetime as dt
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -132,7 +133,11 @@ def _snapshot(cfg: PipelineConfig, name: str, cutoffs: list[dt.date], with_label
 @flow(name="ingest")
 def ingest(config_path: str | None = None, data_dir: str | None = None) -> dict:
     """Read and validate every configured table (rejected rows to quarantine)."""
-    return ingest_tables(_config(config_path, data_dir))
+    reports = ingest_tables(_config(config_path, data_dir))
+    rows = [{"table": name, **{k: f"{v:,}" for k, v in r.items()}} for name, r in reports.items()]
+    create_markdown_artifact(f"## Ingestion\n\n{_markdown(['table', 'rows', 'kept', 'rejected'], rows)}\n",
+                             key="ingest-summary", description="rows read, kept and rejected per table")
+    return reports
 
 
 @flow(name="build-features")
@@ -144,7 +149,17 @@ def build_features(config_path: str | None = None, data_dir: str | None = None, 
     cutoff = jobs.scoring_cutoff(cfg, last_day)
     training, _ = _snapshot(cfg, "training_snapshots", jobs.training_cutoffs(cfg, last_day), True)
     scoring, _ = _snapshot(cfg, f"snapshot_{cutoff.isoformat()}", [cutoff], False)
-    return {"training": training, "scoring": scoring}
+    built = {"training": training, "scoring": scoring}
+    rows = []
+    for role, folder in built.items():
+        meta = json.loads((Path(folder) / "metadata.json").read_text())
+        rows.append({"snapshots": role, "folder": f"`{folder}`", "features": len(meta["features"]),
+                     "cutoffs": f"{meta['cutoffs'][0]} .. {meta['cutoffs'][-1]}",
+                     "rows": f"{sum(meta['rows_per_cutoff'].values()):,}"})
+    table = _markdown(["snapshots", "folder", "cutoffs", "rows", "features"], rows)
+    create_markdown_artifact(f"## Features\n\n{table}\n", key="features-summary",
+                             description="snapshots built or reused")
+    return built
 
 
 @flow(name="train")
@@ -217,6 +232,11 @@ def churn_pipeline(config_path: str | None = None, data_dir: str | None = None, 
     build_features(config_path, data_dir, as_of)
     trained = train(config_path, data_dir, dry_run=dry_run)
     scored = score(config_path, data_dir, as_of, dry_run)
+    training = "backtest only (dry run)" if trained["dry_run"] else (
+        "not retrained: nothing changed" if trained["cached"] else "retrained; " + ", ".join(
+            f"{m['model']} v{m['version']} {m['decision']}" for m in trained["models"]))
+    create_markdown_artifact(f"{score_markdown(scored)}\nTraining: {training}\n", key="churn-pipeline-summary",
+                             description="the whole pipeline's outcome")
     return {"train": trained, "score": scored}
 
 

@@ -201,9 +201,12 @@ def folder_inputs_key(folder: Path) -> str | None:
 
 
 def snapshot_key(cfg: PipelineConfig, cutoffs: list[dt.date], with_labels: bool) -> str:
-    """What a snapshot depends on, hashed: the validated sources, the feature code, the horizons, the cutoffs."""
+    """What a snapshot depends on, hashed: the validated sources, the feature definitions' code version, the
+    horizons, the cutoffs."""
+    from features.snapshots import code_version
+
     fingerprint = data_fingerprint(cfg, None)
-    return _digest({"data": fingerprint["hash"], "code": source_version("features"),
+    return _digest({"data": fingerprint["hash"], "code": code_version(),
                     "horizons": cfg.horizons.model_dump(), "cutoffs": cutoffs, "with_labels": with_labels})
 
 

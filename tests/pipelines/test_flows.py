@@ -87,7 +87,8 @@ def test_churn_run_publishes_both_lists_with_the_champions(pipeline):
     assert set(at_risk["customer_id"]).isdisjoint(winback["customer_id"])
     assert list(at_risk.columns[1:len(AT_RISK_COLUMNS) + 1]) == AT_RISK_COLUMNS
     assert list(winback.columns[1:len(WINBACK_COLUMNS) + 1]) == WINBACK_COLUMNS
-    assert at_risk["value_at_risk"].is_monotonic_decreasing and list(at_risk["rank"]) == list(range(1, len(at_risk) + 1))
+    assert at_risk["value_at_risk"].is_monotonic_decreasing
+    assert list(at_risk["rank"]) == list(range(1, len(at_risk) + 1))
     assert winback["expected_winback_value"].is_monotonic_decreasing
     assert ((at_risk["churn_probability"] > 0) & (at_risk["churn_probability"] < 1)).all()
     assert (at_risk["value_at_risk"] - at_risk["churn_probability"] * at_risk["predicted_cltv"]).abs().max() < 1e-9
@@ -130,7 +131,7 @@ def test_an_injected_failure_leaves_the_published_lists_untouched(pipeline, poin
     failed = runner.invoke(app, ["score", "--config", str(other)])
     assert failed.exit_code == 2, _failure(failed)
     assert f"scoring failed: InjectedFailure: failure injected at {point}" in failed.output
-    assert "Published lists and champions are unchanged" in failed.output
+    assert "The previously published lists are unchanged" in failed.output
     assert _digests(pipeline["outputs"]) == before
     assert not [p for p in pipeline["outputs"].rglob(".*") if p.suffix != ".lock"]  # no staged leftovers
     with get_client(sync_client=True) as client:
@@ -161,6 +162,17 @@ def test_each_flow_runs_on_its_own(pipeline):
     scored = flows.score(**args, as_of=dt.date(2026, 10, 1), dry_run=True)  # another cutoff, not published
     assert scored["as_of"] == "2026-10-01" and scored["published"] == {}
     assert scored["customers_scored"] > 0 and _digests(pipeline["outputs"]) == before
+    # every flow ends with a markdown summary
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactCollectionFilter, ArtifactCollectionFilterKey
+
+    keys = ["ingest-summary", "features-summary", "train-summary", "score-summary", "churn-pipeline-summary"]
+    with get_client(sync_client=True) as client:
+        latest = {a.key: a.data for a in client.read_latest_artifacts(
+            artifact_filter=ArtifactCollectionFilter(key=ArtifactCollectionFilterKey(any_=keys)))}
+    assert set(latest) == set(keys)
+    assert "| customers scored |" in latest["score-summary"] and "(dry run)" in latest["score-summary"]
+    assert "not retrained" in latest["churn-pipeline-summary"] and "| transactions |" in latest["ingest-summary"]
 
 
 def _free_port() -> int:
