@@ -117,6 +117,8 @@ class ScoringConfig(_Strict):
                                                     "transaction")
     at_risk_probability: float = Field(0.5, gt=0, lt=1, description="active customers with a churn probability at "
                                                                     "or above this are counted as at risk")
+    reasons_file: str | None = Field(None, description="reason templates (relative to data_dir); default: the "
+                                                       "shipped configs/reasons.yaml")
 
 
 class ScheduleEntry(_Strict):

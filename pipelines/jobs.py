@@ -242,22 +242,34 @@ def load_champions(cfg: PipelineConfig) -> dict:
     return {name: Champion(name, *load_champion(cfg, name)) for name in MODEL_NAMES}
 
 
+def reasons_path(cfg: PipelineConfig) -> Path:
+    """``scoring.reasons_file`` (relative to data_dir), else the shipped ``configs/reasons.yaml``."""
+    from serving.reasons import DEFAULT_REASONS
+
+    return cfg.resolve(cfg.scoring.reasons_file) if cfg.scoring.reasons_file else DEFAULT_REASONS
+
+
 def scoring_run_id(snapshot_fingerprint: str, champions: dict, cfg: PipelineConfig) -> str:
-    """A run id derived from the inputs (snapshot, champion versions, scoring settings): the same inputs give the
-    same id, so an unchanged re-run publishes byte-identical lists."""
+    """A run id derived from the inputs (snapshot, champion versions, scoring settings, reason texts, code): the
+    same inputs give the same id, so an unchanged re-run publishes byte-identical lists."""
     return _digest({"snapshot": snapshot_fingerprint, "scoring": cfg.scoring.model_dump(),
-                    "horizons": cfg.horizons.model_dump(),
+                    "horizons": cfg.horizons.model_dump(), "currency": cfg.base_currency,
+                    "reasons": _digest(reasons_path(cfg).read_text(encoding="utf-8")),
+                    "code": source_version("serving"),
                     "champions": {n: c.version for n, c in sorted(champions.items())}})[:16]
 
 
 def score(cfg: PipelineConfig, snapshot: pd.DataFrame, champions: dict, run_id: str) -> tuple[dict, dict]:
     """Score one snapshot with the champions; returns the lists and their summary."""
     from serving.faults import checkpoint
-    from serving.scoring import build_lists, score_snapshot, summarize
+    from serving.reasons import load_reasons
+    from serving.scoring import add_reasons, build_lists, score_snapshot, summarize
 
-    scores = score_snapshot(snapshot, champions, cfg.horizons)
+    scores, inputs = score_snapshot(snapshot, champions, cfg.horizons, with_inputs=True)
     checkpoint("score.after_scoring")
     lists = build_lists(scores, champions, run_id)
+    lists = add_reasons(lists, inputs, champions, load_reasons(reasons_path(cfg)), cfg.base_currency,
+                        cfg.horizons.churn_days)
     return lists, summarize(lists, champions, cfg.scoring.at_risk_probability)
 
 

@@ -46,12 +46,14 @@ def active_mask(snapshot: pd.DataFrame, activity_window_days: int) -> pd.Series:
     return snapshot["days_since_last_purchase"] <= activity_window_days
 
 
-def score_snapshot(snapshot: pd.DataFrame, champions: dict[str, Champion], horizons: HorizonsConfig) -> pd.DataFrame:
+def score_snapshot(snapshot: pd.DataFrame, champions: dict[str, Champion], horizons: HorizonsConfig,
+                   with_inputs: bool = False):
     """Score every customer of a one-cutoff ``snapshot`` (no label columns needed).
 
     ``champions`` maps ``churn-classifier``, ``winback-classifier`` and ``cltv-regressor`` to their versions.
     Returns one row per customer, sorted by ``customer_id``, with ``is_active``, the probabilities and values
-    described in the module docstring, ``rfm_segment`` and ``country``.
+    described in the module docstring, ``rfm_segment`` and ``country``; with ``with_inputs``, also the model
+    inputs (the snapshot plus its BG/NBD features, same row order) for explanations.
     """
     cutoffs = snapshot["cutoff"].unique()
     if len(cutoffs) != 1:
@@ -79,7 +81,7 @@ def score_snapshot(snapshot: pd.DataFrame, champions: dict[str, Champion], horiz
                                        for a, d in zip(is_active, next_days)]
     for column in ("rfm_segment", "country"):
         out[column] = snap[column] if column in snap.columns else None
-    return out
+    return (out, snap) if with_inputs else out
 
 
 AT_RISK_COLUMNS = ["customer_id", "as_of", "churn_probability", "predicted_cltv", "value_at_risk",
@@ -103,6 +105,23 @@ def build_lists(scores: pd.DataFrame, champions: dict[str, Champion], run_id: st
         ranked.insert(0, "rank", np.arange(1, len(ranked) + 1))
         lists[name] = ranked.assign(**versions, run_id=run_id).reset_index(drop=True)
     return lists
+
+
+def add_reasons(lists: dict[str, pd.DataFrame], inputs: pd.DataFrame, champions: dict[str, Champion],
+                catalog, currency: str, churn_days: int) -> dict[str, pd.DataFrame]:
+    """``reason_1..3`` for the rows of each list (only those: explanations cost), from the churn model for the
+    at-risk list and the win-back model for the win-back list; ``inputs`` are the model inputs by customer."""
+    from serving.explain import top_reasons
+
+    by_id = inputs.set_index("customer_id", drop=False)
+    out = {}
+    for name, model_name in (("at_risk", "churn-classifier"), ("winback", "winback-classifier")):
+        rows = by_id.loc[lists[name]["customer_id"]].reset_index(drop=True)
+        reasons = top_reasons(champions[model_name].model, rows, catalog, currency, churn_days)
+        frame = lists[name].reset_index(drop=True)
+        position = frame.columns.get_loc("country") + 1
+        out[name] = pd.concat([frame.iloc[:, :position], reasons, frame.iloc[:, position:]], axis=1)
+    return out
 
 
 def summarize(lists: dict[str, pd.DataFrame], champions: dict[str, Champion], at_risk_probability: float) -> dict:

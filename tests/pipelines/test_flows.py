@@ -93,6 +93,12 @@ def test_churn_run_publishes_both_lists_with_the_champions(pipeline):
     assert ((at_risk["churn_probability"] > 0) & (at_risk["churn_probability"] < 1)).all()
     assert (at_risk["value_at_risk"] - at_risk["churn_probability"] * at_risk["predicted_cltv"]).abs().max() < 1e-9
     assert (pd.to_datetime(at_risk["expected_next_order_date"]) >= pd.Timestamp(SCORING_AS_OF)).all()
+    # plain-language reasons from the churn model's SHAP values, in the customer's language
+    top = at_risk.head(20)
+    assert top["reason_1"].notna().all() and top["reason_1"].str.len().gt(10).all()
+    czech = at_risk[at_risk["country"] == "CZ"].head(5)
+    assert len(czech) and czech["reason_1"].str.contains("ů|á|í|é|ý|č|ř|ž|š").all()
+    assert winback["reason_1"].notna().mean() > 0.9
     champions = champion_versions(load_config(pipeline["config"]))
     assert set(at_risk["churn_model_version"]) == {champions["churn-classifier"]} == {"1"}
     pointer = json.loads((out / "at_risk" / "latest.json").read_text())

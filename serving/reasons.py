@@ -1,0 +1,196 @@
+"""Reason codes in plain language: the features that push a customer's score up, written from templates.
+
+The templates live outside the code, in ``configs/reasons.yaml`` (one entry per model feature and language; see the
+file's header for the fields and formats). Numbers, money, durations and dates are formatted with Babel (CLDR) for
+the customer's language and country: "143 days" in English, "143 dnů" in Czech, "Sep 14, 2026" or "14. 9. 2026".
+A customer's language comes from their country (``country_languages``), English by default.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import string
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+from babel import Locale, UnknownLocaleError
+from babel.dates import format_date
+from babel.numbers import format_currency, format_decimal, format_percent
+from babel.units import format_unit
+from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError, model_validator
+
+from features.errors import ConfigError
+
+DEFAULT_REASONS = Path(__file__).resolve().parent.parent / "configs" / "reasons.yaml"
+FORMATS = ("days", "months", "int", "num", "pct", "signed", "money", "date", "yesno")
+CHANNEL_PREFIX = "channel_share_"
+
+
+class ReasonCatalog(BaseModel):
+    """``configs/reasons.yaml``: templates per feature and language, value words, the language per country."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    default_language: str = "en"
+    country_languages: dict[str, str] = {}
+    values: dict[str, dict[str, dict[str, str]]] = {}
+    templates: dict[str, dict[str, list[str]]]
+    _formatters: dict = PrivateAttr(default_factory=dict)  # one formatter per (language, country, currency)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ReasonCatalog":
+        languages = self.languages
+        for feature, by_language in self.templates.items():
+            missing = languages - set(by_language)
+            if missing:
+                raise ValueError(f"template {feature!r} has no text in {sorted(missing)}")
+            for language, variants in by_language.items():
+                if not variants:
+                    raise ValueError(f"template {feature!r} ({language}) is empty")
+                for text in variants:
+                    for _, field, spec, _ in string.Formatter().parse(text):
+                        if field is not None and spec and spec not in FORMATS:
+                            raise ValueError(f"template {feature!r} ({language}): unknown format {spec!r} in "
+                                             f"{{{field}:{spec}}}; use one of {FORMATS}")
+        for language in languages:
+            try:
+                Locale.parse(language)
+            except (UnknownLocaleError, ValueError):
+                raise ValueError(f"unknown language {language!r}; use a CLDR code such as 'en' or 'cs'") from None
+        return self
+
+    @property
+    def languages(self) -> set[str]:
+        return {self.default_language, *self.country_languages.values()}
+
+    def template(self, feature: str) -> dict[str, list[str]] | None:
+        if feature in self.templates:
+            return self.templates[feature]
+        if feature.startswith(CHANNEL_PREFIX):
+            return self.templates.get(CHANNEL_PREFIX + "*")
+        return None
+
+    def language_for(self, country: str | None) -> str:
+        return self.country_languages.get(country or "", self.default_language)
+
+
+@lru_cache(maxsize=8)
+def load_reasons(path: str | Path = DEFAULT_REASONS) -> ReasonCatalog:
+    """Read and check the reasons file (a clear error naming the file and the problem)."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return ReasonCatalog.model_validate(data)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: reasons file not found") from None
+    except ValidationError as exc:
+        problems = [(".".join(str(x) for x in e["loc"]) + ": " if e["loc"] else "") + e["msg"].removeprefix(
+            "Value error, ") for e in exc.errors()]
+        raise ConfigError(f"{path}: " + "; ".join(problems)) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+
+
+@lru_cache(maxsize=1024)
+def _locale(language: str, country: str | None) -> Locale:
+    """The formatting locale: ``cs_CZ`` when the country's main language is the text's (formats differ by country:
+    en_GB vs en_US), else the language alone (an English text for a German customer keeps English separators)."""
+    if country:
+        try:
+            if Locale.parse(f"und_{country}").language == language:
+                return Locale.parse(f"{language}_{country}")
+        except (UnknownLocaleError, ValueError):
+            pass
+    return Locale.parse(language)
+
+
+def _present(value) -> bool:
+    if value is None or value is pd.NA or value is pd.NaT:
+        return False
+    return not (isinstance(value, float) and math.isnan(value))
+
+
+class _Formatter(string.Formatter):
+    def __init__(self, catalog: ReasonCatalog, language: str, locale: Locale, currency: str):
+        self.catalog, self.language, self.locale, self.currency = catalog, language, locale, currency
+
+    def format_field(self, value, spec: str) -> str:
+        loc = self.locale
+        if spec == "days":
+            return format_unit(int(round(float(value))), "duration-day", length="long", locale=loc)
+        if spec == "months":
+            return format_unit(int(round(float(value))), "duration-month", length="long", locale=loc)
+        if spec == "int":
+            return format_decimal(int(round(float(value))), locale=loc)
+        if spec == "num":
+            return format_decimal(float(value), format="#,##0.##", locale=loc)
+        if spec == "pct":
+            return format_percent(float(value), locale=loc)
+        if spec == "signed":
+            return format_percent(float(value), format="+#,##0%;-#,##0%", locale=loc)
+        if spec == "money":
+            return format_currency(float(value), self.currency, locale=loc)
+        if spec == "date":
+            return format_date(value, format="medium", locale=loc)
+        if spec == "yesno":
+            return self._word("yesno", "true" if bool(value) else "false")
+        return str(value)
+
+    def _word(self, field: str, raw: str) -> str:
+        return self.catalog.values.get(field, {}).get(self.language, {}).get(raw, raw)
+
+    def get_value(self, key, args, kwargs):
+        value = kwargs[key]
+        if isinstance(value, str) and key in self.catalog.values:
+            return self._word(key, value)
+        return value
+
+
+def _formatter(catalog: ReasonCatalog, language: str, country: str | None, currency: str) -> _Formatter:
+    key = (language, country if isinstance(country, str) else None, currency)
+    if key not in catalog._formatters:
+        catalog._formatters[key] = _Formatter(catalog, language, _locale(language, key[1]), currency)
+    return catalog._formatters[key]
+
+
+def _fields(row: dict, feature: str, churn_days: int) -> dict:
+    """The row's values plus the derived fields the templates may use."""
+    fields = dict(row)
+    cutoff = row.get("cutoff")
+    if _present(row.get("days_since_last_nps")) and cutoff is not None:
+        fields["last_nps_date"] = pd.Timestamp(cutoff).date() - dt.timedelta(days=int(row["days_since_last_nps"]))
+    for name, trend in (("spend_change_90d", "spend_trend_90d"), ("orders_change_90d", "orders_trend_90d"),
+                        ("web_change_30d", "web_sessions_trend_30d"),
+                        ("email_open_change_90d", "email_open_trend_90d")):
+        if _present(row.get(trend)) and np.isfinite(float(row[trend])):
+            fields[name] = float(row[trend]) - 1
+    if feature.startswith(CHANNEL_PREFIX):
+        fields["channel"], fields["channel_share"] = feature[len(CHANNEL_PREFIX):], row.get(feature)
+    fields["churn_horizon"] = churn_days
+    return fields
+
+
+def render(catalog: ReasonCatalog, feature: str, row: dict, currency: str, churn_days: int = 90) -> str | None:
+    """The reason for ``feature`` in the customer's language: the first variant whose fields all have a value
+    (None when no variant can be written, e.g. every field is missing)."""
+    by_language = catalog.template(feature)
+    if by_language is None:
+        raise KeyError(f"no reason template for feature {feature!r} in the reasons file; add one")
+    country = row.get("country")
+    language = catalog.language_for(country)
+    fields = _fields(row, feature, churn_days)
+    formatter = _formatter(catalog, language, country, currency)
+    for text in by_language[language]:
+        names = [f for _, f, _, _ in string.Formatter().parse(text) if f]
+        if all(_present(fields.get(n)) for n in names):
+            return formatter.format(text, **{n: fields[n] for n in names})
+    return None
+
+
+def placeholders(text: str) -> list[str]:
+    """The field names a template text uses."""
+    return [f for _, f, _, _ in string.Formatter().parse(text) if f]

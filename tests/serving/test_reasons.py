@@ -1,0 +1,142 @@
+"""Reasons: TreeSHAP equal to shap's, texts worked out by hand in two languages, a template for every feature."""
+
+from __future__ import annotations
+
+import datetime as dt
+import string
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.errors import ConfigError
+from models.training import ScoringModel
+from serving.explain import top_reasons
+from serving.reasons import DEFAULT_REASONS, load_reasons, render
+
+CATALOG = load_reasons(DEFAULT_REASONS)
+CUTOFF = dt.date(2026, 11, 1)
+DERIVED = {"last_nps_date", "spend_change_90d", "orders_change_90d", "web_change_30d", "email_open_change_90d",
+           "channel", "channel_share", "churn_horizon"}
+
+
+def _row(**values) -> dict:
+    return {"cutoff": CUTOFF, "country": "US", **values}
+
+
+@pytest.mark.parametrize("country, expected", [
+    ("US", "No purchase for 143 days, about 3.18x their usual gap of 45 days"),
+    ("GB", "No purchase for 143 days, about 3.18x their usual gap of 45 days"),
+    ("CZ", "Bez nákupu 143 dnů, asi 3,18x déle než obvyklá pauza 45 dnů"),
+])
+def test_recency_reason_uses_the_customers_own_gap_in_their_language(country, expected):
+    row = _row(country=country, days_since_last_purchase=143, overdue_ratio=3.1777, gap_mean_days=45.0)
+    assert render(CATALOG, "days_since_last_purchase", row, "USD") == expected
+
+
+def test_a_variant_with_a_missing_field_falls_back_to_the_next():
+    row = _row(days_since_last_purchase=1, overdue_ratio=np.nan, gap_mean_days=np.nan)
+    assert render(CATALOG, "days_since_last_purchase", row, "USD") == "No purchase for 1 day"
+    assert render(CATALOG, "days_since_last_purchase", {**row, "country": "CZ"}, "USD") == "Bez nákupu 1 den"
+
+
+def test_nps_reason_dates_and_words_follow_the_locale():
+    row = _row(last_nps=3, days_since_last_nps=48, nps_group="detractor")  # 2026-11-01 - 48 days = 2026-09-14
+    assert render(CATALOG, "last_nps", row, "USD") == "Rated us 3/10 on Sep 14, 2026 (detractor)"
+    assert render(CATALOG, "last_nps", {**row, "country": "GB"}, "USD") == "Rated us 3/10 on 14 Sept 2026 (detractor)"
+    assert render(CATALOG, "last_nps", {**row, "country": "CZ"}, "USD") == "Ohodnotil nás 3/10 dne 14. 9. 2026 (kritik)"
+
+
+def test_changes_money_counts_and_channels():
+    row = _row(spend_trend_90d=0.38, net_spend=1234.5, open_tickets=2, channel_share_web=0.5, unsubscribed=True)
+    assert render(CATALOG, "spend_trend_90d", row, "USD") == (
+        "Spend in the last 90 days changed by -62% from the 90 days before")
+    assert render(CATALOG, "net_spend", row, "USD") == "Spent $1,234.50 in total, refunds included"
+    # an English text for a German customer keeps English separators
+    assert render(CATALOG, "net_spend", {**row, "country": "DE"}, "USD") == "Spent $1,234.50 in total, refunds included"
+    assert render(CATALOG, "net_spend", {**row, "country": "CZ"}, "EUR") == (
+        "Celková útrata 1\u00a0234,50\u00a0€ včetně vratek")  # CLDR: no-break spaces inside numbers and amounts
+    assert render(CATALOG, "open_tickets", row, "USD") == "2 support tickets still open"
+    assert render(CATALOG, "channel_share_web", row, "USD") == "50% of their orders through the web channel"
+    assert render(CATALOG, "unsubscribed", {**row, "country": "CZ"}, "USD") == "Odhlášen z e-mailů: ano"
+
+
+def test_every_model_feature_has_a_text_in_every_language_with_known_fields(validated_dir):
+    from features.config import HorizonsConfig
+    from features.snapshots import build_snapshots, open_sources
+    from models.training import BTYD_FEATURES, feature_columns
+
+    snap = build_snapshots(open_sources(validated_dir), [CUTOFF], HorizonsConfig())
+    features = feature_columns(snap) + list(BTYD_FEATURES)
+    known = set(snap.columns) | set(BTYD_FEATURES) | DERIVED
+    for feature in features:
+        by_language = CATALOG.template(feature)
+        assert by_language is not None, f"no reason template for {feature}"
+        assert set(by_language) == {"en", "cs"}, feature
+        for texts in by_language.values():
+            for text in texts:
+                fields = {f for _, f, _, _ in string.Formatter().parse(text) if f}
+                assert fields <= known, (feature, fields - known)
+
+
+def test_a_bad_reasons_file_names_the_file_and_the_problem(tmp_path):
+    bad = tmp_path / "reasons.yaml"
+    bad.write_text("country_languages: {CZ: cs}\ntemplates:\n  orders: {en: ['{orders:int} orders']}\n")
+    with pytest.raises(ConfigError, match=r"reasons.yaml: .*'orders' has no text in \['cs'\]"):
+        load_reasons(bad)
+    bad.write_text("templates:\n  orders: {en: ['{orders:weird} orders']}\n")
+    with pytest.raises(ConfigError, match="unknown format 'weird'"):
+        load_reasons(bad)
+
+
+@pytest.fixture(scope="module")
+def model() -> tuple[ScoringModel, pd.DataFrame]:
+    """A small LightGBM classifier where churn rises with days since the last purchase and falls with orders."""
+    rng = np.random.default_rng(0)
+    n = 2000
+    X = pd.DataFrame({"days_since_last_purchase": rng.integers(1, 400, n).astype(float),
+                      "orders_30d": rng.integers(0, 6, n).astype(float),
+                      "nps_group": pd.Categorical(rng.choice(["promoter", "passive", "detractor"], n))})
+    logit = X["days_since_last_purchase"] / 80 - X["orders_30d"] - 2 + (X["nps_group"] == "detractor") * 1.5
+    y = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
+    booster = lgb.train({"objective": "binary", "num_leaves": 7, "verbose": -1, "seed": 1, "deterministic": True},
+                        lgb.Dataset(X, y), num_boost_round=60)
+    categories = {"nps_group": list(X["nps_group"].cat.categories)}
+    scoring = ScoringModel("churn-classifier", "classifier", "churned", list(X.columns), categories, booster,
+                           (1.0, 0.0), best_iteration=60)
+    rows = X.assign(customer_id=[f"C{i}" for i in range(n)], cutoff=CUTOFF, country="US",
+                    nps_group=X["nps_group"].astype(str), last_nps=np.where(X["nps_group"] == "detractor", 3, 9),
+                    days_since_last_nps=10)
+    return scoring, rows
+
+
+def test_lightgbm_treeshap_equals_shap_and_adds_up_to_the_raw_score(model):
+    import shap
+
+    scoring, rows = model
+    contributions = scoring.explain(rows.head(300))
+    from models.training import design_matrix
+
+    design = design_matrix(rows.head(300), scoring.features, scoring.categories)
+    reference = shap.TreeExplainer(scoring.booster).shap_values(design)
+    reference = reference[1] if isinstance(reference, list) else reference
+    assert np.abs(contributions[scoring.features].to_numpy() - reference).max() < 1e-6
+    total = contributions.sum(axis=1).to_numpy()
+    assert np.abs(total - scoring.raw_score(rows.head(300))).max() < 1e-9
+
+
+def test_reasons_are_the_largest_positive_drivers_in_order(model):
+    scoring, rows = model
+    risky = rows[(rows["days_since_last_purchase"] > 350) & (rows["orders_30d"] == 0)
+                 & (rows["nps_group"] == "detractor")].head(5)
+    reasons = top_reasons(scoring, risky, CATALOG, "USD", 90)
+    contributions = scoring.explain(risky)[scoring.features]
+    for (i, row), (_, contrib) in zip(reasons.iterrows(), contributions.iterrows()):
+        positive = contrib[contrib > 0].sort_values(ascending=False).index.tolist()
+        expected = [render(CATALOG, f, risky.loc[i].to_dict(), "USD") for f in positive][:3]
+        assert [r for r in row.tolist() if r is not None] == expected
+        assert any(r.startswith("No purchase for") for r in expected)
+    safe = rows[(rows["days_since_last_purchase"] < 20) & (rows["orders_30d"] >= 4)].head(3)
+    # nothing raises a safe customer's risk much: whatever is listed has a positive contribution
+    assert top_reasons(scoring, safe, CATALOG, "USD", 90).shape == (len(safe), 3)
