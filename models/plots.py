@@ -87,3 +87,42 @@ def _save(fig, path: Path, plt) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def write_shap_plots(model, rows, folder: str | Path, max_rows: int = 2000, top: int = 15, seed: int = 0
+                     ) -> list[Path]:
+    """The model's global SHAP summary on (a sample of) ``rows``: ``shap_summary_<name>.png``, a beeswarm (each
+    dot a customer, x = SHAP value in raw-score units, colour = the feature's value from low to high, by rank) and
+    ``shap_importance_<name>.png``, the mean |SHAP| per feature. The ``top`` features by mean |SHAP| are shown."""
+    plt = _pyplot()
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    sample = rows.sample(n=min(max_rows, len(rows)), random_state=seed) if len(rows) > max_rows else rows
+    contributions = model.explain(sample)[model.features]
+    importance = contributions.abs().mean().sort_values(ascending=False).head(top)
+    names = list(importance.index[::-1])  # most important at the top
+    unit = "log-odds" if model.kind == "classifier" else "expected value"
+
+    fig, ax = plt.subplots(figsize=(8, 0.35 * len(names) + 1.5))
+    rng = np.random.default_rng(seed)
+    for i, name in enumerate(names):
+        values = sample[name]
+        numeric = values.astype("float64") if values.dtype.kind in "biuf" else None
+        colour = (numeric.rank(pct=True).fillna(0.5).to_numpy() if numeric is not None
+                  else np.full(len(values), 0.5))
+        y = i + rng.uniform(-0.3, 0.3, len(values))
+        points = ax.scatter(contributions[name], y, c=colour, cmap="coolwarm", vmin=0, vmax=1, s=6, alpha=0.7,
+                            linewidths=0)
+    ax.axvline(0, color="grey", lw=0.8)
+    ax.set_yticks(range(len(names)), names)
+    ax.set_xlabel(f"SHAP value ({unit}; right = raises the prediction)")
+    ax.set_title(f"{model.name}: SHAP summary ({len(sample):,} customers)")
+    fig.colorbar(points, ax=ax, label="feature value (rank: low to high)", fraction=0.03)
+    paths = [_save(fig, folder / f"shap_summary_{model.name}.png", plt)]
+
+    fig, ax = plt.subplots(figsize=(8, 0.35 * len(names) + 1.5))
+    ax.barh(names, importance[names].to_numpy(), color="#4C72B0")
+    ax.set_xlabel(f"mean |SHAP value| ({unit})")
+    ax.set_title(f"{model.name}: feature importance (mean |SHAP|)")
+    paths.append(_save(fig, folder / f"shap_importance_{model.name}.png", plt))
+    return paths

@@ -142,9 +142,11 @@ class Registered:
 
 
 def log_and_register(cfg: PipelineConfig, model: ScoringModel, evaluation: dict, report: dict, fingerprint: dict,
-                     plots: list[Path], input_example: pd.DataFrame, champion_metrics_fn) -> Registered:
-    """Log one run for ``model`` (config, fingerprint, backtest metrics with baselines, plots, features, model),
-    register a version, give it ``challenger`` and decide ``champion``.
+                     plots: list[Path], input_example: pd.DataFrame, champion_metrics_fn,
+                     shap_plots: list[Path] = ()) -> Registered:
+    """Log one run for ``model`` (config, fingerprint, backtest metrics with baselines, plots, features, model,
+    the global SHAP summary plots under ``shap/``), register a version, give it ``challenger`` and decide
+    ``champion``.
 
     ``evaluation`` holds the challenger's key metrics on the evaluation cutoff (with ``eval_as_of`` and
     ``data_hash``). The champion is compared on the same cutoff: with its own logged backtest metrics when they
@@ -173,6 +175,8 @@ def log_and_register(cfg: PipelineConfig, model: ScoringModel, evaluation: dict,
             (tmp / "backtest_report.json").write_text(json.dumps(report, indent=2, default=str))
             for path in [*plots, tmp / "features.json", tmp / "data_fingerprint.json", tmp / "backtest_report.json"]:
                 mlflow.log_artifact(str(path), artifact_path="backtest" if path in plots else None)
+            for path in shap_plots:
+                mlflow.log_artifact(str(path), artifact_path="shap")
         # numbers as doubles (an integer column cannot hold a missing value), inferred from every evaluation row
         # so that columns with missing values are marked optional
         inputs = input_example[model.features].astype({c: "float64" for c in model.features

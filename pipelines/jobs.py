@@ -114,6 +114,7 @@ def train(cfg: PipelineConfig, progress: Progress = _quiet, snapshots: pd.DataFr
     from models import metrics as m
     from models import training as tr
     from models import tracking
+    from models.plots import write_shap_plots
 
     run = backtest(cfg, None, progress=progress, snapshots=snapshots)
     report, result = run.result.report, run.result
@@ -143,9 +144,10 @@ def train(cfg: PipelineConfig, progress: Progress = _quiet, snapshots: pd.DataFr
             return (m.regression_metrics(y, score) if name == "cltv-regressor"
                     else m.classification_metrics(y, score))
 
+        shap_plots = write_shap_plots(model, rows, run.report_path.parent, seed=cfg.models.seed)
         progress(f"logging {name} to MLflow")
         registered.append(tracking.log_and_register(cfg, model, evaluation, report, fingerprint, run.plots,
-                                                    rows, champion_metrics))
+                                                    rows, champion_metrics, shap_plots))
     return registered
 
 

@@ -140,3 +140,16 @@ def test_manual_promotion_is_recorded(trained):
     assert rows[("cltv-regressor", "2")]["decision"] == "promoted by hand"
     bad = runner.invoke(app, ["promote", "cltv-regressor", "99", "--config", str(config)])
     assert bad.exit_code == 2 and "no version 99" in bad.output
+
+
+def test_every_model_logs_its_global_shap_summary(trained):
+    from mlflow import MlflowClient
+
+    from features.config import load_config
+    from models.tracking import list_versions, tracking_uri
+
+    cfg = load_config(trained[0])
+    client = MlflowClient(tracking_uri(cfg))
+    for row in [r for r in list_versions(cfg) if r["version"] == "1"]:
+        logged = {a.path for a in client.list_artifacts(row["run_id"], "shap")}
+        assert logged == {f"shap/shap_summary_{row['name']}.png", f"shap/shap_importance_{row['name']}.png"}
