@@ -121,6 +121,30 @@ class ScoringConfig(_Strict):
                                                        "shipped configs/reasons.yaml")
 
 
+class TargetingConfig(_Strict):
+    """Who is contacted: risk tiers, playbooks, budgets per list, the control group, consent."""
+
+    playbooks_file: str | None = Field(None, description="playbooks (relative to data_dir); default: the shipped "
+                                                         "configs/playbooks.yaml")
+    risk_tiers: dict[str, float] = Field(default_factory=lambda: {"high": 0.6, "medium": 0.3},
+                                         description="tier -> minimum churn probability; below all: 'low'")
+    budgets: dict[Literal["at_risk", "winback"], float | None] = Field(
+        default_factory=lambda: {"at_risk": None, "winback": None},
+        description="campaign budget per list in the base currency; null = no limit")
+    control_share: float = Field(0.10, ge=0, lt=1, description="share withheld from contact as the control group")
+    campaign_prefix: str = "retention"
+    require_consent: bool = Field(True, description="without a customers table (no consent known) nobody is "
+                                                    "selected unless this is false")
+
+    @field_validator("risk_tiers")
+    @classmethod
+    def _probabilities(cls, tiers: dict[str, float]) -> dict[str, float]:
+        bad = {k: v for k, v in tiers.items() if not 0 <= v <= 1}
+        if bad:
+            raise ValueError(f"risk tier thresholds are probabilities between 0 and 1, got {bad}")
+        return tiers
+
+
 class ScheduleEntry(_Strict):
     """When a deployment runs: a cron string (5 fields, in ``schedule.timezone``) or a fixed interval."""
 
@@ -177,6 +201,7 @@ class PipelineConfig(_Strict):
     mlflow: MlflowConfig = MlflowConfig()
     outputs: OutputsConfig = OutputsConfig()
     scoring: ScoringConfig = ScoringConfig()
+    targeting: TargetingConfig = TargetingConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     generator: GeneratorConfig = GeneratorConfig()
 

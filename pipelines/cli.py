@@ -315,6 +315,16 @@ def print_scoring(summary: dict) -> None:
     table.add_row("expected win-back value", f"{summary['expected_winback_value']:,.2f}")
     table.add_row("champions", ", ".join(f"{k} v{v}" for k, v in summary["champion_versions"].items()))
     out.print(table)
+    from pipelines.flows import campaign_rows
+
+    rows = campaign_rows(summary)
+    if rows:
+        campaigns = Table(title="campaigns (treatment is contacted; control is withheld to measure uplift)")
+        for col in rows[0]:
+            campaigns.add_column(col, justify="left" if col in ("list", "campaign") else "right")
+        for row in rows:
+            campaigns.add_row(*row.values())
+        out.print(campaigns)
     for name, path in summary["published"].items():
         out.print(f"{name} list: {path}")
     if summary["dry_run"]:

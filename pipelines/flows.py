@@ -263,7 +263,19 @@ def score_markdown(summary: dict) -> str:
         {"measure": "run id", "value": summary["run_id"]},
     ]
     published = "\n".join(f"- {name}: `{path}`" for name, path in summary["published"].items()) or "- (dry run)"
-    return f"## Batch scoring\n\n{_markdown(['measure', 'value'], rows)}\n\nPublished:\n{published}\n"
+    campaigns = _markdown(["list", "campaign", "treatment", "control", "no consent", "cost", "expected saved",
+                           "expected net return"], campaign_rows(summary))
+    return (f"## Batch scoring\n\n{_markdown(['measure', 'value'], rows)}\n\n### Campaigns\n\n{campaigns}\n\n"
+            f"Published:\n{published}\n")
+
+
+def campaign_rows(summary: dict) -> list[dict]:
+    """One row per list's campaign, formatted for tables."""
+    return [{"list": name, "campaign": c["campaign_id"], "treatment": f"{c['treatment']:,}",
+             "control": f"{c['control']:,}", "no consent": f"{c['held_back_no_consent']:,}",
+             "cost": f"{c['cost']:,.2f}", "expected saved": f"{c['expected_saved_value']:,.2f}",
+             "expected net return": f"{c['expected_net_return']:,.2f}"}
+            for name, c in summary.get("campaigns", {}).items()]
 
 
 def read_list(folder: str | Path, name: str) -> pd.DataFrame:

@@ -265,14 +265,28 @@ def score(cfg: PipelineConfig, snapshot: pd.DataFrame, champions: dict, run_id: 
     """Score one snapshot with the champions; returns the lists and their summary."""
     from serving.faults import checkpoint
     from serving.reasons import load_reasons
-    from serving.scoring import add_reasons, build_lists, score_snapshot, summarize
+    from serving.scoring import add_reasons, build_lists, score_snapshot, summarize, target_lists
+    from serving.targeting import DEFAULT_PLAYBOOKS, load_playbooks
 
     scores, inputs = score_snapshot(snapshot, champions, cfg.horizons, with_inputs=True)
     checkpoint("score.after_scoring")
-    lists = build_lists(scores, champions, run_id)
+    ranked = build_lists(scores, champions, run_id)
+    playbooks = load_playbooks(cfg.resolve(cfg.targeting.playbooks_file) if cfg.targeting.playbooks_file
+                               else DEFAULT_PLAYBOOKS)
+    as_of = pd.Timestamp(snapshot["cutoff"].iloc[0]).date()
+    lists, campaigns = target_lists(ranked, inputs, marketing_consent(cfg), cfg.targeting, playbooks, as_of)
     lists = add_reasons(lists, inputs, champions, load_reasons(reasons_path(cfg)), cfg.base_currency,
-                        cfg.horizons.churn_days)
-    return lists, summarize(lists, champions, cfg.scoring.at_risk_probability)
+                        cfg.horizons.churn_days)  # only the published customers are explained
+    return lists, summarize(scores, lists, champions, cfg.scoring.at_risk_probability, campaigns)
+
+
+def marketing_consent(cfg: PipelineConfig) -> pd.Series | None:
+    """customer_id -> marketing consent from the validated customers table (None when there is none)."""
+    path = cfg.validated_dir / "customers.parquet"
+    if not path.exists():
+        return None
+    consent = pd.read_parquet(path, columns=["customer_id", "marketing_consent"])
+    return consent.set_index("customer_id")["marketing_consent"].astype("boolean").fillna(False).astype(bool)
 
 
 def publish(cfg: PipelineConfig, lists: dict, as_of: dt.date, run_meta: dict) -> dict[str, Path]:

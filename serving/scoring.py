@@ -30,6 +30,7 @@ from features.config import HorizonsConfig
 from models.training import BTYD_FEATURES, ScoringModel, btyd_predictions
 
 LIST_NAMES = ("at_risk", "winback")
+VALUE_COLUMN = {"at_risk": "value_at_risk", "winback": "expected_winback_value"}
 
 
 @dataclass(frozen=True)
@@ -124,16 +125,63 @@ def add_reasons(lists: dict[str, pd.DataFrame], inputs: pd.DataFrame, champions:
     return out
 
 
-def summarize(lists: dict[str, pd.DataFrame], champions: dict[str, Champion], at_risk_probability: float) -> dict:
+LIST_ORDER = {
+    "at_risk": ["rank", "customer_id", "as_of", "churn_probability", "risk_tier", "predicted_cltv", "value_at_risk",
+                "expected_next_order_date", "rfm_segment", "country"],
+    "winback": ["rank", "customer_id", "as_of", "reactivation_probability", "risk_tier", "predicted_cltv",
+                "value_if_reactivated", "expected_winback_value", "rfm_segment", "country"],
+}
+ACTION_COLUMNS = ["recommended_action", "offer", "playbook", "cost_per_contact", "success_rate",
+                  "expected_net_value", "group", "campaign_id"]
+
+
+def target_lists(lists: dict[str, pd.DataFrame], inputs: pd.DataFrame, consent: pd.Series | None, settings,
+                 playbooks, as_of: dt.date) -> tuple[dict[str, pd.DataFrame], dict[str, dict]]:
+    """Risk tiers, playbooks, consent, budget and control group applied to the ranked lists (see
+    :mod:`serving.targeting`). ``consent`` maps customer_id to marketing consent (None: no customers table).
+
+    Returns the lists to publish (treatment and control customers, ranked by value again) and one campaign
+    summary per list."""
+    from serving import targeting as tg
+
+    features = inputs.set_index("customer_id")
+    out, campaigns = {}, {}
+    for name, ranked in lists.items():
+        frame = ranked.drop(columns="rank")
+        extra = [c for c in features.columns if c not in frame.columns]
+        frame = frame.join(features[extra], on="customer_id")
+        frame["risk_tier"] = (tg.risk_tiers(frame["churn_probability"], settings.risk_tiers)
+                              if name == "at_risk" else "lapsed")
+        frame = pd.concat([frame, tg.assign_playbooks(frame, playbooks.for_list(name))], axis=1)
+        if consent is not None:
+            frame["marketing_consent"] = frame["customer_id"].map(consent).fillna(False).astype(bool)
+        else:
+            frame["marketing_consent"] = not settings.require_consent
+        campaign = f"{settings.campaign_prefix}-{name}-{as_of.isoformat()}"
+        chosen = tg.select(frame, name, settings.budgets.get(name), settings.control_share, campaign)
+        campaigns[name] = {"campaign_id": campaign, **tg.campaign_summary(
+            chosen, name, len(frame), int((~frame["marketing_consent"]).sum()))}
+        by = VALUE_COLUMN[name]
+        chosen = chosen.sort_values([by, "customer_id"], ascending=[False, True], kind="stable")
+        chosen.insert(0, "rank", np.arange(1, len(chosen) + 1))
+        versions = [c for c in ranked.columns if c.endswith("_model_version")]
+        out[name] = chosen[[*LIST_ORDER[name], *ACTION_COLUMNS, *versions, "run_id"]].reset_index(drop=True)
+    return out, campaigns
+
+
+def summarize(scores: pd.DataFrame, lists: dict[str, pd.DataFrame], champions: dict[str, Champion],
+              at_risk_probability: float, campaigns: dict[str, dict] | None = None) -> dict:
     """Headline numbers of a scoring run (for the flow's summary artifact and the CLI); at-risk customers are the
     active ones with ``churn_probability >= at_risk_probability``."""
-    at_risk, winback = lists["at_risk"], lists["winback"]
+    active = scores[scores["is_active"]]
     return {
-        "customers_scored": int(len(at_risk) + len(winback)),
-        "active_customers": int(len(at_risk)),
-        "at_risk_customers": int((at_risk["churn_probability"] >= at_risk_probability).sum()),
-        "value_at_risk": float(at_risk["value_at_risk"].sum()),
-        "lapsed_customers": int(len(winback)),
-        "expected_winback_value": float(winback["expected_winback_value"].sum()),
+        "customers_scored": int(len(scores)),
+        "active_customers": int(len(active)),
+        "at_risk_customers": int((active["churn_probability"] >= at_risk_probability).sum()),
+        "value_at_risk": float(active["value_at_risk"].sum()),
+        "lapsed_customers": int((~scores["is_active"]).sum()),
+        "expected_winback_value": float(scores["expected_winback_value"].sum()),
+        "list_rows": {name: int(len(frame)) for name, frame in lists.items()},
+        "campaigns": campaigns or {},
         "champion_versions": {name: c.version for name, c in sorted(champions.items())},
     }

@@ -82,11 +82,19 @@ def test_churn_run_publishes_both_lists_with_the_champions(pipeline):
     at_risk = pd.read_parquet(out / "at_risk" / f"as_of={SCORING_AS_OF}" / "at_risk.parquet")
     winback = pd.read_parquet(out / "winback" / f"as_of={SCORING_AS_OF}" / "winback.parquet")
     snapshot = read_snapshots(pipeline["folder"] / "features" / f"snapshot_{SCORING_AS_OF}")
-    # every customer with an order before the cutoff is on exactly one list
-    assert len(at_risk) + len(winback) == len(snapshot) == snapshot["customer_id"].nunique()
+    consent = pd.read_parquet(pipeline["folder"] / "validated" / "customers.parquet").set_index("customer_id")
+    # published: customers of the snapshot, on one list only, all with marketing consent, 10% control
+    assert set(at_risk["customer_id"]) | set(winback["customer_id"]) <= set(snapshot["customer_id"])
     assert set(at_risk["customer_id"]).isdisjoint(winback["customer_id"])
-    assert list(at_risk.columns[1:len(AT_RISK_COLUMNS) + 1]) == AT_RISK_COLUMNS
-    assert list(winback.columns[1:len(WINBACK_COLUMNS) + 1]) == WINBACK_COLUMNS
+    published = pd.concat([at_risk, winback])
+    assert consent.loc[published["customer_id"], "marketing_consent"].astype(bool).all()
+    assert set(published["group"]) == {"treatment", "control"}
+    assert 0.05 < (published["group"] == "control").mean() < 0.15
+    assert set(at_risk["campaign_id"]) == {f"retention-at_risk-{SCORING_AS_OF}"}
+    assert (at_risk["expected_net_value"] > 0).all() and at_risk["recommended_action"].notna().all()
+    assert set(at_risk["risk_tier"]) <= {"high", "medium", "low"}
+    assert [c for c in at_risk.columns if c in AT_RISK_COLUMNS] == AT_RISK_COLUMNS
+    assert [c for c in winback.columns if c in WINBACK_COLUMNS] == WINBACK_COLUMNS
     assert at_risk["value_at_risk"].is_monotonic_decreasing
     assert list(at_risk["rank"]) == list(range(1, len(at_risk) + 1))
     assert winback["expected_winback_value"].is_monotonic_decreasing

@@ -61,7 +61,7 @@ def test_scores_values_and_lists_by_hand():
     assert set(lists["at_risk"]["churn_model_version"]) == {"3"} and set(lists["at_risk"]["run_id"]) == {"run-x"}
     assert list(lists["winback"]["customer_id"]) == list(
         scores.iloc[2:].sort_values("expected_winback_value", ascending=False)["customer_id"])
-    summary = summarize(lists, _champions(), at_risk_probability=0.5)
+    summary = summarize(scores, lists, _champions(), at_risk_probability=0.5)
     assert summary["at_risk_customers"] == 1 and summary["value_at_risk"] == pytest.approx(160.0)
     assert summary["customers_scored"] == 4 and summary["champion_versions"]["cltv-regressor"] == "5"
 

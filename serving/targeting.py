@@ -1,0 +1,170 @@
+"""Who to contact and how: risk tiers, playbooks (recommended action, offer, cost, success rate), consent,
+budget-aware selection and a reproducible control group.
+
+* **Playbooks** (``configs/playbooks.yaml``, editable without code): for each customer the first playbook of
+  their list whose conditions all hold gives ``recommended_action``, ``offer``, ``cost_per_contact`` and an
+  assumed ``success_rate``. Every list must end with a playbook without conditions, so everyone gets one.
+* **Expected net saved value** of contacting a customer = ``P x value x success_rate - cost``, where ``P x value``
+  is ``value_at_risk`` on the at-risk list and ``expected_winback_value`` on the win-back list.
+* **Consent**: customers without marketing consent (false or unknown) are never selected; they are counted.
+* **Budget**: customers with a positive expected net value are taken in order of net value per unit of cost (the
+  greedy solution of the knapsack, optimal when contacts are divisible) while the budget allows; no budget =
+  everyone with a positive expected net value.
+* **Control group**: ``blake2b(campaign_id:customer_id)`` mapped to [0, 1) below ``control_share`` puts a customer
+  in ``control``: withheld from contact (no cost) but recorded, so that uplift can be measured when outcomes
+  arrive. The same customer and campaign always fall in the same group. Only control customers ranked above the
+  last selected treatment customer are kept, so that both groups come from the same part of the ranking.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from features.errors import ConfigError
+
+DEFAULT_PLAYBOOKS = Path(__file__).resolve().parent.parent / "configs" / "playbooks.yaml"
+ListName = Literal["at_risk", "winback"]
+VALUE_COLUMN = {"at_risk": "value_at_risk", "winback": "expected_winback_value"}
+
+
+class Condition(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    column: str
+    op: Literal[">=", ">", "<=", "<", "==", "!=", "in", "not_in", "is_missing", "is_present"]
+    value: Any = None
+
+    def mask(self, frame: pd.DataFrame) -> pd.Series:
+        if self.column not in frame.columns:
+            raise ConfigError(f"playbook condition on unknown column {self.column!r}; use a list column or a "
+                              "snapshot feature (README, 'Point-in-time features')")
+        col = frame[self.column]
+        if self.op == "is_missing":
+            return col.isna()
+        if self.op == "is_present":
+            return col.notna()
+        if self.op in ("in", "not_in"):
+            inside = col.isin(list(self.value or []))
+            return inside if self.op == "in" else ~inside & col.notna()
+        compare = {">=": col.ge, ">": col.gt, "<=": col.le, "<": col.lt, "==": col.eq, "!=": col.ne}[self.op]
+        return compare(self.value).fillna(False).astype(bool)
+
+
+class Playbook(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    list: ListName
+    action: str
+    offer: str = "none"
+    cost_per_contact: float = Field(ge=0)
+    success_rate: float = Field(gt=0, le=1)
+    when: list[Condition] = []
+
+
+class Playbooks(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    playbooks: list[Playbook]
+
+    @model_validator(mode="after")
+    def _everyone_gets_one(self) -> "Playbooks":
+        for name in ("at_risk", "winback"):
+            mine = [p for p in self.playbooks if p.list == name]
+            if not mine or mine[-1].when:
+                raise ValueError(f"the last {name} playbook must have no conditions (when: []), so that every "
+                                 "customer on the list gets an action")
+        return self
+
+    def for_list(self, name: str) -> list[Playbook]:
+        return [p for p in self.playbooks if p.list == name]
+
+
+def load_playbooks(path: str | Path = DEFAULT_PLAYBOOKS) -> Playbooks:
+    path = Path(path)
+    try:
+        return Playbooks.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: playbooks file not found") from None
+    except ValidationError as exc:
+        problems = [(".".join(str(x) for x in e["loc"]) + ": " if e["loc"] else "") + e["msg"].removeprefix(
+            "Value error, ") for e in exc.errors()]
+        raise ConfigError(f"{path}: " + "; ".join(problems)) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+
+
+def risk_tiers(probability: pd.Series, thresholds: dict[str, float], below: str = "low") -> pd.Series:
+    """The first tier (highest threshold first) whose threshold the probability reaches, else ``below``."""
+    tiers = pd.Series(below, index=probability.index, dtype="object")
+    for tier, minimum in sorted(thresholds.items(), key=lambda kv: kv[1]):  # higher thresholds overwrite
+        tiers[probability >= minimum] = tier
+    return tiers
+
+
+def assign_playbooks(frame: pd.DataFrame, playbooks: list[Playbook]) -> pd.DataFrame:
+    """``playbook``, ``recommended_action``, ``offer``, ``cost_per_contact``, ``success_rate`` per row: the first
+    playbook whose conditions all hold (``frame`` holds the list columns and the snapshot features)."""
+    chosen = pd.Series(-1, index=frame.index)
+    for i, book in enumerate(playbooks):
+        match = pd.Series(True, index=frame.index)
+        for condition in book.when:
+            match &= condition.mask(frame)
+        chosen[(chosen < 0) & match] = i
+    fields = {"playbook": "name", "recommended_action": "action", "offer": "offer",
+              "cost_per_contact": "cost_per_contact", "success_rate": "success_rate"}
+    return pd.DataFrame({out: [getattr(playbooks[i], attr) for i in chosen] for out, attr in fields.items()},
+                        index=frame.index)
+
+
+def in_control(customer_ids: pd.Series, campaign_id: str, share: float) -> np.ndarray:
+    """True for the customers in the campaign's control group (a hash of campaign and customer, below ``share``)."""
+    def unit(customer_id: str) -> float:
+        digest = hashlib.blake2b(f"{campaign_id}:{customer_id}".encode(), digest_size=8).digest()
+        return int.from_bytes(digest, "big") / 2.0 ** 64
+
+    return np.fromiter((unit(c) < share for c in customer_ids.astype(str)), dtype=bool, count=len(customer_ids))
+
+
+def select(frame: pd.DataFrame, list_name: str, budget: float | None, control_share: float, campaign_id: str
+           ) -> pd.DataFrame:
+    """The customers to publish: treatment within the budget plus their control group, with
+    ``expected_net_value``, ``group`` and ``campaign_id``. ``frame`` needs the value column of the list,
+    ``cost_per_contact``, ``success_rate``, ``marketing_consent`` and ``customer_id``."""
+    value = frame[VALUE_COLUMN[list_name]].fillna(0) * frame["success_rate"] - frame["cost_per_contact"]
+    frame = frame.assign(expected_net_value=value)
+    eligible = frame[(frame["expected_net_value"] > 0) & frame["marketing_consent"].fillna(False).astype(bool)]
+    cost = eligible["cost_per_contact"].to_numpy()
+    ratio = np.where(cost > 0, eligible["expected_net_value"].to_numpy() / np.where(cost > 0, cost, 1), np.inf)
+    order = eligible.assign(_ratio=ratio).sort_values(["_ratio", "customer_id"], ascending=[False, True],
+                                                      kind="stable")
+    control = in_control(order["customer_id"], campaign_id, control_share)
+    keep = np.zeros(len(order), dtype=bool)
+    spent, last_treated = 0.0, -1
+    for i, (is_control, c) in enumerate(zip(control, order["cost_per_contact"].to_numpy())):
+        if is_control:
+            keep[i] = True
+        elif budget is None or spent + c <= budget:
+            keep[i], spent, last_treated = True, spent + c, i
+    keep[last_treated + 1:] &= ~control[last_treated + 1:]  # no control customers beyond the last treated one
+    chosen = order[keep].drop(columns="_ratio")
+    groups = np.where(control[keep], "control", "treatment")
+    return chosen.assign(group=groups, campaign_id=campaign_id)
+
+
+def campaign_summary(selected: pd.DataFrame, list_name: str, candidates: int, without_consent: int) -> dict:
+    """Counts, cost and the expected return of one list's campaign (treatment only is contacted)."""
+    treated = selected[selected["group"] == "treatment"]
+    saved = float((treated[VALUE_COLUMN[list_name]] * treated["success_rate"]).sum())
+    cost = float(treated["cost_per_contact"].sum())
+    return {"candidates": int(candidates), "held_back_no_consent": int(without_consent),
+            "treatment": int(len(treated)), "control": int((selected["group"] == "control").sum()),
+            "cost": cost, "expected_saved_value": saved, "expected_net_return": saved - cost,
+            "return_on_cost": saved / cost if cost > 0 else None}
