@@ -108,6 +108,9 @@ class MlflowConfig(_Strict):
 
 class OutputsConfig(_Strict):
     dir: str = "outputs"
+    sql_url: str | None = Field(None, description="SQLAlchemy URL the lists are also written to; default: "
+                                                  "sqlite:///<data_dir>/<outputs.dir>/lists.db")
+    include_contact: bool = Field(False, description="join e-mail, name and phone to the published lists")
 
 
 class ScoringConfig(_Strict):

@@ -24,6 +24,7 @@ import pycountry
 
 from features.config import PipelineConfig
 from features.contract import CONTRACT, PII_COLUMNS, Column, value_checks
+from features.privacy import load_suppressed, suppressed_mask
 from features.errors import DataError
 from features.files import replace_folder
 from features.sources import read_source
@@ -47,6 +48,7 @@ class TableReport:
     rows_ok: int
     reasons: dict[str, int] = field(default_factory=dict)
     quarantine_path: Path | None = None
+    suppressed: int = 0  # rows of forgotten customers dropped before validation (features.privacy)
 
     @property
     def rejected(self) -> int:
@@ -312,8 +314,15 @@ def ingest(cfg: PipelineConfig, as_of: dt.date, run_id: str,
     tables: dict[str, pd.DataFrame] = {}
     reports: dict[str, TableReport] = {}
     contacts = None
+    forgotten = load_suppressed(cfg.data_dir)
     for name in (t for t in INGEST_ORDER if t in cfg.tables):
         raw = read_source(cfg, name)
+        id_column = cfg.tables[name].columns.get("customer_id", "customer_id")
+        suppressed = 0
+        if forgotten and id_column in raw.columns:  # before anything else: their rows are never read further
+            drop = suppressed_mask(raw[id_column], forgotten)
+            suppressed = int(drop.sum())
+            raw = raw[~drop.to_numpy()].reset_index(drop=True)
         customers = tables.get("customers")
         known = customers["customer_id"] if customers is not None and name != "customers" else None
         clean, rejected = validate_table(name, raw, cfg, as_of, fx=tables.get("fx_rates"), known_customers=known)
@@ -323,7 +332,7 @@ def ingest(cfg: PipelineConfig, as_of: dt.date, run_id: str,
             clean = clean.drop(columns=pii)
         tables[name] = clean
         report = TableReport(name, rows_in=len(raw), rows_ok=len(clean),
-                             reasons=_count_reasons(rejected["reject_reason"]))
+                             reasons=_count_reasons(rejected["reject_reason"]), suppressed=suppressed)
         if len(rejected) and write:
             report.quarantine_path = _write_quarantine(rejected, cfg, name, run_id)
         reports[name] = report

@@ -407,6 +407,35 @@ def schedule(config: ConfigOpt = None, data_dir: DataDirOpt = None, debug: Debug
 
 
 @app.command()
+def forget(
+    customer_ids: Annotated[list[str], typer.Argument(help="the customers to forget")],
+    config: ConfigOpt = None, data_dir: DataDirOpt = None, debug: DebugOpt = False,
+) -> None:
+    """Right to erasure: add customers to the suppression list every later run honours first, and delete their rows
+    from the validated tables, quarantine, feature snapshots, published lists and list tables."""
+
+    def body() -> None:
+        from features.config import load_config
+        from serving.forget import forget as erase
+        from serving.publish import sql_url
+
+        cfg = load_config(config, {"data_dir": str(data_dir) if data_dir else None})
+        outputs = cfg.resolve(cfg.outputs.dir)
+        report = erase(cfg.data_dir, customer_ids, outputs, sql_url(outputs, cfg.outputs.sql_url))
+        table = Table(title=f"forgot {len(customer_ids)} customer(s); {report.suppressed_total} on the "
+                            "suppression list")
+        table.add_column("where")
+        table.add_column("rows removed", justify="right")
+        for where, rows in report.rows_removed.items():
+            table.add_row(where, f"{rows:,}")
+        out.print(table)
+        out.print("later runs drop these customers when reading the sources; the raw sources themselves are yours "
+                  "to erase")
+
+    _run(debug, body)
+
+
+@app.command()
 def models(config: ConfigOpt = None, data_dir: DataDirOpt = None, debug: DebugOpt = False) -> None:
     """List registered model versions with their aliases, promotion decisions and key metrics."""
 

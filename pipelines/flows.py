@@ -61,7 +61,7 @@ def ingest_tables(cfg: PipelineConfig) -> dict:
     def on_table(name, report) -> None:
         reasons = ", ".join(f"{k}: {v:,}" for k, v in report.reasons.items()) or "none"
         logger.info(f"{name}: {report.rows_in:,} rows, {report.rows_ok:,} kept, {report.rejected:,} rejected "
-                    f"({reasons})")
+                    f"({reasons}), {report.suppressed:,} of forgotten customers dropped")
         reports[name] = {"rows": report.rows_in, "kept": report.rows_ok, "rejected": report.rejected}
 
     ingest(cfg, as_of, jobs.new_run_id(), on_table=on_table)

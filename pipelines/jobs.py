@@ -291,6 +291,19 @@ def marketing_consent(cfg: PipelineConfig) -> pd.Series | None:
 
 def publish(cfg: PipelineConfig, lists: dict, as_of: dt.date, run_meta: dict) -> dict[str, Path]:
     """Publish the lists under the outputs directory, all or nothing."""
-    from serving.publish import publish_lists
+    from serving.publish import publish_lists, sql_url
 
-    return publish_lists(lists, cfg.resolve(cfg.outputs.dir), as_of, run_meta)
+    outputs = cfg.resolve(cfg.outputs.dir)
+    if cfg.outputs.include_contact:
+        lists = with_contacts(cfg, lists)
+    return publish_lists(lists, outputs, as_of, run_meta, sql=sql_url(outputs, cfg.outputs.sql_url))
+
+
+def with_contacts(cfg: PipelineConfig, lists: dict) -> dict:
+    """``publish.include_contact``: e-mail, name and phone joined at publish time (never earlier)."""
+    path = cfg.validated_dir / "customer_contacts.parquet"
+    if not path.exists():
+        raise DataError(f"outputs.include_contact is true but {path} is missing: configure a customers table with "
+                        "email, name or phone, or set it to false")
+    contacts = pd.read_parquet(path).set_index("customer_id")
+    return {name: frame.join(contacts, on="customer_id") for name, frame in lists.items()}

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 
 FAULT_ENV = "CHURN_FAIL_AT"
-POINTS = ("score.after_scoring", "publish.after_staging", "publish.after_first_list")
+POINTS = ("score.after_scoring", "publish.after_staging", "publish.sql_after_first_list", "publish.after_first_list")
 
 
 class InjectedFailure(RuntimeError):

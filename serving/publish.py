@@ -11,6 +11,9 @@ Every folder and pointer of one run is written aside and swapped in together (:f
 a failure at any point, including between two lists, leaves every previously published list as it was. The list
 files hold no timestamps, so the same inputs publish byte-identical files; what differs between runs is in
 ``run.json``.
+
+The same rows go to SQL tables (``at_risk``, ``winback``: every as-of date, one transaction per run), with the
+pointer table ``list_latest`` and the views ``at_risk_latest`` and ``winback_latest``.
 """
 
 from __future__ import annotations
@@ -53,10 +56,14 @@ def to_csv_bytes(frame: pd.DataFrame) -> bytes:
     return rounded.to_csv(index=False, lineterminator="\n").encode("utf-8")
 
 
-def publish_lists(lists: dict[str, pd.DataFrame], outputs_dir: Path, as_of: dt.date, run_meta: dict) -> dict[str, Path]:
-    """Publish every list of one run at once; returns each list's folder.
+def publish_lists(lists: dict[str, pd.DataFrame], outputs_dir: Path, as_of: dt.date, run_meta: dict,
+                  sql: str | None = None) -> dict[str, Path]:
+    """Publish every list of one run at once, as files and (when ``sql`` names a database) as SQL tables; returns
+    each list's folder.
 
-    ``run_meta`` (JSON-serialisable) is written to each folder's ``run.json`` together with the list's row count.
+    The SQL rows are written inside one transaction, the files are swapped in inside that transaction, and it
+    commits last: a failure before the commit leaves both the tables and the files as they were. ``run_meta``
+    (JSON-serialisable) is written to each folder's ``run.json`` together with the list's row count.
     """
     folders, pointers = {}, {}
     for name, frame in lists.items():
@@ -82,5 +89,54 @@ def publish_lists(lists: dict[str, pd.DataFrame], outputs_dir: Path, as_of: dt.d
             checkpoint("publish.after_first_list")
 
     with _exclusive(Path(outputs_dir) / ".publish.lock"):  # one publisher at a time (a scheduled and a manual run)
-        replace_all(folders, pointers, hook=hook)
+        if sql is None:
+            replace_all(folders, pointers, hook=hook)
+        else:
+            import sqlalchemy as sa
+
+            engine = sa.create_engine(sql)
+            try:
+                with engine.begin() as connection:
+                    write_sql(connection, lists, as_of, run_meta.get("run_id"))
+                    replace_all(folders, pointers, hook=hook)
+            finally:
+                engine.dispose()
     return {name: list_folder(outputs_dir, name, as_of) for name in lists}
+
+
+# ---- SQL ----------------------------------------------------------------------------------------------------
+
+
+def sql_url(outputs_dir: Path, configured: str | None) -> str:
+    return configured or f"sqlite:///{(Path(outputs_dir) / 'lists.db').resolve()}"
+
+
+POINTER_TABLE = "list_latest"
+
+
+def write_sql(connection, lists: dict[str, pd.DataFrame], as_of: dt.date, run_id: str) -> None:
+    """Inside the caller's transaction: replace each list's rows for ``as_of`` in the table named after the list
+    (one table per list, every as-of date kept), point ``list_latest`` at them and (re)create the view
+    ``<list>_latest``. Plain SQL through SQLAlchemy: SQLite by default, PostgreSQL unchanged."""
+    import sqlalchemy as sa
+
+    inspector = sa.inspect(connection)
+    if not inspector.has_table(POINTER_TABLE):
+        connection.execute(sa.text(f"CREATE TABLE {POINTER_TABLE} (list VARCHAR(32) PRIMARY KEY, "
+                                   "as_of VARCHAR(10) NOT NULL, run_id VARCHAR(64), row_count INTEGER)"))
+    for name, frame in lists.items():
+        rows = frame.assign(as_of=as_of.isoformat(),
+                            **{c: frame[c].astype("string") for c in frame.columns
+                               if c.endswith("_date") and c in frame})
+        if inspector.has_table(name):
+            connection.execute(sa.text(f"DELETE FROM {name} WHERE as_of = :as_of"), {"as_of": as_of.isoformat()})
+        rows.to_sql(name, connection, if_exists="append", index=False)
+        if name == next(iter(lists)):
+            checkpoint("publish.sql_after_first_list")
+        connection.execute(sa.text(f"DELETE FROM {POINTER_TABLE} WHERE list = :list"), {"list": name})
+        connection.execute(sa.text(f"INSERT INTO {POINTER_TABLE} (list, as_of, run_id, row_count) "
+                                   "VALUES (:list, :as_of, :run_id, :rows)"),
+                           {"list": name, "as_of": as_of.isoformat(), "run_id": run_id, "rows": int(len(frame))})
+        connection.execute(sa.text(f"DROP VIEW IF EXISTS {name}_latest"))
+        connection.execute(sa.text(f"CREATE VIEW {name}_latest AS SELECT * FROM {name} WHERE as_of = "
+                                   f"(SELECT as_of FROM {POINTER_TABLE} WHERE list = '{name}')"))

@@ -37,9 +37,18 @@ def _failure(result) -> str:
 
 
 def _digests(outputs: Path) -> dict[str, str]:
-    """Hash of every published list file (not run.json: run metadata)."""
-    return {str(p.relative_to(outputs)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(outputs.rglob("*")) if p.is_file() and p.name != "run.json" and p.suffix != ".lock"}
+    """Hash of every published list file (not run.json: run metadata) and of the SQL tables' contents."""
+    import sqlite3
+
+    digests = {str(p.relative_to(outputs)): hashlib.sha256(p.read_bytes()).hexdigest()
+               for p in sorted(outputs.rglob("*"))
+               if p.is_file() and p.name != "run.json" and p.suffix != ".lock" and not p.name.startswith("lists.db")}
+    if (outputs / "lists.db").exists():
+        with sqlite3.connect(outputs / "lists.db") as db:
+            for table in ("at_risk", "winback", "list_latest", "at_risk_latest", "winback_latest"):
+                rows = db.execute(f"SELECT * FROM {table} ORDER BY 1, 2").fetchall()
+                digests[f"sql:{table}"] = hashlib.sha256(repr(rows).encode()).hexdigest()
+    return digests
 
 
 @pytest.fixture(scope="module")
@@ -122,6 +131,7 @@ def test_an_unchanged_rerun_publishes_identical_lists_and_keeps_the_champions(pi
 
     assert pipeline["digests_first"] == pipeline["digests_second"]
     assert any(name.endswith("at_risk.csv") for name in pipeline["digests_first"])
+    assert "sql:at_risk_latest" in pipeline["digests_first"]  # the SQL copy is identical too
     assert "not retrained" in pipeline["second"].output
     versions = list_versions(load_config(pipeline["config"]))
     assert {r["version"] for r in versions} == {"1"}  # nothing new registered, nothing promoted
@@ -130,7 +140,8 @@ def test_an_unchanged_rerun_publishes_identical_lists_and_keeps_the_champions(pi
     assert run_json["flow_run_id"] != json.loads(pipeline["run_json_first"])["flow_run_id"]
 
 
-@pytest.mark.parametrize("point", ["score.after_scoring", "publish.after_staging", "publish.after_first_list"])
+@pytest.mark.parametrize("point", ["score.after_scoring", "publish.after_staging", "publish.sql_after_first_list",
+                                   "publish.after_first_list"])
 def test_an_injected_failure_leaves_the_published_lists_untouched(pipeline, point, monkeypatch, tmp_path):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.sorting import FlowRunSort
@@ -148,6 +159,7 @@ def test_an_injected_failure_leaves_the_published_lists_untouched(pipeline, poin
     assert "The previously published lists are unchanged" in failed.output
     assert _digests(pipeline["outputs"]) == before
     assert not [p for p in pipeline["outputs"].rglob(".*") if p.suffix != ".lock"]  # no staged leftovers
+    assert not list(pipeline["outputs"].glob("lists.db-*"))  # no open SQLite journal
     with get_client(sync_client=True) as client:
         latest = client.read_flow_runs(limit=1, sort=FlowRunSort.EXPECTED_START_TIME_DESC)[0]
     assert latest.state.is_failed()
@@ -187,6 +199,59 @@ def test_each_flow_runs_on_its_own(pipeline):
     assert set(latest) == set(keys)
     assert "| customers scored |" in latest["score-summary"] and "(dry run)" in latest["score-summary"]
     assert "not retrained" in latest["churn-pipeline-summary"] and "| transactions |" in latest["ingest-summary"]
+
+
+def _strings_in_data(folder: Path, skip: tuple[str, ...]) -> tuple[set[str], bytes]:
+    """Every string cell of every Parquet file and the bytes of every other file under ``folder``, except the
+    paths that contain one of ``skip``."""
+    cells, blobs = set(), []
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        if any(part in str(path) for part in skip):
+            continue
+        if path.suffix == ".parquet":
+            frame = pd.read_parquet(path)
+            for column in frame.columns:
+                if frame[column].dtype == object or pd.api.types.is_string_dtype(frame[column]):
+                    cells.update(frame[column].dropna().astype(str))
+        else:
+            blobs.append(path.read_bytes())
+    return cells, b"\n".join(blobs)
+
+
+def test_pii_never_leaves_ingestion(pipeline):
+    """E-mail, name and phone stay in validated/customer_contacts.parquet: not in features, lists, MLflow
+    artefacts, Prefect results or the run logs."""
+    contacts = pd.read_parquet(pipeline["folder"] / "raw" / "customers.parquet", columns=["email", "name", "phone"])
+    values = {str(v) for v in contacts.head(300).to_numpy().ravel() if isinstance(v, str) and len(v) > 5}
+    assert len(values) > 100
+    cells, blobs = _strings_in_data(pipeline["folder"], skip=("/raw/", "customer_contacts.parquet"))
+    assert not values & cells
+    found = [v for v in values if v.encode() in blobs]
+    assert not found, found[:3]
+    logs = pipeline["first"].output + pipeline["second"].output
+    assert not [v for v in values if v in logs]
+
+
+def test_forget_removes_every_trace_and_later_runs_honour_it(pipeline):
+    out = pipeline["outputs"]
+    at_risk = pd.read_parquet(out / "at_risk" / f"as_of={SCORING_AS_OF}" / "at_risk.parquet")
+    winback = pd.read_parquet(out / "winback" / f"as_of={SCORING_AS_OF}" / "winback.parquet")
+    gone = [at_risk["customer_id"].iloc[0], winback["customer_id"].iloc[0]]
+    result = runner.invoke(app, ["forget", *gone, "--config", str(pipeline["config"])])
+    assert result.exit_code == 0, _failure(result)
+    assert "at_risk" in result.output and "2 on the suppression list" in result.output
+
+    def traces() -> list[str]:
+        cells, blobs = _strings_in_data(pipeline["folder"], skip=("/raw/", "/prefect/"))
+        return [c for c in gone if c in cells or c.encode() in blobs]
+
+    assert traces() == []
+    assert json.loads((out / "at_risk" / "latest.json").read_text())["rows"] == len(at_risk) - 1
+    rerun = runner.invoke(app, ["run", "--config", str(pipeline["config"])])  # the raw data still has them
+    assert rerun.exit_code == 0, _failure(rerun)
+    assert traces() == [] and "of forgotten customers dropped" not in rerun.output  # (logged by Prefect only)
+    assert not (set(gone) & set(pd.read_parquet(out / "at_risk" / f"as_of={SCORING_AS_OF}" / "at_risk.parquet")[
+        "customer_id"]))
 
 
 def _free_port() -> int:

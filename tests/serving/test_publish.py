@@ -109,3 +109,29 @@ def test_fault_hook_names_only_known_points(monkeypatch):
         checkpoint("score.after_scoring")
     with pytest.raises(ValueError, match="unknown failure point"):
         checkpoint("score.typo")
+
+
+@pytest.mark.parametrize("point", ["publish.sql_after_first_list", "publish.after_first_list"])
+def test_sql_tables_and_files_change_together_or_not_at_all(tmp_path, monkeypatch, point):
+    import sqlite3
+
+    url = f"sqlite:///{tmp_path / 'lists.db'}"
+    publish_lists(_lists("old"), tmp_path, AS_OF, {"run_id": "old"}, sql=url)
+    publish_lists(_lists("old"), tmp_path, dt.date(2026, 10, 1), {"run_id": "old"}, sql=url)
+
+    def tables() -> dict:
+        with sqlite3.connect(tmp_path / "lists.db") as db:
+            return {t: db.execute(f"SELECT * FROM {t} ORDER BY 1, 2").fetchall()
+                    for t in ("at_risk", "winback", "list_latest", "at_risk_latest", "winback_latest")}
+
+    before, files = tables(), _tree(tmp_path / "at_risk")
+    assert len(before["at_risk"]) == 4 and len(before["at_risk_latest"]) == 2  # two as-of dates kept; latest one
+    assert before["list_latest"] == [("at_risk", "2026-10-01", "old", 2), ("winback", "2026-10-01", "old", 1)]
+    monkeypatch.setenv("CHURN_FAIL_AT", point)
+    with pytest.raises(InjectedFailure):
+        publish_lists(_lists("new"), tmp_path, AS_OF, {"run_id": "new"}, sql=url)
+    assert tables() == before and _tree(tmp_path / "at_risk") == files
+    monkeypatch.delenv("CHURN_FAIL_AT")
+    publish_lists(_lists("new"), tmp_path, AS_OF, {"run_id": "new"}, sql=url)
+    after = tables()
+    assert len(after["at_risk"]) == 4 and {r[-1] for r in after["at_risk_latest"]} == {"new"}
