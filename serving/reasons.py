@@ -16,14 +16,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 from babel import Locale, UnknownLocaleError
 from babel.dates import format_date
 from babel.numbers import format_currency, format_decimal, format_percent
 from babel.units import format_unit
-from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, PrivateAttr, model_validator
 
-from features.errors import ConfigError
+from features.config import load_yaml_model
 
 DEFAULT_REASONS = Path(__file__).resolve().parent.parent / "configs" / "reasons.yaml"
 FORMATS = ("days", "months", "int", "num", "pct", "signed", "money", "date", "yesno")
@@ -81,18 +80,7 @@ class ReasonCatalog(BaseModel):
 @lru_cache(maxsize=8)
 def load_reasons(path: str | Path = DEFAULT_REASONS) -> ReasonCatalog:
     """Read and check the reasons file (a clear error naming the file and the problem)."""
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        return ReasonCatalog.model_validate(data)
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: reasons file not found") from None
-    except ValidationError as exc:
-        problems = [(".".join(str(x) for x in e["loc"]) + ": " if e["loc"] else "") + e["msg"].removeprefix(
-            "Value error, ") for e in exc.errors()]
-        raise ConfigError(f"{path}: " + "; ".join(problems)) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    return load_yaml_model(path, ReasonCatalog, "reasons")
 
 
 @lru_cache(maxsize=1024)

@@ -24,9 +24,9 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from features.config import load_yaml_model
 from features.errors import ConfigError
 
 DEFAULT_PLAYBOOKS = Path(__file__).resolve().parent.parent / "configs" / "playbooks.yaml"
@@ -88,17 +88,8 @@ class Playbooks(BaseModel):
 
 
 def load_playbooks(path: str | Path = DEFAULT_PLAYBOOKS) -> Playbooks:
-    path = Path(path)
-    try:
-        return Playbooks.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: playbooks file not found") from None
-    except ValidationError as exc:
-        problems = [(".".join(str(x) for x in e["loc"]) + ": " if e["loc"] else "") + e["msg"].removeprefix(
-            "Value error, ") for e in exc.errors()]
-        raise ConfigError(f"{path}: " + "; ".join(problems)) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    """Read and check the playbooks file (a clear error naming the file and the problem)."""
+    return load_yaml_model(path, Playbooks, "playbooks")
 
 
 def risk_tiers(probability: pd.Series, thresholds: dict[str, float], below: str = "low") -> pd.Series:
