@@ -24,9 +24,9 @@ import pycountry
 
 from features.config import PipelineConfig
 from features.contract import CONTRACT, PII_COLUMNS, Column, value_checks
-from features.privacy import load_suppressed, suppressed_mask
 from features.errors import DataError
 from features.files import replace_folder
+from features.privacy import load_suppressed, suppressed_mask
 from features.sources import read_source
 
 # fx_rates first (transactions need it), customers second (other tables are checked against it)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from features.privacy import write_atomically, add_suppressed
+from features.privacy import add_suppressed, write_atomically
 from serving.publish import to_csv_bytes
 
 
@@ -91,7 +91,8 @@ def _fix_counts(outputs: Path) -> None:
             rows = len(pd.read_parquet(data, columns=["customer_id"]))
             meta = json.loads(run_json.read_text())
             if meta.get("rows") != rows:
-                write_atomically(run_json, (json.dumps({**meta, "rows": rows}, indent=2, default=str) + "\n").encode())
+                text = json.dumps({**meta, "rows": rows}, indent=2, default=str) + "\n"
+                write_atomically(run_json, text.encode())
             latest = run_json.parent.parent / "latest.json"
             if latest.exists():
                 pointer = json.loads(latest.read_text())
@@ -116,8 +117,8 @@ def _filter_sql(url: str, ids: set[str], report: ForgetReport) -> None:
                 removed = connection.execute(stmt, {"ids": sorted(ids)}).rowcount
                 report.add(f"sql:{table}", int(removed or 0))
                 connection.execute(sa.text(
-                    f"UPDATE list_latest SET row_count = (SELECT count(*) FROM {table} WHERE as_of = list_latest.as_of)"
-                    " WHERE list = :list"), {"list": table})
+                    f"UPDATE list_latest SET row_count = (SELECT count(*) FROM {table} "
+                    "WHERE as_of = list_latest.as_of) WHERE list = :list"), {"list": table})
     finally:
         engine.dispose()
     if url.startswith("sqlite:///"):  # rewrite the file so that deleted rows leave no bytes behind
