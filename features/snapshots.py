@@ -13,6 +13,7 @@ import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
@@ -183,12 +184,20 @@ def cutoff_schedule(end: dt.date, cfg: SnapshotsConfig) -> list[dt.date]:
 
 
 def fingerprint(path: Path) -> dict:
-    """Name, size and blake2b hash of a file."""
+    """Name, size and blake2b hash of a file (hashed once per version of the file: a rewritten file has a new
+    inode or modification time)."""
+    stat = Path(path).stat()
+    digest = _file_digest(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ino)
+    return {"file": Path(path).name, "bytes": stat.st_size, "blake2b": digest}
+
+
+@lru_cache(maxsize=512)
+def _file_digest(path: str, size: int, mtime_ns: int, inode: int) -> str:
     h = hashlib.blake2b(digest_size=16)
-    with path.open("rb") as f:
+    with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 22), b""):
             h.update(block)
-    return {"file": path.name, "bytes": path.stat().st_size, "blake2b": h.hexdigest()}
+    return h.hexdigest()
 
 
 def code_version() -> str:
