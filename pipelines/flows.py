@@ -17,7 +17,6 @@ import datetime as dt
 import json
 from pathlib import Path
 
-import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
@@ -276,8 +275,3 @@ def campaign_rows(summary: dict) -> list[dict]:
              "cost": f"{c['cost']:,.2f}", "expected saved": f"{c['expected_saved_value']:,.2f}",
              "expected net return": f"{c['expected_net_return']:,.2f}"}
             for name, c in summary.get("campaigns", {}).items()]
-
-
-def read_list(folder: str | Path, name: str) -> pd.DataFrame:
-    """A published list back from its folder."""
-    return pd.read_parquet(Path(folder) / f"{name}.parquet")

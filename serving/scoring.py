@@ -28,9 +28,7 @@ import pandas as pd
 
 from features.config import HorizonsConfig
 from models.training import BTYD_FEATURES, ScoringModel, btyd_predictions
-
-LIST_NAMES = ("at_risk", "winback")
-VALUE_COLUMN = {"at_risk": "value_at_risk", "winback": "expected_winback_value"}
+from serving.targeting import VALUE_COLUMN
 
 
 @dataclass(frozen=True)
@@ -89,6 +87,7 @@ AT_RISK_COLUMNS = ["customer_id", "as_of", "churn_probability", "predicted_cltv"
                    "expected_next_order_date", "rfm_segment", "country"]
 WINBACK_COLUMNS = ["customer_id", "as_of", "reactivation_probability", "predicted_cltv", "value_if_reactivated",
                    "expected_winback_value", "rfm_segment", "country"]
+LIST_COLUMNS = {"at_risk": AT_RISK_COLUMNS, "winback": WINBACK_COLUMNS}
 
 
 def build_lists(scores: pd.DataFrame, champions: dict[str, Champion], run_id: str) -> dict[str, pd.DataFrame]:
@@ -99,10 +98,9 @@ def build_lists(scores: pd.DataFrame, champions: dict[str, Champion], run_id: st
     """
     versions = {f"{name.split('-')[0]}_model_version": c.version for name, c in sorted(champions.items())}
     lists = {}
-    for name, rows, columns, by in (
-            ("at_risk", scores[scores["is_active"]], AT_RISK_COLUMNS, "value_at_risk"),
-            ("winback", scores[~scores["is_active"]], WINBACK_COLUMNS, "expected_winback_value")):
-        ranked = rows.sort_values([by, "customer_id"], ascending=[False, True], kind="stable")[columns]
+    for name, rows in (("at_risk", scores[scores["is_active"]]), ("winback", scores[~scores["is_active"]])):
+        ranked = rows.sort_values([VALUE_COLUMN[name], "customer_id"], ascending=[False, True],
+                                  kind="stable")[LIST_COLUMNS[name]]
         ranked.insert(0, "rank", np.arange(1, len(ranked) + 1))
         lists[name] = ranked.assign(**versions, run_id=run_id).reset_index(drop=True)
     return lists
@@ -125,12 +123,8 @@ def add_reasons(lists: dict[str, pd.DataFrame], inputs: pd.DataFrame, champions:
     return out
 
 
-LIST_ORDER = {
-    "at_risk": ["rank", "customer_id", "as_of", "churn_probability", "risk_tier", "predicted_cltv", "value_at_risk",
-                "expected_next_order_date", "rfm_segment", "country"],
-    "winback": ["rank", "customer_id", "as_of", "reactivation_probability", "risk_tier", "predicted_cltv",
-                "value_if_reactivated", "expected_winback_value", "rfm_segment", "country"],
-}
+# published order: rank, id, date and probability, then the risk tier, then the rest of the list's columns
+LIST_ORDER = {name: ["rank", *columns[:3], "risk_tier", *columns[3:]] for name, columns in LIST_COLUMNS.items()}
 ACTION_COLUMNS = ["recommended_action", "offer", "playbook", "cost_per_contact", "success_rate",
                   "expected_net_value", "group", "campaign_id"]
 
@@ -161,8 +155,7 @@ def target_lists(lists: dict[str, pd.DataFrame], inputs: pd.DataFrame, consent: 
         chosen = tg.select(frame, name, settings.budgets.get(name), settings.control_share, campaign)
         campaigns[name] = {"campaign_id": campaign, **tg.campaign_summary(
             chosen, name, len(frame), int((~frame["marketing_consent"]).sum()))}
-        by = VALUE_COLUMN[name]
-        chosen = chosen.sort_values([by, "customer_id"], ascending=[False, True], kind="stable")
+        chosen = chosen.sort_values([VALUE_COLUMN[name], "customer_id"], ascending=[False, True], kind="stable")
         chosen.insert(0, "rank", np.arange(1, len(chosen) + 1))
         versions = [c for c in ranked.columns if c.endswith("_model_version")]
         out[name] = chosen[[*LIST_ORDER[name], *ACTION_COLUMNS, *versions, "run_id"]].reset_index(drop=True)
