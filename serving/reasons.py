@@ -173,12 +173,13 @@ def render(catalog: ReasonCatalog, feature: str, row: dict, currency: str, churn
     fields = _fields(row, feature, churn_days)
     formatter = _formatter(catalog, language, country, currency)
     for text in by_language[language]:
-        names = [f for _, f, _, _ in string.Formatter().parse(text) if f]
+        names = placeholders(text)
         if all(_present(fields.get(n)) for n in names):
             return formatter.format(text, **{n: fields[n] for n in names})
     return None
 
 
-def placeholders(text: str) -> list[str]:
-    """The field names a template text uses."""
-    return [f for _, f, _, _ in string.Formatter().parse(text) if f]
+@lru_cache(maxsize=4096)
+def placeholders(text: str) -> tuple[str, ...]:
+    """The field names a template text uses (parsed once per text, not once per customer)."""
+    return tuple(f for _, f, _, _ in string.Formatter().parse(text) if f)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import string
 
 import lightgbm as lgb
 import numpy as np
@@ -13,7 +12,7 @@ import pytest
 from features.errors import ConfigError
 from models.training import ScoringModel
 from serving.explain import top_reasons
-from serving.reasons import DEFAULT_REASONS, load_reasons, render
+from serving.reasons import DEFAULT_REASONS, load_reasons, placeholders, render
 
 CATALOG = load_reasons(DEFAULT_REASONS)
 CUTOFF = dt.date(2026, 11, 1)
@@ -76,7 +75,7 @@ def test_every_model_feature_has_a_text_in_every_language_with_known_fields(vali
         assert set(by_language) == {"en", "cs"}, feature
         for texts in by_language.values():
             for text in texts:
-                fields = {f for _, f, _, _ in string.Formatter().parse(text) if f}
+                fields = set(placeholders(text))
                 assert fields <= known, (feature, fields - known)
 
 
