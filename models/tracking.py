@@ -196,7 +196,7 @@ def log_and_register(cfg: PipelineConfig, model: ScoringModel, evaluation: dict,
         if logged.get("eval_as_of") == evaluation["eval_as_of"] and logged.get("data_hash") == evaluation["data_hash"]:
             champion_metrics = {**logged, "source": "its own backtest on the same cutoff and data"}
         else:  # the data moved on: score the champion on the challenger's evaluation cutoff
-            champion_metrics = {**champion_metrics_fn(load_model(cfg, model.name, "champion")),
+            champion_metrics = {**champion_metrics_fn(load_champion(cfg, model.name)[1]),
                                 "eval_as_of": evaluation["eval_as_of"], "source": "rescored on this cutoff"}
     decision = decide_promotion(model.name, evaluation, champion_metrics, cfg.models)
     tags = {"decision": "promoted" if decision.promote else "kept champion", "decision_reason": decision.reason,
@@ -229,19 +229,6 @@ def _alias_version(client, name: str, alias: str):
 
 
 # ---- reading the registry ---------------------------------------------------------------------------------------
-
-
-def load_model(cfg: PipelineConfig, name: str, alias: str = "champion") -> ScoringModel:
-    """The registered model ``name@alias`` as a :class:`ScoringModel`."""
-    mlflow = _mlflow(cfg)
-    from mlflow.exceptions import MlflowException
-
-    try:
-        loaded = mlflow.pyfunc.load_model(f"models:/{name}@{alias}")
-    except MlflowException:
-        raise ChurnError(f"no {alias} version of {name} in the registry at {tracking_uri(cfg)}; "
-                         "run `churn train` first") from None
-    return loaded.unwrap_python_model().model
 
 
 def champion_versions(cfg: PipelineConfig) -> dict[str, str | None]:
