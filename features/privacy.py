@@ -10,11 +10,11 @@ though the company's source still has them.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 
 import pandas as pd
+
+from features.files import replace_all
 
 SUPPRESSION_FILE = Path("privacy") / "suppressed.txt"
 
@@ -33,23 +33,15 @@ def load_suppressed(data_dir: Path) -> set[str]:
 
 
 def suppressed_mask(customer_ids: pd.Series, hashes: set[str]) -> pd.Series:
-    """True where the customer is on the suppression list."""
+    """True where the customer is on the suppression list (each distinct id is hashed once, not each row)."""
     if not hashes:
         return pd.Series(False, index=customer_ids.index)
-    return customer_ids.map(lambda c: c is not None and c == c and id_hash(c) in hashes).astype(bool)
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    forgotten = [c for c in customer_ids.dropna().unique() if id_hash(c) in hashes]
+    return customer_ids.isin(forgotten)
 
 
 def add_suppressed(data_dir: Path, customer_ids: list[str]) -> int:
     """Add customers to the suppression list (atomically); returns its new size."""
     hashes = load_suppressed(data_dir) | {id_hash(c) for c in customer_ids}
-    write_atomically(suppression_path(data_dir), ("\n".join(sorted(hashes)) + "\n").encode())
+    replace_all({}, {suppression_path(data_dir): ("\n".join(sorted(hashes)) + "\n").encode()})
     return len(hashes)

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
-from features.privacy import add_suppressed, write_atomically
-from serving.publish import to_csv_bytes
+from features.files import replace_all
+from features.privacy import add_suppressed
+from serving.publish import sql_url as default_sql_url
+from serving.publish import POINTER_TABLE, to_csv_bytes, transaction
 
 
 @dataclass
@@ -44,7 +45,7 @@ def forget(data_dir: Path, customer_ids: list[str], outputs_dir: Path, sql_url: 
     for path in sorted(Path(outputs_dir).rglob("*.csv")):
         _filter_csv(path, ids, report, data_dir)
     _fix_counts(Path(outputs_dir))
-    _filter_sql(sql_url or f"sqlite:///{Path(outputs_dir).resolve() / 'lists.db'}", ids, report)
+    _filter_sql(default_sql_url(outputs_dir, sql_url), ids, report)
     return report
 
 
@@ -61,9 +62,7 @@ def _filter_parquet(path: Path, ids: set[str], report: ForgetReport, root: Path)
     for c in columns:
         hit |= frame[c].astype("string").str.strip().isin(ids).fillna(False)
     if hit.any():
-        tmp = path.with_name(f".{path.name}.forget")
-        frame[~hit].to_parquet(tmp, index=False)
-        os.replace(tmp, path)
+        replace_all({}, {path: frame[~hit].to_parquet(index=False)})
         report.add(str(path.relative_to(root)), int(hit.sum()))
 
 
@@ -76,9 +75,9 @@ def _filter_csv(path: Path, ids: set[str], report: ForgetReport, root: Path) -> 
         # the published CSV was written from the Parquet file beside it: write it again the same way
         parquet = path.with_suffix(".parquet")
         if parquet.exists():
-            write_atomically(path, to_csv_bytes(pd.read_parquet(parquet)))
+            replace_all({}, {path: to_csv_bytes(pd.read_parquet(parquet))})
         else:
-            write_atomically(path, frame[~hit].to_csv(index=False, lineterminator="\n").encode())
+            replace_all({}, {path: frame[~hit].to_csv(index=False, lineterminator="\n").encode()})
         report.add(str(path.relative_to(root)), int(hit.sum()))
 
 
@@ -92,12 +91,12 @@ def _fix_counts(outputs: Path) -> None:
             meta = json.loads(run_json.read_text())
             if meta.get("rows") != rows:
                 text = json.dumps({**meta, "rows": rows}, indent=2, default=str) + "\n"
-                write_atomically(run_json, text.encode())
+                replace_all({}, {run_json: text.encode()})
             latest = run_json.parent.parent / "latest.json"
             if latest.exists():
                 pointer = json.loads(latest.read_text())
                 if pointer.get("folder") == run_json.parent.name and pointer.get("rows") != rows:
-                    write_atomically(latest, (json.dumps({**pointer, "rows": rows}, indent=2) + "\n").encode())
+                    replace_all({}, {latest: (json.dumps({**pointer, "rows": rows}, indent=2) + "\n").encode()})
 
 
 def _filter_sql(url: str, ids: set[str], report: ForgetReport) -> None:
@@ -105,22 +104,18 @@ def _filter_sql(url: str, ids: set[str], report: ForgetReport) -> None:
 
     if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
         return
-    engine = sa.create_engine(url)
-    try:
-        with engine.begin() as connection:
-            inspector = sa.inspect(connection)
-            for table in ("at_risk", "winback"):
-                if not inspector.has_table(table):
-                    continue
-                stmt = sa.text(f"DELETE FROM {table} WHERE customer_id IN :ids").bindparams(
-                    sa.bindparam("ids", expanding=True))
-                removed = connection.execute(stmt, {"ids": sorted(ids)}).rowcount
-                report.add(f"sql:{table}", int(removed or 0))
-                connection.execute(sa.text(
-                    f"UPDATE list_latest SET row_count = (SELECT count(*) FROM {table} "
-                    "WHERE as_of = list_latest.as_of) WHERE list = :list"), {"list": table})
-    finally:
-        engine.dispose()
+    with transaction(url) as connection:
+        inspector = sa.inspect(connection)
+        for table in ("at_risk", "winback"):
+            if not inspector.has_table(table):
+                continue
+            stmt = sa.text(f"DELETE FROM {table} WHERE customer_id IN :ids").bindparams(
+                sa.bindparam("ids", expanding=True))
+            removed = connection.execute(stmt, {"ids": sorted(ids)}).rowcount
+            report.add(f"sql:{table}", int(removed or 0))
+            connection.execute(sa.text(
+                f"UPDATE {POINTER_TABLE} SET row_count = (SELECT count(*) FROM {table} "
+                f"WHERE as_of = {POINTER_TABLE}.as_of) WHERE list = :list"), {"list": table})
     if url.startswith("sqlite:///"):  # rewrite the file so that deleted rows leave no bytes behind
         with sqlite3.connect(url.removeprefix("sqlite:///")) as db:
             db.execute("VACUUM")

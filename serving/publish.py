@@ -45,6 +45,22 @@ def _exclusive(lock_file: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+@contextlib.contextmanager
+def transaction(url: str | None) -> Iterator:
+    """A connection inside one transaction on ``url`` (committed on exit, rolled back on error); None without."""
+    if url is None:
+        yield None
+        return
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as connection:
+            yield connection
+    finally:
+        engine.dispose()
+
+
 def list_folder(outputs_dir: Path, name: str, as_of: dt.date) -> Path:
     return Path(outputs_dir) / name / f"as_of={as_of.isoformat()}"
 
@@ -88,19 +104,11 @@ def publish_lists(lists: dict[str, pd.DataFrame], outputs_dir: Path, as_of: dt.d
         elif target == first:
             checkpoint("publish.after_first_list")
 
-    with _exclusive(Path(outputs_dir) / ".publish.lock"):  # one publisher at a time (a scheduled and a manual run)
-        if sql is None:
-            replace_all(folders, pointers, hook=hook)
-        else:
-            import sqlalchemy as sa
-
-            engine = sa.create_engine(sql)
-            try:
-                with engine.begin() as connection:
-                    write_sql(connection, lists, as_of, run_meta.get("run_id"))
-                    replace_all(folders, pointers, hook=hook)
-            finally:
-                engine.dispose()
+    # one publisher at a time (a scheduled and a manual run); the SQL transaction commits after the file swap
+    with _exclusive(Path(outputs_dir) / ".publish.lock"), transaction(sql) as connection:
+        if connection is not None:
+            write_sql(connection, lists, as_of, run_meta.get("run_id"))
+        replace_all(folders, pointers, hook=hook)
     return {name: list_folder(outputs_dir, name, as_of) for name in lists}
 
 
@@ -126,8 +134,7 @@ def write_sql(connection, lists: dict[str, pd.DataFrame], as_of: dt.date, run_id
                                    "as_of VARCHAR(10) NOT NULL, run_id VARCHAR(64), row_count INTEGER)"))
     for name, frame in lists.items():
         rows = frame.assign(as_of=as_of.isoformat(),
-                            **{c: frame[c].astype("string") for c in frame.columns
-                               if c.endswith("_date") and c in frame})
+                            **{c: frame[c].astype("string") for c in frame.columns if c.endswith("_date")})
         if inspector.has_table(name):
             connection.execute(sa.text(f"DELETE FROM {name} WHERE as_of = :as_of"), {"as_of": as_of.isoformat()})
         rows.to_sql(name, connection, if_exists="append", index=False)
