@@ -26,8 +26,12 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 
 def _fit_log_params(neg_ll, start: np.ndarray) -> np.ndarray:
-    """Minimise ``neg_ll`` over log-parameters (keeps every parameter positive) and return the parameters."""
-    result = optimize.minimize(neg_ll, np.log(start), method="L-BFGS-B")
+    """Minimise ``neg_ll`` over log-parameters (keeps every parameter positive) and return the parameters.
+
+    ``neg_ll(log_params)`` returns the value and its gradient with respect to the log-parameters (analytic
+    gradients: a numerical one costs a likelihood evaluation per parameter, 3x the time on a million customers).
+    """
+    result = optimize.minimize(neg_ll, np.log(start), method="L-BFGS-B", jac=True)
     if not np.all(np.isfinite(result.x)):
         raise ValueError("the likelihood could not be maximised: check that the inputs are BTYD summaries")
     return np.exp(result.x)
@@ -86,16 +90,46 @@ class BetaGeo(_SummaryInput, TransformerMixin, BaseEstimator):
                           -np.inf)
         return a1 + a2 + np.logaddexp(a3, a4)
 
+    @staticmethod
+    def _mean_log_likelihood_and_gradient(params: np.ndarray, x: np.ndarray, t_x: np.ndarray, T: np.ndarray,
+                                          ux: np.ndarray, ix: np.ndarray) -> tuple[float, np.ndarray]:
+        """Mean of :meth:`log_likelihood` and its gradient in ``(r, alpha, a, b)``. ``ux[ix] == x``: the terms
+        that depend on ``x`` alone are computed once per distinct frequency (a few hundred values, not a million).
+        """
+        r, alpha, a, b = params
+        a1 = (special.gammaln(r + ux) - special.gammaln(r))[ix] + r * np.log(alpha)
+        a2 = (special.gammaln(a + b) + special.gammaln(b + ux) - special.gammaln(b) - special.gammaln(a + b + ux))[ix]
+        rx = r + x
+        log_aT, log_at = np.log(alpha + T), np.log(alpha + t_x)
+        a3 = -rx * log_aT
+        repeat = x > 0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            a4 = np.where(repeat, np.log(a) - np.log(np.maximum(b + ux - 1, 1e-300))[ix] - rx * log_at, -np.inf)
+        a34 = np.logaddexp(a3, a4)
+        w3, w4 = np.exp(a3 - a34), np.exp(a4 - a34)  # shares of the two terms of the sum (w4 = 0 without repeats)
+        ll = a1 + a2 + a34
+        with np.errstate(divide="ignore", invalid="ignore"):
+            inv_b = np.where(repeat, w4 / np.maximum(b + x - 1, 1e-300), 0.0)
+        d_r = (special.digamma(r + ux) - special.digamma(r))[ix] + np.log(alpha) - w3 * log_aT - w4 * log_at
+        d_alpha = r / alpha - rx * (w3 / (alpha + T) + w4 / (alpha + t_x))
+        d_a = (special.digamma(a + b) - special.digamma(a + b + ux))[ix] + w4 / a
+        d_b = (special.digamma(a + b) + special.digamma(b + ux) - special.digamma(b)
+               - special.digamma(a + b + ux))[ix] - inv_b
+        return float(ll.mean()), np.array([d_r.mean(), d_alpha.mean(), d_a.mean(), d_b.mean()])
+
     def fit(self, X, y=None):
         """Fit ``r, alpha, a, b`` by maximum likelihood; ``y`` is ignored."""
         x, t_x, T = self._summary(X, reset=True).T
         scale = max(float(np.mean(T)), 1e-9)  # optimise in units where the mean age is 1: better conditioned
+        t_x, T = t_x / scale, T / scale
+        ux, ix = np.unique(x, return_inverse=True)
 
         def neg_ll(log_params):
             p = np.exp(log_params)
             with np.errstate(over="ignore", invalid="ignore"):  # the optimiser may probe extreme values
-                ll = self.log_likelihood(p, x, t_x / scale, T / scale).mean()
-            return -(ll - self.penalizer * np.sum(p**2))
+                ll, grad = self._mean_log_likelihood_and_gradient(p, x, t_x, T, ux, ix)
+            # d/d(log p) = p d/dp; the penalty's gradient is 2 p^2
+            return -(ll - self.penalizer * np.sum(p**2)), -(p * grad - 2 * self.penalizer * p**2)
 
         r, alpha, a, b = _fit_log_params(neg_ll, np.array([0.5, 1.0, 0.5, 1.0]))
         self.r_, self.alpha_, self.a_, self.b_ = r, alpha * scale, a, b
@@ -163,6 +197,22 @@ class GammaGamma(_SummaryInput, TransformerMixin, BaseEstimator):
         return (special.gammaln(p * x + q) - special.gammaln(p * x) - special.gammaln(q) + q * np.log(v)
                 + (p * x - 1) * np.log(m) + p * x * np.log(x) - (p * x + q) * np.log(x * m + v))
 
+    @staticmethod
+    def _mean_log_likelihood_and_gradient(params: np.ndarray, x: np.ndarray, m: np.ndarray, ux: np.ndarray,
+                                          ix: np.ndarray) -> tuple[float, np.ndarray]:
+        """Mean of :meth:`log_likelihood` and its gradient in ``(p, q, v)``; ``ux[ix] == x`` (the gamma-function
+        terms are computed once per distinct frequency)."""
+        p, q, v = params
+        px = p * ux
+        log_m, log_x, log_xmv = np.log(m), np.log(x), np.log(x * m + v)
+        pxq = p * x + q
+        ll = ((special.gammaln(px + q) - special.gammaln(px))[ix] - special.gammaln(q) + q * np.log(v)
+              + (p * x - 1) * log_m + p * x * log_x - pxq * log_xmv)
+        d_p = x * ((special.digamma(px + q) - special.digamma(px))[ix] + log_m + log_x - log_xmv)
+        d_q = special.digamma(px + q)[ix] - special.digamma(q) + np.log(v) - log_xmv
+        d_v = q / v - pxq / (x * m + v)
+        return float(ll.mean()), np.array([d_p.mean(), d_q.mean(), d_v.mean()])
+
     def fit(self, X, y=None):
         """Fit ``p, q, v`` on the customers with ``frequency > 0`` and ``monetary_value > 0``; ``y`` is ignored."""
         x, m = self._summary(X, reset=True).T
@@ -171,12 +221,14 @@ class GammaGamma(_SummaryInput, TransformerMixin, BaseEstimator):
             raise ValueError("GammaGamma needs at least 2 customers with a repeat purchase and a positive mean spend")
         x, m = x[keep], m[keep]
         scale = float(np.mean(m))
+        m = m / scale
+        ux, ix = np.unique(x, return_inverse=True)
 
         def neg_ll(log_params):
             params = np.exp(log_params)
             with np.errstate(over="ignore", invalid="ignore"):  # the optimiser may probe extreme values
-                ll = self.log_likelihood(params, x, m / scale).mean()
-            return -(ll - self.penalizer * np.sum(params**2))
+                ll, grad = self._mean_log_likelihood_and_gradient(params, x, m, ux, ix)
+            return -(ll - self.penalizer * np.sum(params**2)), -(params * grad - 2 * self.penalizer * params**2)
 
         p, q, v = _fit_log_params(neg_ll, np.array([1.0, 2.0, 1.0]))
         self.p_, self.q_, self.v_ = p, q, v * scale
