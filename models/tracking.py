@@ -108,10 +108,14 @@ def decide_promotion(name: str, challenger: dict[str, float], champion: dict[str
     """Whether the challenger takes ``champion``, from metrics on the same evaluation cutoff.
 
     Classifiers: ROC AUC at least ``promotion_margin_auc`` higher, and ECE no worse. CLTV: normalized Gini at
-    least ``promotion_margin_gini`` higher. No champion: promote.
+    least ``promotion_margin_gini`` higher. No champion: promote. A champion without comparable metrics
+    (:func:`champion_evaluation`): keep it.
     """
     if champion is None:
         return Decision(True, "no champion yet")
+    if champion.get("comparable") is False:
+        return Decision(False, f"no fair comparison: the champion {champion['source']}; compare the backtests and "
+                               "use `churn promote` to switch by hand")
     if name == "cltv-regressor":
         gain = challenger["normalized_gini"] - champion["normalized_gini"]
         if gain >= margins.promotion_margin_gini:
@@ -123,6 +127,33 @@ def decide_promotion(name: str, challenger: dict[str, float], champion: dict[str
     if challenger["ece"] > champion["ece"]:
         return Decision(False, f"ROC AUC +{gain:.4f} but ECE worse ({challenger['ece']:.4f} > {champion['ece']:.4f})")
     return Decision(True, f"ROC AUC +{gain:.4f} >= margin {margins.promotion_margin_auc}, ECE not worse")
+
+
+def champion_evaluation(evaluation: dict, logged: dict, load_model, rescore) -> dict:
+    """The champion's metrics on the challenger's evaluation cutoff, out of sample, as :func:`decide_promotion`
+    compares them.
+
+    * Its own logged backtest (``logged``, the ``challenger_metrics`` it was registered with) when that was on the
+      same cutoff and the same data: the same rows, the same protocol.
+    * Else ``rescore(model)``, its metrics on the challenger's evaluation rows, when it was not trained on that
+      cutoff (the usual case: the data moved on since).
+    * A champion trained on the evaluation cutoff has seen those outcomes: rescoring would be in-sample and favour
+      it (the more so the more it overfits). Its logged backtest on the same cutoff is used when there is one (the
+      data changed since, which the ``source`` says); else the two are not comparable (``comparable: False``).
+    """
+    as_of = evaluation["eval_as_of"]
+    same_cutoff = logged.get("eval_as_of") == as_of
+    if same_cutoff and logged.get("data_hash") == evaluation["data_hash"]:
+        return {**logged, "source": "its own backtest on the same cutoff and data"}
+    model = load_model()
+    trained_on = {pd.Timestamp(c).date().isoformat() for c in model.training_cutoffs}
+    if as_of not in trained_on:
+        return {**rescore(model), "eval_as_of": as_of, "source": "rescored on this cutoff"}
+    if same_cutoff:
+        return {**logged, "source": "its own backtest on the same cutoff (the data changed since; rescoring would "
+                                    "be in-sample: it was trained on this cutoff)"}
+    return {"comparable": False, "eval_as_of": as_of,
+            "source": f"it was trained on the evaluation cutoff {as_of} and has no backtest there"}
 
 
 # ---- logging a trained model ------------------------------------------------------------------------------------
@@ -149,10 +180,8 @@ def log_and_register(cfg: PipelineConfig, model: ScoringModel, evaluation: dict,
     ``champion``.
 
     ``evaluation`` holds the challenger's key metrics on the evaluation cutoff (with ``eval_as_of`` and
-    ``data_hash``). The champion is compared on the same cutoff: with its own logged backtest metrics when they
-    were computed on the same cutoff and data, else with ``champion_metrics_fn(champion_model)``, its metrics on
-    the challenger's evaluation rows.
-    """
+    ``data_hash``). The champion is compared on the same cutoff, out of sample (:func:`champion_evaluation`;
+    ``champion_metrics_fn(champion_model)`` gives its metrics on the challenger's evaluation rows)."""
     mlflow = _mlflow(cfg)
     from mlflow import MlflowClient
     from mlflow.models import infer_signature
@@ -193,11 +222,8 @@ def log_and_register(cfg: PipelineConfig, model: ScoringModel, evaluation: dict,
     champion_metrics = None
     if champion is not None:
         logged = json.loads((champion.tags or {}).get("challenger_metrics") or "{}")
-        if logged.get("eval_as_of") == evaluation["eval_as_of"] and logged.get("data_hash") == evaluation["data_hash"]:
-            champion_metrics = {**logged, "source": "its own backtest on the same cutoff and data"}
-        else:  # the data moved on: score the champion on the challenger's evaluation cutoff
-            champion_metrics = {**champion_metrics_fn(load_champion(cfg, model.name)[1]),
-                                "eval_as_of": evaluation["eval_as_of"], "source": "rescored on this cutoff"}
+        champion_metrics = champion_evaluation(evaluation, logged, lambda: load_champion(cfg, model.name)[1],
+                                               champion_metrics_fn)
     decision = decide_promotion(model.name, evaluation, champion_metrics, cfg.models)
     tags = {"decision": "promoted" if decision.promote else "kept champion", "decision_reason": decision.reason,
             "challenger_metrics": json.dumps(evaluation), "champion_version": champion.version if champion else "",

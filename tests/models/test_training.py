@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from features.config import ModelsConfig
 from models.backtest import cltv_evaluation_cutoff, training_rows
-from models.tracking import decide_promotion
+from models.tracking import champion_evaluation, decide_promotion
 from pipelines.cli import app
 
 runner = CliRunner()
@@ -46,6 +46,41 @@ def test_promotion_keeps_the_champion_when_the_challenger_is_not_better_enough()
     assert decide_promotion("churn-classifier", {"roc_auc": 0.905, "ece": 0.010}, champ, margins).promote
     assert not decide_promotion("cltv-regressor", {"normalized_gini": 0.804}, champ, margins).promote
     assert decide_promotion("cltv-regressor", {"normalized_gini": 0.805}, champ, margins).promote
+
+
+def test_the_champion_is_compared_out_of_sample():
+    """A champion trained on the evaluation cutoff is never rescored on it (in-sample numbers flatter it)."""
+    margins = ModelsConfig()
+    challenger = {"roc_auc": 0.80, "ece": 0.01, "eval_as_of": "2026-08-03", "data_hash": "new"}
+    logged = {"roc_auc": 0.78, "ece": 0.01, "eval_as_of": "2026-08-03", "data_hash": "old"}
+
+    class Model:
+        def __init__(self, cutoffs):
+            self.training_cutoffs = [pd.Timestamp(c) for c in cutoffs]
+
+    in_sample = {"roc_auc": 0.99, "ece": 0.001}
+    rescored = []
+
+    def rescore(model):
+        rescored.append(model)
+        return in_sample
+
+    trained_on_it = Model(["2026-07-04", "2026-08-03"])
+    # same cutoff and data: its own logged backtest, nothing loaded
+    same = champion_evaluation({**challenger, "data_hash": "old"}, logged, lambda: 1 / 0, rescore)
+    assert same["roc_auc"] == 0.78 and "same cutoff and data" in same["source"]
+    # data changed, champion trained on the cutoff: its logged backtest, not the in-sample 0.99
+    changed = champion_evaluation(challenger, logged, lambda: trained_on_it, rescore)
+    assert changed["roc_auc"] == 0.78 and "in-sample" in changed["source"] and not rescored
+    assert decide_promotion("churn-classifier", challenger, changed, margins).promote  # +0.02 >= 0.005
+    # trained on it, no backtest there: not comparable, the champion stays
+    other = champion_evaluation(challenger, {**logged, "eval_as_of": "2026-07-04"}, lambda: trained_on_it, rescore)
+    assert other["comparable"] is False and not rescored
+    kept = decide_promotion("churn-classifier", challenger, other, margins)
+    assert not kept.promote and "churn promote" in kept.reason
+    # not trained on it (the data moved on): rescored on the challenger's rows
+    moved = champion_evaluation(challenger, logged, lambda: Model(["2026-07-04"]), rescore)
+    assert moved["roc_auc"] == 0.99 and moved["source"] == "rescored on this cutoff" and len(rescored) == 1
 
 
 def _failure(result) -> str:
