@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from models.training import ScoringModel
-from serving.reasons import ReasonCatalog, render
+from serving.reasons import ReasonCatalog, render_rows
 
 REASONS = 3
 
@@ -35,14 +35,20 @@ def top_reasons(model: ScoringModel, rows: pd.DataFrame, catalog: ReasonCatalog,
         return pd.DataFrame(columns=columns, index=rows.index, dtype="object")
     contributions = model.explain(rows)[model.features].to_numpy()
     order = np.argsort(-contributions, axis=1, kind="stable")
-    out = []
-    for i, record in enumerate(rows.to_dict("records")):
-        reasons: list[str] = []
-        for j in order[i]:
-            if contributions[i, j] <= 0 or len(reasons) == k:
-                break
-            text = render(catalog, model.features[j], record, currency, churn_days)
-            if text and text not in reasons:
-                reasons.append(text)
-        out.append(reasons + [None] * (k - len(reasons)))
-    return pd.DataFrame(out, columns=columns, index=rows.index, dtype="object")
+    reasons: list[list[str]] = [[] for _ in range(len(rows))]
+    pending = np.arange(len(rows))  # rows that still need a reason, drivers taken in order of contribution
+    for rank in range(len(model.features)):
+        feature_at = order[pending, rank]
+        positive = contributions[pending, feature_at] > 0
+        pending, feature_at = pending[positive], feature_at[positive]
+        for j in np.unique(feature_at):  # one batch per feature: texts are written a column at a time
+            at = pending[feature_at == j]
+            texts = render_rows(catalog, model.features[j], rows.iloc[at], currency, churn_days)
+            for i, text in zip(at, texts.tolist()):
+                if text is not None and text not in reasons[i]:
+                    reasons[i].append(text)
+        pending = pending[np.fromiter((len(reasons[i]) < k for i in pending), bool, len(pending))]
+        if not len(pending):
+            break
+    return pd.DataFrame([r + [None] * (k - len(r)) for r in reasons], columns=columns, index=rows.index,
+                        dtype="object")

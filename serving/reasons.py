@@ -8,8 +8,6 @@ A customer's language comes from their country (``country_languages``), English 
 
 from __future__ import annotations
 
-import datetime as dt
-import math
 import string
 from functools import lru_cache
 from pathlib import Path
@@ -96,12 +94,6 @@ def _locale(language: str, country: str | None) -> Locale:
     return Locale.parse(language)
 
 
-def _present(value) -> bool:
-    if value is None or value is pd.NA or value is pd.NaT:
-        return False
-    return not (isinstance(value, float) and math.isnan(value))
-
-
 class _Formatter(string.Formatter):
     def __init__(self, catalog: ReasonCatalog, language: str, locale: Locale, currency: str):
         self.catalog, self.language, self.locale, self.currency = catalog, language, locale, currency
@@ -145,38 +137,98 @@ def _formatter(catalog: ReasonCatalog, language: str, country: str | None, curre
     return catalog._formatters[key]
 
 
-def _fields(row: dict, feature: str, churn_days: int) -> dict:
-    """The row's values plus the derived fields the templates may use."""
-    fields = dict(row)
-    cutoff = row.get("cutoff")
-    if _present(row.get("days_since_last_nps")) and cutoff is not None:
-        fields["last_nps_date"] = pd.Timestamp(cutoff).date() - dt.timedelta(days=int(row["days_since_last_nps"]))
-    for name, trend in (("spend_change_90d", "spend_trend_90d"), ("orders_change_90d", "orders_trend_90d"),
-                        ("web_change_30d", "web_sessions_trend_30d"),
-                        ("email_open_change_90d", "email_open_trend_90d")):
-        if _present(row.get(trend)) and np.isfinite(float(row[trend])):
-            fields[name] = float(row[trend]) - 1
-    if feature.startswith(CHANNEL_PREFIX):
-        fields["channel"], fields["channel_share"] = feature[len(CHANNEL_PREFIX):], row.get(feature)
-    fields["churn_horizon"] = churn_days
+def _fields(rows: pd.DataFrame, names: tuple[str, ...], feature: str, churn_days: int) -> dict[str, pd.Series]:
+    """The columns ``names`` of ``rows``, derived where the templates need it (see the reasons file's header); a
+    field ``rows`` cannot give is absent."""
+    index = rows.index
+    fields: dict[str, pd.Series] = {}
+    changes = {"spend_change_90d": "spend_trend_90d", "orders_change_90d": "orders_trend_90d",
+               "web_change_30d": "web_sessions_trend_30d", "email_open_change_90d": "email_open_trend_90d"}
+    for name in names:
+        if name == "last_nps_date" and {"days_since_last_nps", "cutoff"} <= set(rows.columns):
+            days = pd.to_numeric(rows["days_since_last_nps"], errors="coerce")
+            known = days.notna() & rows["cutoff"].notna()
+            dates = pd.to_datetime(rows["cutoff"]) - pd.to_timedelta(days.where(known, 0).round(), unit="D")
+            fields[name] = pd.Series([d.date() for d in dates], index=index, dtype="object").where(known, None)
+        elif name in changes and changes[name] in rows.columns:
+            trend = pd.to_numeric(rows[changes[name]], errors="coerce").astype("float64")
+            fields[name] = (trend - 1).where(np.isfinite(trend))
+        elif name == "channel" and feature.startswith(CHANNEL_PREFIX):
+            fields[name] = pd.Series(feature[len(CHANNEL_PREFIX):], index=index, dtype="object")
+        elif name == "channel_share" and feature.startswith(CHANNEL_PREFIX) and feature in rows.columns:
+            fields[name] = rows[feature]
+        elif name == "churn_horizon":
+            fields[name] = pd.Series(churn_days, index=index)
+        elif name in rows.columns:
+            fields[name] = rows[name]
     return fields
 
 
-def render(catalog: ReasonCatalog, feature: str, row: dict, currency: str, churn_days: int = 90) -> str | None:
-    """The reason for ``feature`` in the customer's language: the first variant whose fields all have a value
-    (None when no variant can be written, e.g. every field is missing)."""
+def _format_column(formatter: _Formatter, name: str, spec: str, values: pd.Series) -> list[str]:
+    """``values`` (all present) formatted as the template field ``{name:spec}``, each distinct value once."""
+    cache: dict = {}
+    out = []
+    for value in values.tolist():
+        key = (type(value), value)
+        text = cache.get(key)
+        if text is None:
+            text = cache[key] = formatter.format_field(formatter.get_value(name, (), {name: value}), spec)
+        out.append(text)
+    return out
+
+
+def render_rows(catalog: ReasonCatalog, feature: str, rows: pd.DataFrame, currency: str,
+                churn_days: int = 90) -> pd.Series:
+    """The reason for ``feature`` for every row of ``rows``, in each customer's language (their ``country``): the
+    first variant whose fields all have a value; None where no variant can be written (e.g. every field is
+    missing). Rows are handled by language and country at once and each distinct value is formatted once, so a
+    long list costs little more than its distinct values."""
     by_language = catalog.template(feature)
     if by_language is None:
         raise KeyError(f"no reason template for feature {feature!r} in the reasons file; add one")
-    country = row.get("country")
-    language = catalog.language_for(country)
-    fields = _fields(row, feature, churn_days)
-    formatter = _formatter(catalog, language, country, currency)
-    for text in by_language[language]:
-        names = placeholders(text)
-        if all(_present(fields.get(n)) for n in names):
-            return formatter.format(text, **{n: fields[n] for n in names})
-    return None
+    out = pd.Series(None, index=rows.index, dtype="object")
+    if rows.empty:
+        return out
+    countries = (rows["country"].astype("object").where(rows["country"].notna(), None) if "country" in rows.columns
+                 else pd.Series(None, index=rows.index, dtype="object"))
+    texts = {t for variants in by_language.values() for t in variants}
+    names = tuple(sorted({n for t in texts for n in placeholders(t)}))
+    fields = _fields(rows, names, feature, churn_days)
+    present = {n: fields[n].notna().to_numpy() if n in fields else np.zeros(len(rows), bool) for n in names}
+    positions = pd.Series(np.arange(len(rows)), index=rows.index)
+    for country, where in positions.groupby(countries.fillna(""), sort=False):
+        country = country or None
+        language = catalog.language_for(country)
+        formatter = _formatter(catalog, language, country, currency)
+        remaining = where.to_numpy()
+        for text in by_language[language]:
+            needed = placeholders(text)
+            ok = np.ones(len(remaining), bool)
+            for n in needed:
+                ok &= present[n][remaining]
+            chosen, remaining = remaining[ok], remaining[~ok]
+            if len(chosen):
+                out.iloc[chosen] = _render_text(formatter, text, fields, chosen)
+            if not len(remaining):
+                break
+    return out
+
+
+def _render_text(formatter: _Formatter, text: str, fields: dict[str, pd.Series], at: np.ndarray) -> list[str]:
+    parts: list[list[str] | str] = []
+    for literal, name, spec, _ in string.Formatter().parse(text):
+        if literal:
+            parts.append(literal)
+        if name:
+            parts.append(_format_column(formatter, name, spec or "", fields[name].iloc[at]))
+    columns = [p if isinstance(p, list) else [p] * len(at) for p in parts]
+    return ["".join(pieces) for pieces in zip(*columns)] if columns else [""] * len(at)
+
+
+def render(catalog: ReasonCatalog, feature: str, row: dict, currency: str, churn_days: int = 90) -> str | None:
+    """The reason for ``feature`` for one customer (``row``: their snapshot values); see :func:`render_rows`."""
+    text = render_rows(catalog, feature, pd.DataFrame([row]), currency, churn_days).iloc[0]
+    return None if text is None else text
 
 
 @lru_cache(maxsize=4096)
