@@ -1,10 +1,14 @@
 """Time score + explain + publish at scale with the registered champions.
 
-Usage: python bench/bench_scoring.py --data-dir DATA [--customers 1000000] [--published-share 0.2]
+Usage: python bench/bench_scoring.py --data-dir DATA [--snapshot FOLDER] [--customers 1000000]
+                                     [--published-share 0.2]
 
 DATA must hold validated data, its scoring snapshot and trained champions (for example after `make run`, or
-`churn run --data-dir DATA`). Its scoring snapshot is replicated (customer ids suffixed) up to ``--customers``
-rows, so that the models, features and value distributions are the real ones at the asked size. The stages timed:
+`churn run --data-dir DATA`). ``--snapshot`` scores another snapshot folder with those champions, for example the
+one `churn features --data-dir BIG` writes for the generated 1M-customer data (``churn generate --customers
+1000000``): a million distinct customers, so every distinct value is formatted. Without it, DATA's scoring snapshot
+is replicated (customer ids suffixed) up to ``--customers`` rows: the real models and distributions, but each
+customer repeated, which flatters the reason texts' per-value formatting. The stages timed:
 
 * score: BG/NBD + Gamma-Gamma fit and the three champions on every customer (``serving.scoring.score_snapshot``);
 * rank: the ranked lists (``build_lists``);
@@ -31,6 +35,7 @@ import pandas as pd
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", required=True, type=Path)
+    parser.add_argument("--snapshot", type=Path, help="snapshot folder to score (default: DATA's, replicated)")
     parser.add_argument("--customers", type=int, default=1_000_000)
     parser.add_argument("--published-share", type=float, default=0.2)
     args = parser.parse_args()
@@ -44,12 +49,16 @@ def main() -> None:
 
     cfg = load_config(None, {"data_dir": str(args.data_dir)})
     cutoff = jobs.scoring_cutoff(cfg, jobs.last_data_day(cfg))
-    base = read_snapshots(cfg.data_dir / "features" / f"snapshot_{cutoff.isoformat()}")
-    copies = -(-args.customers // len(base))
-    snapshot = pd.concat([base.assign(customer_id=base["customer_id"] + f"-{k:03d}") for k in range(copies)],
-                         ignore_index=True).head(args.customers)
+    if args.snapshot:
+        snapshot = read_snapshots(args.snapshot).head(args.customers)
+        cutoff = pd.Timestamp(snapshot["cutoff"].iloc[0]).date()
+    else:
+        base = read_snapshots(cfg.data_dir / "features" / f"snapshot_{cutoff.isoformat()}")
+        copies = -(-args.customers // len(base))
+        snapshot = pd.concat([base.assign(customer_id=base["customer_id"] + f"-{k:03d}") for k in range(copies)],
+                             ignore_index=True).head(args.customers)
     champions = jobs.load_champions(cfg)
-    figures = {"customers": len(snapshot), "features": len(champions["churn-classifier"].model.features),
+    figures = {"customers": len(snapshot), "snapshot": str(args.snapshot or "replicated"), "features": len(champions["churn-classifier"].model.features),
                "trees": {n: c.model.best_iteration for n, c in champions.items()}}
 
     start = time.perf_counter()
