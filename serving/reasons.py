@@ -181,7 +181,7 @@ def render_rows(catalog: ReasonCatalog, feature: str, rows: pd.DataFrame, curren
                 churn_days: int = 90) -> pd.Series:
     """The reason for ``feature`` for every row of ``rows``, in each customer's language (their ``country``): the
     first variant whose fields all have a value; None where no variant can be written (e.g. every field is
-    missing). Rows are handled by language and country at once and each distinct value is formatted once, so a
+    missing; pandas may show it as NaN). Rows are handled by language and country at once and each distinct value is formatted once, so a
     long list costs little more than its distinct values."""
     by_language = catalog.template(feature)
     if by_language is None:
@@ -228,7 +228,7 @@ def _render_text(formatter: _Formatter, text: str, fields: dict[str, pd.Series],
 def render(catalog: ReasonCatalog, feature: str, row: dict, currency: str, churn_days: int = 90) -> str | None:
     """The reason for ``feature`` for one customer (``row``: their snapshot values); see :func:`render_rows`."""
     text = render_rows(catalog, feature, pd.DataFrame([row]), currency, churn_days).iloc[0]
-    return None if text is None else text
+    return text if isinstance(text, str) else None
 
 
 @lru_cache(maxsize=4096)

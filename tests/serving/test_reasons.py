@@ -139,3 +139,25 @@ def test_reasons_are_the_largest_positive_drivers_in_order(model):
     safe = rows[(rows["days_since_last_purchase"] < 20) & (rows["orders_30d"] >= 4)].head(3)
     # nothing raises a safe customer's risk much: whatever is listed has a positive contribution
     assert top_reasons(scoring, safe, CATALOG, "USD", 90).shape == (len(safe), 3)
+
+
+def test_a_driver_without_a_text_is_skipped_and_the_next_one_moves_up():
+    """Reasons fill reason_1 first: a driver whose fields are missing (no NPS answer) or that repeats an earlier
+    text leaves no gap, and the columns hold texts or None, never NaN."""
+
+    class Fixed:
+        features = ["last_nps", "days_since_last_purchase", "orders_30d", "orders_90d"]
+
+        def explain(self, rows):
+            return pd.DataFrame([[3.0, 2.0, 1.0, 0.5], [3.0, 2.0, -1.0, -2.0]], columns=self.features,
+                                index=rows.index)
+
+    rows = pd.DataFrame({"customer_id": ["A", "B"], "cutoff": CUTOFF, "country": ["US", "CZ"],
+                         "last_nps": [np.nan, 3.0], "days_since_last_nps": [np.nan, 48], "nps_group": [None, "detractor"],
+                         "days_since_last_purchase": [143, 1], "overdue_ratio": [np.nan, np.nan],
+                         "gap_mean_days": [np.nan, np.nan], "orders_30d": [0, 2], "orders_90d": [1, 4]})
+    got = top_reasons(Fixed(), rows, CATALOG, "USD", 90)
+    assert got.iloc[0].tolist() == ["No purchase for 143 days", "0 orders in the last 30 days",
+                                    "1 orders in the last 90 days"]
+    # B: two positive drivers only, in Czech; the rest stays empty (None)
+    assert got.iloc[1].tolist() == ["Ohodnotil nás 3/10 dne 14. 9. 2026 (kritik)", "Bez nákupu 1 den", None]
