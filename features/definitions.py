@@ -67,7 +67,10 @@ def purchase_days(transactions: ir.Table, channels: Sequence[str] = ()) -> ir.Ta
     """Transactions reduced to one row per customer and day (orders, refunds, gross and net value, ...).
 
     An order is a row with ``amount >= 0``; a refund has ``amount < 0``. ``gross`` and ``net`` are integer
-    millionths of the base currency (see ``MICROS``).
+    millionths of the base currency (see ``MICROS``). ``gap_days`` is, on a purchase day, the days since the
+    customer's previous purchase day (null on the first one, and on days with refunds only). It only looks
+    backwards, so it never leaks; computing it here, on the per-day rows, saves a second pass over the
+    transactions.
     """
     t = transactions
     is_order = t.amount >= 0
@@ -82,29 +85,16 @@ def purchase_days(transactions: ir.Table, channels: Sequence[str] = ()) -> ir.Ta
         metrics["discounted_orders"] = _count_if(is_order & (t.discount.fill_null(0) > 0))
     for ch in channels:
         metrics[f"orders_channel_{ch}"] = _count_if(is_order & (t.channel == ch))
-    return t.mutate(day=t.ts.date()).group_by(["customer_id", "day"]).aggregate(**metrics)
+    days = t.mutate(day=t.ts.date()).group_by(["customer_id", "day"]).aggregate(**metrics)
+    bought = days.orders > 0
+    # the previous row among the customer's purchase days (refund-only days form their own partition)
+    previous = days.day.lag().over(ibis.window(group_by=[days.customer_id, bought], order_by=days.day))
+    return days.mutate(gap_days=bought.ifelse(_days(days.day, previous), ibis.null()).cast("int64"))
 
 
-def purchase_gaps(transactions: ir.Table) -> ir.Table:
-    """One row per customer and purchase day with ``gap_days``, the days since the previous purchase day (null on
-    the first). It only looks backwards, so it never leaks. Kept narrow on purpose: the window sorts every row."""
-    t = transactions.filter(transactions.amount >= 0)
-    days = t.select("customer_id", day=t.ts.date()).distinct()
-    w = ibis.window(group_by=days.customer_id, order_by=days.day)
-    return days.mutate(gap_days=_days(days.day, days.day.lag().over(w)).cast("int64"))
-
-
-def gap_features(gaps: ir.Table, cutoffs: ir.Table) -> ir.Table:
-    """``gap_std_days``: sample standard deviation of the gaps between purchase days before the cutoff."""
-    j = gaps.join(cutoffs, gaps.day < cutoffs.cutoff)
-    return j.group_by(["customer_id", "cutoff"]).aggregate(
-        gap_std_days=j.gap_days.cast("float64").std(how="sample"))
-
-
-def transaction_features(days: ir.Table, gaps: ir.Table, cutoffs: ir.Table, channels: Sequence[str] = (),
+def transaction_features(days: ir.Table, cutoffs: ir.Table, channels: Sequence[str] = (),
                          has_discount: bool = False) -> ir.Table:
-    """RFM, BTYD summary, window, trend, gap and refund features from :func:`purchase_days` and
-    :func:`purchase_gaps`.
+    """RFM, BTYD summary, window, trend, gap and refund features from :func:`purchase_days`.
 
     Only customers with at least one order before the cutoff get a row. BTYD columns follow lifetimes'
     ``summary_data_from_transaction_data(freq='D', observation_period_end=cutoff - 1 day)``:
@@ -123,6 +113,7 @@ def transaction_features(days: ir.Table, gaps: ir.Table, cutoffs: ir.Table, chan
         "first_day_spend": j.gross.argmin(j.day, where=bought).cast("float64") / MICROS,
         "net_spend": j.net.sum().cast("float64") / MICROS,
         "refunds": j.refunds.sum().cast("int64"),
+        "gap_std_days": j.gap_days.cast("float64").std(how="sample"),  # gaps between purchase days before t
         "orders_prev_90d": _sum_if(j.orders, (age > 90) & (age <= 180)).cast("int64"),
         "gross_spend_90d": _sum_if(j.gross, age <= 90) / MICROS,
         "gross_spend_prev_90d": _sum_if(j.gross, (age > 90) & (age <= 180)) / MICROS,
@@ -161,15 +152,14 @@ def transaction_features(days: ir.Table, gaps: ir.Table, cutoffs: ir.Table, chan
         "days_overdue": (since_last.cast("float64") - mean_gap).cast("float64"),
         "overdue_ratio": _ratio(since_last, mean_gap),
         "refund_rate": _ratio(g.refunds, g.orders),
+        "gap_std_days": g.gap_std_days,
+        "gap_cv": _ratio(g.gap_std_days, mean_gap),
     }
     if has_discount:
         out["discount_share"] = _ratio(g.discounted_orders, g.orders)
     for ch in channels:
         out[f"channel_share_{ch}"] = _ratio(g[f"orders_channel_{ch}"], g.orders)
     feats = g.select("customer_id", "cutoff", **out)
-    std = gap_features(gaps, cutoffs)
-    feats = feats.left_join(std, ["customer_id", "cutoff"]).select(feats, gap_std_days=std.gap_std_days)
-    feats = feats.mutate(gap_cv=_ratio(feats.gap_std_days, feats.gap_mean_days))
     order = [*feats.columns[: feats.columns.index("gap_mean_days") + 1], "gap_std_days", "gap_cv"]
     return feats.select(*order, *[c for c in feats.columns if c not in order])
 

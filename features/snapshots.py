@@ -115,7 +115,7 @@ def snapshot_expr(src: Sources, cutoffs: Sequence[dt.date], horizons: HorizonsCo
     cut = d.cutoffs_table(cutoffs)
     t = src.tables
     days = d.purchase_days(t["transactions"], src.channels)
-    snap = d.transaction_features(days, d.purchase_gaps(t["transactions"]), cut, src.channels, src.has_discount)
+    snap = d.transaction_features(days, cut, src.channels, src.has_discount)
     if "category" in t["transactions"].columns:
         snap = _left(snap, d.category_features(t["transactions"], cut), fill={"distinct_categories": 0})
     if "customers" in t:
