@@ -295,9 +295,10 @@ def rfm_scores(snapshot: ir.Table) -> ir.Table:
         snapshot, scores.r_score, scores.f_score, scores.m_score, scores.rfm_segment)
 
 
-def labels(days: ir.Table, cutoffs: ir.Table, churn_days: int, cltv_days: int, activity_days: int,
-           last_day: dt.date) -> ir.Table:
-    """Outcomes after each cutoff, for customers with an order before it.
+def labels(snapshot: ir.Table, days: ir.Table, cutoffs: ir.Table, churn_days: int, cltv_days: int,
+           activity_days: int, last_day: dt.date) -> ir.Table:
+    """``snapshot`` (one row per customer with an order before the cutoff, with ``days_since_last_purchase`` from
+    :func:`transaction_features`) with the outcomes after each cutoff added:
 
     * ``is_active``: an order within ``activity_days`` before the cutoff; ``churned``: an active customer with no
       order in ``[t, t + churn_days)``; ``reactivated``: a lapsed customer with an order in that window;
@@ -305,12 +306,9 @@ def labels(days: ir.Table, cutoffs: ir.Table, churn_days: int, cltv_days: int, a
       null when there is none (the expected next order date is evaluated against it);
     * ``future_net_revenue``: net revenue (refunds included) in ``[t, t + cltv_days)``.
 
-    A label is null unless its whole window lies inside the data: ``t + H <= last_day + 1 day``.
+    A label is null unless its whole window lies inside the data: ``t + H <= last_day + 1 day``. Only the days in
+    the label windows are joined to the cutoffs: the past comes from the snapshot, not from a second pass.
     """
-    before = days.join(cutoffs, days.day < cutoffs.cutoff)
-    active = before.group_by(["customer_id", "cutoff"]).aggregate(
-        last_order_day=before.day.max(where=before.orders > 0))
-    active = active.filter(active.last_order_day.notnull())
     after = days.join(cutoffs, (days.day >= cutoffs.cutoff)
                       & (days.day < cutoffs.cutoff + ibis.interval(days=max(churn_days, cltv_days))))
     ahead = _days(after.day, after.cutoff)
@@ -318,14 +316,14 @@ def labels(days: ir.Table, cutoffs: ir.Table, churn_days: int, cltv_days: int, a
         orders_in_churn_window=_sum_if(after.orders, ahead < churn_days),
         days_to_next_order=ahead.min(where=(after.orders > 0) & (ahead < churn_days)),
         future_net_revenue=_sum_if(after.net, ahead < cltv_days) / MICROS)
-    j = active.left_join(future, ["customer_id", "cutoff"])
+    j = snapshot.left_join(future, ["customer_id", "cutoff"])
     churn_ok = _days(ibis.literal(last_day), j.cutoff) + 1 >= churn_days
     cltv_ok = _days(ibis.literal(last_day), j.cutoff) + 1 >= cltv_days
-    is_active = _days(j.cutoff, j.last_order_day) <= activity_days
+    is_active = j.days_since_last_purchase <= activity_days
     bought = j.orders_in_churn_window.fill_null(0) > 0
     null_bool = ibis.null("boolean")
     return j.select(
-        "customer_id", "cutoff", is_active=is_active,
+        snapshot, is_active=is_active,
         churned=ibis.ifelse(churn_ok & is_active, ~bought, null_bool),
         reactivated=ibis.ifelse(churn_ok & ~is_active, bought, null_bool),
         days_to_next_order=ibis.ifelse(churn_ok, j.days_to_next_order, ibis.null("int64")),

@@ -134,8 +134,8 @@ def snapshot_expr(src: Sources, cutoffs: Sequence[dt.date], horizons: HorizonsCo
             snap = _left(snap, build(t[name], cut), fill=fill)
     snap = d.rfm_scores(snap)
     if with_labels:
-        snap = _left(snap, d.labels(days, cut, horizons.churn_days, horizons.cltv_days,
-                                    horizons.activity_window_days, src.last_day))
+        snap = d.labels(snap, days, cut, horizons.churn_days, horizons.cltv_days, horizons.activity_window_days,
+                        src.last_day)
         if "subscriptions" in t:
             snap = _left(snap, d.subscription_labels(t["subscriptions"], cut, horizons.churn_days, src.last_day))
     return snap
