@@ -45,7 +45,7 @@ def top_reasons(model: ScoringModel, rows: pd.DataFrame, catalog: ReasonCatalog,
             at = pending[feature_at == j]
             texts = render_rows(catalog, model.features[j], rows.iloc[at], currency, churn_days)
             for i, text in zip(at, texts.tolist()):
-                if isinstance(text, str) and text not in reasons[i]:  # no text: missing fields
+                if text is not None and text not in reasons[i]:  # None: its fields are missing
                     reasons[i].append(text)
         pending = pending[np.fromiter((len(reasons[i]) < k for i in pending), bool, len(pending))]
         if not len(pending):

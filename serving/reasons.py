@@ -49,7 +49,7 @@ class ReasonCatalog(BaseModel):
                 if not variants:
                     raise ValueError(f"template {feature!r} ({language}) is empty")
                 for text in variants:
-                    for _, field, spec, _ in string.Formatter().parse(text):
+                    for _, field, spec in _pieces(text):
                         if field is not None and spec and spec not in FORMATS:
                             raise ValueError(f"template {feature!r} ({language}): unknown format {spec!r} in "
                                              f"{{{field}:{spec}}}; use one of {FORMATS}")
@@ -137,21 +137,24 @@ def _formatter(catalog: ReasonCatalog, language: str, country: str | None, curre
     return catalog._formatters[key]
 
 
+# derived change fields (trend - 1) and the trend feature each comes from
+CHANGES = {"spend_change_90d": "spend_trend_90d", "orders_change_90d": "orders_trend_90d",
+           "web_change_30d": "web_sessions_trend_30d", "email_open_change_90d": "email_open_trend_90d"}
+
+
 def _fields(rows: pd.DataFrame, names: tuple[str, ...], feature: str, churn_days: int) -> dict[str, pd.Series]:
     """The columns ``names`` of ``rows``, derived where the templates need it (see the reasons file's header); a
     field ``rows`` cannot give is absent."""
     index = rows.index
     fields: dict[str, pd.Series] = {}
-    changes = {"spend_change_90d": "spend_trend_90d", "orders_change_90d": "orders_trend_90d",
-               "web_change_30d": "web_sessions_trend_30d", "email_open_change_90d": "email_open_trend_90d"}
     for name in names:
         if name == "last_nps_date" and {"days_since_last_nps", "cutoff"} <= set(rows.columns):
             days = pd.to_numeric(rows["days_since_last_nps"], errors="coerce")
             known = days.notna() & rows["cutoff"].notna()
             dates = pd.to_datetime(rows["cutoff"]) - pd.to_timedelta(days.where(known, 0).round(), unit="D")
             fields[name] = pd.Series([d.date() for d in dates], index=index, dtype="object").where(known, None)
-        elif name in changes and changes[name] in rows.columns:
-            trend = pd.to_numeric(rows[changes[name]], errors="coerce").astype("float64")
+        elif name in CHANGES and CHANGES[name] in rows.columns:
+            trend = pd.to_numeric(rows[CHANGES[name]], errors="coerce").astype("float64")
             fields[name] = (trend - 1).where(np.isfinite(trend))
         elif name == "channel" and feature.startswith(CHANNEL_PREFIX):
             fields[name] = pd.Series(feature[len(CHANNEL_PREFIX):], index=index, dtype="object")
@@ -181,22 +184,21 @@ def render_rows(catalog: ReasonCatalog, feature: str, rows: pd.DataFrame, curren
                 churn_days: int = 90) -> pd.Series:
     """The reason for ``feature`` for every row of ``rows``, in each customer's language (their ``country``): the
     first variant whose fields all have a value; None where no variant can be written (e.g. every field is
-    missing; pandas may show it as NaN). Rows are handled by language and country at once and each distinct value is formatted once, so a
+    missing). Rows are handled by language and country at once and each distinct value is formatted once, so a
     long list costs little more than its distinct values."""
     by_language = catalog.template(feature)
     if by_language is None:
         raise KeyError(f"no reason template for feature {feature!r} in the reasons file; add one")
-    out = pd.Series(None, index=rows.index, dtype="object")
-    if rows.empty:
-        return out
-    countries = (rows["country"].astype("object").where(rows["country"].notna(), None) if "country" in rows.columns
-                 else pd.Series(None, index=rows.index, dtype="object"))
+    # a numpy array, not a Series: assigning into an object Series turns the None of the rows left out into NaN
+    out = np.full(len(rows), None, dtype="object")
+    countries = (rows["country"].astype("object").fillna("") if "country" in rows.columns
+                 else pd.Series("", index=rows.index, dtype="object"))
     texts = {t for variants in by_language.values() for t in variants}
     names = tuple(sorted({n for t in texts for n in placeholders(t)}))
     fields = _fields(rows, names, feature, churn_days)
     present = {n: fields[n].notna().to_numpy() if n in fields else np.zeros(len(rows), bool) for n in names}
     positions = pd.Series(np.arange(len(rows)), index=rows.index)
-    for country, where in positions.groupby(countries.fillna(""), sort=False):
+    for country, where in positions.groupby(countries, sort=False):
         country = country or None
         language = catalog.language_for(country)
         formatter = _formatter(catalog, language, country, currency)
@@ -208,30 +210,34 @@ def render_rows(catalog: ReasonCatalog, feature: str, rows: pd.DataFrame, curren
                 ok &= present[n][remaining]
             chosen, remaining = remaining[ok], remaining[~ok]
             if len(chosen):
-                out.iloc[chosen] = _render_text(formatter, text, fields, chosen)
+                out[chosen] = _render_text(formatter, text, fields, chosen)
             if not len(remaining):
                 break
-    return out
+    return pd.Series(out, index=rows.index, dtype="object")
 
 
 def _render_text(formatter: _Formatter, text: str, fields: dict[str, pd.Series], at: np.ndarray) -> list[str]:
     parts: list[list[str] | str] = []
-    for literal, name, spec, _ in string.Formatter().parse(text):
+    for literal, name, spec in _pieces(text):
         if literal:
             parts.append(literal)
         if name:
-            parts.append(_format_column(formatter, name, spec or "", fields[name].iloc[at]))
+            parts.append(_format_column(formatter, name, spec, fields[name].iloc[at]))
     columns = [p if isinstance(p, list) else [p] * len(at) for p in parts]
     return ["".join(pieces) for pieces in zip(*columns)] if columns else [""] * len(at)
 
 
 def render(catalog: ReasonCatalog, feature: str, row: dict, currency: str, churn_days: int = 90) -> str | None:
     """The reason for ``feature`` for one customer (``row``: their snapshot values); see :func:`render_rows`."""
-    text = render_rows(catalog, feature, pd.DataFrame([row]), currency, churn_days).iloc[0]
-    return text if isinstance(text, str) else None
+    return render_rows(catalog, feature, pd.DataFrame([row]), currency, churn_days).iloc[0]
 
 
 @lru_cache(maxsize=4096)
+def _pieces(text: str) -> tuple[tuple[str, str | None, str], ...]:
+    """A template text parsed once: (literal text, field name or None, format spec) pieces."""
+    return tuple((literal, name, spec or "") for literal, name, spec, _ in string.Formatter().parse(text))
+
+
 def placeholders(text: str) -> tuple[str, ...]:
     """The field names a template text uses (parsed once per text, not once per customer)."""
-    return tuple(f for _, f, _, _ in string.Formatter().parse(text) if f)
+    return tuple(name for _, name, _ in _pieces(text) if name)
