@@ -37,6 +37,14 @@ def _fit_log_params(neg_ll, start: np.ndarray) -> np.ndarray:
     return np.exp(result.x)
 
 
+def _penalized_mean(ll: np.ndarray, grads: tuple[np.ndarray, ...], params: np.ndarray,
+                    penalizer: float) -> tuple[float, np.ndarray]:
+    """What :func:`_fit_log_params` minimises: minus the mean log-likelihood plus the L2 penalty, and its gradient in
+    the log-parameters (d/d(log p) = p d/dp; the penalty's is 2 p^2)."""
+    grad = np.array([g.mean() for g in grads])
+    return -(float(ll.mean()) - penalizer * np.sum(params**2)), -(params * grad - 2 * penalizer * params**2)
+
+
 class _SummaryInput:
     """Input handling shared by the BTYD estimators: a fixed set of summary columns, some of them non-negative."""
 
@@ -81,20 +89,13 @@ class BetaGeo(_SummaryInput, TransformerMixin, BaseEstimator):
     @staticmethod
     def log_likelihood(params: np.ndarray, x: np.ndarray, t_x: np.ndarray, T: np.ndarray) -> np.ndarray:
         """Per-customer log-likelihood for ``params = (r, alpha, a, b)``."""
-        r, alpha, a, b = params
-        a1 = special.gammaln(r + x) - special.gammaln(r) + r * np.log(alpha)
-        a2 = special.gammaln(a + b) + special.gammaln(b + x) - special.gammaln(b) - special.gammaln(a + b + x)
-        a3 = -(r + x) * np.log(alpha + T)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            a4 = np.where(x > 0, np.log(a) - np.log(np.maximum(b + x - 1, 1e-300)) - (r + x) * np.log(alpha + t_x),
-                          -np.inf)
-        return a1 + a2 + np.logaddexp(a3, a4)
+        return BetaGeo._log_likelihood_and_gradient(params, x, t_x, T, *np.unique(x, return_inverse=True))[0]
 
     @staticmethod
-    def _mean_log_likelihood_and_gradient(params: np.ndarray, x: np.ndarray, t_x: np.ndarray, T: np.ndarray,
-                                          ux: np.ndarray, ix: np.ndarray) -> tuple[float, np.ndarray]:
-        """Mean of :meth:`log_likelihood` and its gradient in ``(r, alpha, a, b)``. ``ux[ix] == x``: the terms
-        that depend on ``x`` alone are computed once per distinct frequency (a few hundred values, not a million).
+    def _log_likelihood_and_gradient(params: np.ndarray, x: np.ndarray, t_x: np.ndarray, T: np.ndarray,
+                                     ux: np.ndarray, ix: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+        """Per-customer log-likelihood and its gradient in ``(r, alpha, a, b)``. ``ux[ix] == x``: the terms that
+        depend on ``x`` alone are computed once per distinct frequency (a few hundred values, not a million).
         """
         r, alpha, a, b = params
         a1 = (special.gammaln(r + ux) - special.gammaln(r))[ix] + r * np.log(alpha)
@@ -115,7 +116,7 @@ class BetaGeo(_SummaryInput, TransformerMixin, BaseEstimator):
         d_a = (special.digamma(a + b) - special.digamma(a + b + ux))[ix] + w4 / a
         d_b = (special.digamma(a + b) + special.digamma(b + ux) - special.digamma(b)
                - special.digamma(a + b + ux))[ix] - inv_b
-        return float(ll.mean()), np.array([d_r.mean(), d_alpha.mean(), d_a.mean(), d_b.mean()])
+        return ll, (d_r, d_alpha, d_a, d_b)
 
     def fit(self, X, y=None):
         """Fit ``r, alpha, a, b`` by maximum likelihood; ``y`` is ignored."""
@@ -127,9 +128,8 @@ class BetaGeo(_SummaryInput, TransformerMixin, BaseEstimator):
         def neg_ll(log_params):
             p = np.exp(log_params)
             with np.errstate(over="ignore", invalid="ignore"):  # the optimiser may probe extreme values
-                ll, grad = self._mean_log_likelihood_and_gradient(p, x, t_x, T, ux, ix)
-            # d/d(log p) = p d/dp; the penalty's gradient is 2 p^2
-            return -(ll - self.penalizer * np.sum(p**2)), -(p * grad - 2 * self.penalizer * p**2)
+                ll, grads = self._log_likelihood_and_gradient(p, x, t_x, T, ux, ix)
+            return _penalized_mean(ll, grads, p, self.penalizer)
 
         r, alpha, a, b = _fit_log_params(neg_ll, np.array([0.5, 1.0, 0.5, 1.0]))
         self.r_, self.alpha_, self.a_, self.b_ = r, alpha * scale, a, b
@@ -193,15 +193,13 @@ class GammaGamma(_SummaryInput, TransformerMixin, BaseEstimator):
     @staticmethod
     def log_likelihood(params: np.ndarray, x: np.ndarray, m: np.ndarray) -> np.ndarray:
         """Per-customer log-likelihood of the mean spend ``m`` over ``x`` repeat purchases, ``params = (p, q, v)``."""
-        p, q, v = params
-        return (special.gammaln(p * x + q) - special.gammaln(p * x) - special.gammaln(q) + q * np.log(v)
-                + (p * x - 1) * np.log(m) + p * x * np.log(x) - (p * x + q) * np.log(x * m + v))
+        return GammaGamma._log_likelihood_and_gradient(params, x, m, *np.unique(x, return_inverse=True))[0]
 
     @staticmethod
-    def _mean_log_likelihood_and_gradient(params: np.ndarray, x: np.ndarray, m: np.ndarray, ux: np.ndarray,
-                                          ix: np.ndarray) -> tuple[float, np.ndarray]:
-        """Mean of :meth:`log_likelihood` and its gradient in ``(p, q, v)``; ``ux[ix] == x`` (the gamma-function
-        terms are computed once per distinct frequency)."""
+    def _log_likelihood_and_gradient(params: np.ndarray, x: np.ndarray, m: np.ndarray, ux: np.ndarray,
+                                     ix: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+        """Per-customer log-likelihood and its gradient in ``(p, q, v)``; ``ux[ix] == x`` (the gamma-function terms
+        are computed once per distinct frequency)."""
         p, q, v = params
         px = p * ux
         log_m, log_x, log_xmv = np.log(m), np.log(x), np.log(x * m + v)
@@ -211,7 +209,7 @@ class GammaGamma(_SummaryInput, TransformerMixin, BaseEstimator):
         d_p = x * ((special.digamma(px + q) - special.digamma(px))[ix] + log_m + log_x - log_xmv)
         d_q = special.digamma(px + q)[ix] - special.digamma(q) + np.log(v) - log_xmv
         d_v = q / v - pxq / (x * m + v)
-        return float(ll.mean()), np.array([d_p.mean(), d_q.mean(), d_v.mean()])
+        return ll, (d_p, d_q, d_v)
 
     def fit(self, X, y=None):
         """Fit ``p, q, v`` on the customers with ``frequency > 0`` and ``monetary_value > 0``; ``y`` is ignored."""
@@ -227,8 +225,8 @@ class GammaGamma(_SummaryInput, TransformerMixin, BaseEstimator):
         def neg_ll(log_params):
             params = np.exp(log_params)
             with np.errstate(over="ignore", invalid="ignore"):  # the optimiser may probe extreme values
-                ll, grad = self._mean_log_likelihood_and_gradient(params, x, m, ux, ix)
-            return -(ll - self.penalizer * np.sum(params**2)), -(params * grad - 2 * self.penalizer * params**2)
+                ll, grads = self._log_likelihood_and_gradient(params, x, m, ux, ix)
+            return _penalized_mean(ll, grads, params, self.penalizer)
 
         p, q, v = _fit_log_params(neg_ll, np.array([1.0, 2.0, 1.0]))
         self.p_, self.q_, self.v_ = p, q, v * scale
