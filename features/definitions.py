@@ -307,10 +307,13 @@ def labels(snapshot: ir.Table, days: ir.Table, cutoffs: ir.Table, churn_days: in
     * ``future_net_revenue``: net revenue (refunds included) in ``[t, t + cltv_days)``.
 
     A label is null unless its whole window lies inside the data: ``t + H <= last_day + 1 day``. Only the days in
-    the label windows are joined to the cutoffs: the past comes from the snapshot, not from a second pass.
+    the label windows that can be labeled are joined to the cutoffs (the CLTV window only where it lies inside the
+    data): the past comes from the snapshot, not from a second pass.
     """
-    after = days.join(cutoffs, (days.day >= cutoffs.cutoff)
-                      & (days.day < cutoffs.cutoff + ibis.interval(days=max(churn_days, cltv_days))))
+    room = _days(ibis.literal(last_day), cutoffs.cutoff) + 1  # days of data from the cutoff on
+    horizon = ibis.ifelse(room >= cltv_days, max(churn_days, cltv_days), churn_days)
+    windows = cutoffs.mutate(label_end=cutoffs.cutoff + horizon.as_interval("D"))
+    after = days.join(windows, (days.day >= windows.cutoff) & (days.day < windows.label_end))
     ahead = _days(after.day, after.cutoff)
     future = after.group_by(["customer_id", "cutoff"]).aggregate(
         orders_in_churn_window=_sum_if(after.orders, ahead < churn_days),

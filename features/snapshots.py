@@ -11,7 +11,9 @@ import datetime as dt
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -109,17 +111,55 @@ def _sources(backend: ibis.BaseBackend, tables: dict[str, ir.Table], where: str)
                    "discount" in tx.columns)
 
 
+Stage = Callable[[str, ir.Table], ir.Table]
+
+
+def _lazy(name: str, expr: ir.Table) -> ir.Table:
+    return expr
+
+
+@contextmanager
+def staged(src: Sources) -> Iterator[Stage]:
+    """A ``stage(name, expr)`` function for :func:`snapshot_expr`: on DuckDB it computes ``expr`` into a temporary
+    table (dropped when the block ends), so every join afterwards sees exact sizes and joins stored columns; on
+    other engines it leaves ``expr`` lazy. On the 1M-customer, 12-cutoff stack this took DuckDB from 354 s to
+    about 270 s: one plan of ten joins over grouped joins spilled tens of GB; staged, each step fits in memory.
+    """
+    if src.backend.name != "duckdb":
+        yield _lazy
+        return
+    made: list[str] = []
+    prefix = f"_stage_{uuid.uuid4().hex[:12]}_"
+
+    def stage(name: str, expr: ir.Table) -> ir.Table:
+        made.append(prefix + name)
+        return src.backend.create_table(made[-1], expr, temp=True)
+
+    try:
+        yield stage
+    finally:
+        for table in made:
+            src.backend.drop_table(table, force=True)
+
+
 def snapshot_expr(src: Sources, cutoffs: Sequence[dt.date], horizons: HorizonsConfig,
-                  with_labels: bool = False) -> ir.Table:
-    """The whole snapshot (features, RFM scores and, optionally, labels) for every cutoff, as one expression."""
+                  with_labels: bool = False, stage: Stage = _lazy) -> ir.Table:
+    """The whole snapshot (features, RFM scores and, optionally, labels) for every cutoff, as one expression.
+
+    ``stage`` (see :func:`staged`) is applied to each intermediate result: each feature family, the joined
+    features, the RFM scores and, when labels are wanted, the per-customer-day rows both features and labels read.
+    """
     cut = d.cutoffs_table(cutoffs)
     t = src.tables
     days = d.purchase_days(t["transactions"], src.channels)
-    snap = d.transaction_features(days, cut, src.channels, src.has_discount)
+    if with_labels:  # read twice (features and labels): computed once
+        days = stage("days", days)
+    snap = stage("transactions", d.transaction_features(days, cut, src.channels, src.has_discount))
+    families: list[tuple[ir.Table, dict]] = []
     if "category" in t["transactions"].columns:
-        snap = _left(snap, d.category_features(t["transactions"], cut), fill={"distinct_categories": 0})
+        families.append((d.category_features(t["transactions"], cut), {"distinct_categories": 0}))
     if "customers" in t:
-        snap = _left(snap, d.customer_attributes(t["customers"], cut))
+        families.append((d.customer_attributes(t["customers"], cut), {}))
     optional = {"support_tickets": (d.support_features, {"tickets_90d": 0, "open_tickets": 0}),
                 "surveys": (d.survey_features, {}),
                 "web_sessions": (d.web_features, {"web_sessions_7d": 0, "web_sessions_30d": 0,
@@ -129,10 +169,10 @@ def snapshot_expr(src: Sources, cutoffs: Sequence[dt.date], horizons: HorizonsCo
                                                     "email_opens_30d": 0,
                                                     "unsubscribed": False}),
                 "subscriptions": (d.subscription_features, {"recent_downgrade": False})}
-    for name, (build, fill) in optional.items():
-        if name in t:
-            snap = _left(snap, build(t[name], cut), fill=fill)
-    snap = d.rfm_scores(snap)
+    families += [(build(t[name], cut), fill) for name, (build, fill) in optional.items() if name in t]
+    for i, (family, fill) in enumerate(families):
+        snap = _left(snap, stage(f"family{i}", family), fill=fill)
+    snap = stage("rfm", d.rfm_scores(stage("features", snap)))
     if with_labels:
         snap = d.labels(snap, days, cut, horizons.churn_days, horizons.cltv_days, horizons.activity_window_days,
                         src.last_day)
@@ -152,7 +192,8 @@ def build_snapshots(src: Sources, cutoffs: Sequence[dt.date], horizons: Horizons
     """Compute the snapshot(s) as a DataFrame (cutoff as a date column, sorted by customer_id and cutoff)."""
     if with_labels:
         _check_labelable(src, cutoffs, horizons)
-    frame = snapshot_expr(src, cutoffs, horizons, with_labels).to_pandas()
+    with staged(src) as stage:
+        frame = snapshot_expr(src, cutoffs, horizons, with_labels, stage).to_pandas()
     frame["cutoff"] = pd.to_datetime(frame["cutoff"]).dt.date
     return frame.sort_values(KEY, kind="stable").reset_index(drop=True)
 
@@ -242,10 +283,11 @@ def write_snapshots_in_engine(src: Sources, cutoffs: Sequence[dt.date], horizons
     PARTITION_BY), so a large stack never passes through one pandas frame. Same layout and metadata."""
     if with_labels:
         _check_labelable(src, cutoffs, horizons)
-    expr = snapshot_expr(src, cutoffs, horizons, with_labels)
 
     def fill(tmp: Path) -> None:
-        src.backend.to_parquet(expr, tmp / "data", partition_by="cutoff")
+        with staged(src) as stage:
+            expr = snapshot_expr(src, cutoffs, horizons, with_labels, stage)
+            src.backend.to_parquet(expr, tmp / "data", partition_by="cutoff")
         rows = {}
         for folder in sorted((tmp / "data").glob("cutoff=*")):
             os.replace(folder, tmp / folder.name)
