@@ -274,31 +274,38 @@ def subscription_features(subscriptions: ir.Table, cutoffs: ir.Table) -> ir.Tabl
 
 
 def rfm_scores(snapshot: ir.Table) -> ir.Table:
-    """R, F and M quintile scores (1-5) within each cutoff, and the named segment of :data:`RFM_GRID`.
+    """R, F and M quintile scores (1-5) within each cutoff, and the named segment of :data:`RFM_GRID`, keyed by
+    ``(customer_id, cutoff)``; ``snapshot`` needs the three columns ranked (:func:`transaction_features` has them).
 
     Score = 1 + floor(5 * percent_rank) (capped at 5), so ties share a score on every engine. R ranks
-    ``days_since_last_purchase`` (fewer days = higher), F ranks ``orders``, M ranks ``net_spend``. The ranks are
-    computed on a narrow projection and joined back (window operators sort whole rows).
+    ``days_since_last_purchase`` (fewer days = higher), F ranks ``orders``, M ranks ``net_spend``. The percent rank
+    of a value is (rows with a lower value) / (rows - 1) within the cutoff: it is computed on the distinct values
+    (a few hundred days or order counts per cutoff) and joined back, not by sorting every row.
     """
     narrow = snapshot.select("customer_id", "cutoff", "days_since_last_purchase", "orders", "net_spend")
 
-    def quintile(order_by) -> ir.IntegerValue:
-        rank = ibis.percent_rank().over(ibis.window(group_by=narrow.cutoff, order_by=order_by))
-        return ibis.least(5, 1 + (rank * 5).floor()).cast("int64")
+    def quintile(column: str, name: str, descending: bool = False) -> ir.Table:
+        values = narrow.group_by(["cutoff", column]).aggregate(rows=narrow.count().cast("int64"))
+        order = ibis.desc(values[column]) if descending else values[column]
+        lower = values.rows.sum().over(ibis.window(group_by=values.cutoff, order_by=order, rows=(None, -1)))
+        total = values.rows.sum().over(ibis.window(group_by=values.cutoff))
+        rank = _ratio(lower.fill_null(0), total - 1).fill_null(0.0)
+        return values.select("cutoff", column, **{name: ibis.least(5, 1 + (rank * 5).floor()).cast("int64")})
 
-    scores = narrow.select("customer_id", "cutoff", r_score=quintile(ibis.desc(narrow.days_since_last_purchase)),
-                           f_score=quintile(narrow.orders), m_score=quintile(narrow.net_spend))
+    scores = (narrow.join(quintile("days_since_last_purchase", "r_score", descending=True),
+                          ["cutoff", "days_since_last_purchase"])
+              .join(quintile("orders", "f_score"), ["cutoff", "orders"])
+              .join(quintile("net_spend", "m_score"), ["cutoff", "net_spend"]))
     cases = [((scores.r_score == r) & (scores.f_score == f + 1), name) for r, row in RFM_GRID.items()
              for f, name in enumerate(row)]
-    scores = scores.mutate(rfm_segment=ibis.cases(*cases, else_=ibis.null("string")))
-    return snapshot.join(scores, ["customer_id", "cutoff"]).select(
-        snapshot, scores.r_score, scores.f_score, scores.m_score, scores.rfm_segment)
+    return scores.select("customer_id", "cutoff", "r_score", "f_score", "m_score",
+                         rfm_segment=ibis.cases(*cases, else_=ibis.null("string")))
 
 
 def labels(snapshot: ir.Table, days: ir.Table, cutoffs: ir.Table, churn_days: int, cltv_days: int,
            activity_days: int, last_day: dt.date) -> ir.Table:
-    """``snapshot`` (one row per customer with an order before the cutoff, with ``days_since_last_purchase`` from
-    :func:`transaction_features`) with the outcomes after each cutoff added:
+    """The outcomes after each cutoff, keyed by ``(customer_id, cutoff)`` for every row of ``snapshot`` (one row per
+    customer with an order before the cutoff, with ``days_since_last_purchase``, as :func:`transaction_features`):
 
     * ``is_active``: an order within ``activity_days`` before the cutoff; ``churned``: an active customer with no
       order in ``[t, t + churn_days)``; ``reactivated``: a lapsed customer with an order in that window;
@@ -319,14 +326,16 @@ def labels(snapshot: ir.Table, days: ir.Table, cutoffs: ir.Table, churn_days: in
         orders_in_churn_window=_sum_if(after.orders, ahead < churn_days),
         days_to_next_order=ahead.min(where=(after.orders > 0) & (ahead < churn_days)),
         future_net_revenue=_sum_if(after.net, ahead < cltv_days) / MICROS)
-    j = snapshot.left_join(future, ["customer_id", "cutoff"])
+    past = snapshot.select("customer_id", "cutoff", "days_since_last_purchase")
+    j = past.left_join(future, ["customer_id", "cutoff"]).select(past, *[c for c in future.columns
+                                                                         if c not in ("customer_id", "cutoff")])
     churn_ok = _days(ibis.literal(last_day), j.cutoff) + 1 >= churn_days
     cltv_ok = _days(ibis.literal(last_day), j.cutoff) + 1 >= cltv_days
     is_active = j.days_since_last_purchase <= activity_days
     bought = j.orders_in_churn_window.fill_null(0) > 0
     null_bool = ibis.null("boolean")
     return j.select(
-        snapshot, is_active=is_active,
+        "customer_id", "cutoff", is_active=is_active,
         churned=ibis.ifelse(churn_ok & is_active, ~bought, null_bool),
         reactivated=ibis.ifelse(churn_ok & ~is_active, bought, null_bool),
         days_to_next_order=ibis.ifelse(churn_ok, j.days_to_next_order, ibis.null("int64")),

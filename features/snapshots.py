@@ -112,6 +112,10 @@ def _sources(backend: ibis.BaseBackend, tables: dict[str, ir.Table], where: str)
 
 
 Stage = Callable[[str, ir.Table], ir.Table]
+# DuckDB builds the hash tables of a run of joins at once; past about five 9M-row families they spill. Measured on
+# the 1M-customer, 12-cutoff stack (ten families): all ten joins in one plan 204 s, staged every 3 joins 70 s,
+# every 4 56 s, every 5 40 s.
+JOINS_PER_STAGE = 5
 
 
 def _lazy(name: str, expr: ir.Table) -> ir.Table:
@@ -146,13 +150,15 @@ def snapshot_expr(src: Sources, cutoffs: Sequence[dt.date], horizons: HorizonsCo
                   with_labels: bool = False, stage: Stage = _lazy) -> ir.Table:
     """The whole snapshot (features, RFM scores and, optionally, labels) for every cutoff, as one expression.
 
-    ``stage`` (see :func:`staged`) is applied to each intermediate result: each feature family, the joined
-    features, the RFM scores and, when labels are wanted, the per-customer-day rows both features and labels read.
+    Every family (the RFM scores and labels too) is keyed by ``(customer_id, cutoff)`` and left-joined to the
+    transaction features. ``stage`` (see :func:`staged`) is applied to the transaction features, to each family,
+    to the joined result after every :data:`JOINS_PER_STAGE` joins and, when labels are wanted or there are many
+    cutoffs, to the per-customer-day rows.
     """
     cut = d.cutoffs_table(cutoffs)
     t = src.tables
     days = d.purchase_days(t["transactions"], src.channels)
-    if with_labels:  # read twice (features and labels): computed once
+    if with_labels or len(set(cutoffs)) > 1:  # read twice, or joined to many cutoffs: computed once
         days = stage("days", days)
     snap = stage("transactions", d.transaction_features(days, cut, src.channels, src.has_discount))
     families: list[tuple[ir.Table, dict]] = []
@@ -170,15 +176,18 @@ def snapshot_expr(src: Sources, cutoffs: Sequence[dt.date], horizons: HorizonsCo
                                                     "unsubscribed": False}),
                 "subscriptions": (d.subscription_features, {"recent_downgrade": False})}
     families += [(build(t[name], cut), fill) for name, (build, fill) in optional.items() if name in t]
-    for i, (family, fill) in enumerate(families):
-        snap = _left(snap, stage(f"family{i}", family), fill=fill)
-    snap = stage("rfm", d.rfm_scores(stage("features", snap)))
+    families.append((d.rfm_scores(snap), {}))
     if with_labels:
-        snap = d.labels(snap, days, cut, horizons.churn_days, horizons.cltv_days, horizons.activity_window_days,
-                        src.last_day)
+        families.append((d.labels(snap, days, cut, horizons.churn_days, horizons.cltv_days,
+                                  horizons.activity_window_days, src.last_day), {}))
         if "subscriptions" in t:
-            snap = _left(snap, d.subscription_labels(t["subscriptions"], cut, horizons.churn_days, src.last_day))
-    return snap
+            families.append((d.subscription_labels(t["subscriptions"], cut, horizons.churn_days, src.last_day), {}))
+    out = snap
+    for i, (family, fill) in enumerate(families, start=1):
+        out = _left(out, stage(f"family{i}", family), fill=fill)
+        if i % JOINS_PER_STAGE == 0 and i < len(families):
+            out = stage(f"joined{i}", out)
+    return out
 
 
 def _left(left: ir.Table, right: ir.Table, fill: dict | None = None) -> ir.Table:
