@@ -113,7 +113,10 @@ def transaction_features(days: ir.Table, cutoffs: ir.Table, channels: Sequence[s
         "first_day_spend": j.gross.argmin(j.day, where=bought).cast("float64") / MICROS,
         "net_spend": j.net.sum().cast("float64") / MICROS,
         "refunds": j.refunds.sum().cast("int64"),
-        "gap_std_days": j.gap_days.cast("float64").std(how="sample"),  # gaps between purchase days before t
+        # gaps between purchase days before t, as exact integer sums (a float std depends on the row order)
+        "gaps": j.gap_days.count().cast("int64"),
+        "gap_sum": j.gap_days.sum().cast("int64"),
+        "gap_sum_sq": (j.gap_days * j.gap_days).sum().cast("int64"),
         "orders_prev_90d": _sum_if(j.orders, (age > 90) & (age <= 180)).cast("int64"),
         "gross_spend_90d": _sum_if(j.gross, age <= 90) / MICROS,
         "gross_spend_prev_90d": _sum_if(j.gross, (age > 90) & (age <= 180)) / MICROS,
@@ -131,6 +134,10 @@ def transaction_features(days: ir.Table, cutoffs: ir.Table, channels: Sequence[s
     recency = _days(g.last_purchase_day, g.first_purchase_day)
     since_last = _days(g.cutoff, g.last_purchase_day)
     mean_gap = _ratio(recency, frequency)
+    # sample standard deviation of the gaps: sqrt((n * sum(g^2) - sum(g)^2) / (n * (n - 1))), numerator and
+    # denominator exact integers, so it is the same bits whatever order an engine adds the rows in
+    gap_var = _ratio(g.gaps * g.gap_sum_sq - g.gap_sum * g.gap_sum, g.gaps * (g.gaps - 1))
+    gap_std = ibis.ifelse(g.gaps >= 2, gap_var.sqrt(), ibis.null("float64"))
     out = {
         "frequency": frequency.cast("int64"),
         "recency": recency.cast("int64"),
@@ -152,8 +159,8 @@ def transaction_features(days: ir.Table, cutoffs: ir.Table, channels: Sequence[s
         "days_overdue": (since_last.cast("float64") - mean_gap).cast("float64"),
         "overdue_ratio": _ratio(since_last, mean_gap),
         "refund_rate": _ratio(g.refunds, g.orders),
-        "gap_std_days": g.gap_std_days,
-        "gap_cv": _ratio(g.gap_std_days, mean_gap),
+        "gap_std_days": gap_std,
+        "gap_cv": _ratio(gap_std, mean_gap),
     }
     if has_discount:
         out["discount_share"] = _ratio(g.discounted_orders, g.orders)
