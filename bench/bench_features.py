@@ -3,7 +3,9 @@
 Usage: python bench/bench_features.py VALIDATED_DIR [--cutoff 2026-08-01] [--stack 12] [--baseline-limit 600]
 
 Prints, each measured in a fresh subprocess (so peak RSS is that step's own):
-  * one full snapshot (all feature families, DuckDB) and a 12-cutoff labeled training stack;
+  * the per-customer-day rows `churn validate` stores beside the transactions (written to a scratch folder);
+  * one full snapshot (all feature families, DuckDB) reading them, the same snapshot computing them itself, and a
+    12-cutoff labeled training stack;
   * an idiomatic pandas implementation of the core RFM features (tests/features/reference.py) and lifetimes'
     summary_data_from_transaction_data, on the same data or on the largest customer subset that finishes
     within --baseline-limit seconds (tried at 100%, 25%, 5%, 1% of customers), with the ratio to DuckDB's core
@@ -47,10 +49,20 @@ def step(kind: str, validated: Path, cutoff: dt.date, n_stack: int, share: float
     from features.snapshots import build_snapshots, cutoff_schedule, open_sources, sources_from_frames
     from features.config import SnapshotsConfig
 
-    if kind == "snapshot":
+    if kind in ("snapshot", "snapshot_cold"):  # cold: the per-day rows computed from the transactions, not read
         start = time.perf_counter()
-        frame = build_snapshots(open_sources(validated), [cutoff], HorizonsConfig())
+        frame = build_snapshots(open_sources(validated, stored_days=kind == "snapshot"), [cutoff], HorizonsConfig())
         return {"seconds": time.perf_counter() - start, "rows": len(frame), "columns": frame.shape[1]}
+    if kind == "days":  # what `churn validate` adds: the per-day rows, written beside a link to the transactions
+        import tempfile
+
+        from features.snapshots import write_purchase_days
+
+        with tempfile.TemporaryDirectory(dir=validated.parent) as tmp:
+            (Path(tmp) / "transactions.parquet").symlink_to((validated / "transactions.parquet").resolve())
+            start = time.perf_counter()
+            write_purchase_days(tmp)
+            return {"seconds": time.perf_counter() - start}
     if kind == "stack":  # as `churn features --stack` does it: DuckDB writes the partitions
         import tempfile
 
@@ -120,9 +132,21 @@ def main() -> None:
         print(json.dumps({**result, "peak_rss_mb": _peak_mb()}))
         return
 
+    sys.path.insert(0, str(ROOT))
+    from features.snapshots import stored_days_current
+
+    if not stored_days_current(args.validated):
+        print(f"note: {args.validated} has no current purchase_days.parquet (run `churn validate`): the snapshot "
+              "and stack below compute the per-day rows themselves")
+    days = run("days", args)
+    print(f"per-customer-day rows, written once by `churn validate`: {days['seconds']:.1f} s, peak RSS "
+          f"{days['peak_rss_mb']:,} MB")
     snap = run("snapshot", args)
     print(f"full snapshot at {args.cutoff}: {snap['seconds']:.1f} s, peak RSS {snap['peak_rss_mb']:,} MB, "
           f"{snap['rows']:,} customers x {snap['columns']} columns   (target <= 30 s, <= 6 GB)")
+    cold = run("snapshot_cold", args)
+    print(f"the same snapshot computing the per-day rows itself: {cold['seconds']:.1f} s, peak RSS "
+          f"{cold['peak_rss_mb']:,} MB")
     stack = run("stack", args)
     print(f"{stack['cutoffs']}-cutoff labeled training stack: {stack['seconds']:.1f} s, peak RSS "
           f"{stack['peak_rss_mb']:,} MB, {stack['rows']:,} rows   (target <= 180 s)")

@@ -289,10 +289,15 @@ def _write_quarantine(rejected: pd.DataFrame, cfg: PipelineConfig, table: str, r
 
 
 def _write_validated(result: IngestResult, cfg: PipelineConfig) -> None:
-    """Write every validated table at once: into a folder aside, then swapped in for the old one."""
+    """Write every validated table at once (with the per-customer-day rows derived from the transactions, see
+    :func:`features.snapshots.write_purchase_days`): into a folder aside, then swapped in for the old one."""
     def fill(tmp: Path) -> None:
         for name, frame in result.tables.items():
             frame.to_parquet(tmp / f"{name}.parquet", index=False)
+        if "transactions" in result.tables:  # the cutoff-free per-day rows every snapshot reads
+            from features.snapshots import write_purchase_days
+
+            write_purchase_days(tmp)
         if result.contacts is not None:
             result.contacts.to_parquet(tmp / "customer_contacts.parquet", index=False)
         manifest = {"run_id": result.run_id, "as_of": result.as_of.isoformat(),

@@ -45,6 +45,7 @@ class Sources:
     last_day: dt.date  # the last day with transactions
     channels: list[str]
     has_discount: bool
+    days: ir.Table | None = None  # the stored per-customer-day rows (see write_purchase_days), when current
 
 
 def spark_session():
@@ -61,11 +62,14 @@ def spark_session():
 
 
 def open_sources(validated_dir: str | Path, engine: Engine = "duckdb", spark=None,
-                 memory_limit: str | None = "4GB", temp_dir: str | Path | None = None) -> Sources:
+                 memory_limit: str | None = "4GB", temp_dir: str | Path | None = None,
+                 stored_days: bool = True) -> Sources:
     """Open the validated Parquet tables found in ``validated_dir`` on ``engine``.
 
     DuckDB runs in-process with at most ``memory_limit`` of memory, spilling to ``temp_dir`` (default: ``tmp``
-    beside ``validated_dir``) beyond it.
+    beside ``validated_dir``) beyond it. The per-customer-day rows that ``churn validate`` stored beside the
+    transactions (:func:`write_purchase_days`) are used when they were computed from the transactions file as it
+    is now and ``stored_days`` is true; otherwise every snapshot computes them from the transactions.
     """
     folder = Path(validated_dir)
     if not (folder / "transactions.parquet").exists():
@@ -84,7 +88,11 @@ def open_sources(validated_dir: str | Path, engine: Engine = "duckdb", spark=Non
         raise ValueError(f"engine must be 'duckdb' or 'spark', got {engine!r}")
     tables = {name: backend.read_parquet(folder / f"{name}.parquet", table_name=f"validated_{name}")
               for name in _TABLE_FILES if (folder / f"{name}.parquet").exists()}
-    return _sources(backend, tables, where=str(folder / "transactions.parquet"))
+    src = _sources(backend, tables, where=str(folder / "transactions.parquet"))
+    if stored_days and stored_days_current(folder):
+        days = backend.read_parquet(folder / DAYS_FILE, table_name="validated_purchase_days")
+        src.days = days.mutate(day=days.day.cast("date"))
+    return src
 
 
 def sources_from_frames(frames: dict[str, pd.DataFrame], backend: ibis.BaseBackend | None = None) -> Sources:
@@ -109,6 +117,51 @@ def _sources(backend: ibis.BaseBackend, tables: dict[str, ir.Table], where: str)
         channels = sorted(str(c) for c in tx.select("channel").distinct().to_pandas()["channel"].dropna())
     return Sources(backend, tables, pd.Timestamp(stats["last"].iloc[0]).date(), channels,
                    "discount" in tx.columns)
+
+
+DAYS_FILE = "purchase_days.parquet"
+DAYS_RECORD = "purchase_days.json"
+
+
+def _transactions_stamp(folder: Path) -> dict:
+    """Size and row count of the transactions file (its footer only): what the stored per-day rows came from."""
+    path = folder / "transactions.parquet"
+    return {"bytes": path.stat().st_size, "rows": pq.ParquetFile(path).metadata.num_rows}
+
+
+def write_purchase_days(validated_dir: str | Path) -> Path:
+    """Store :func:`features.definitions.purchase_days` of the validated transactions as ``purchase_days.parquet``.
+
+    The reduction to one row per customer and day (with the gap to the previous purchase day) does not depend on
+    the cutoff, so ``churn validate`` computes it once and every snapshot reads it: on 1M customers / 51M
+    transactions it is 31 s of the 45 s a snapshot took without it. ``purchase_days.json`` records the
+    transactions file it came from; :func:`stored_days_current` ignores a stored table that no longer matches.
+    """
+    folder = Path(validated_dir)
+    src = open_sources(folder, stored_days=False)
+    try:
+        src.backend.to_parquet(d.purchase_days(src.tables["transactions"], src.channels), folder / DAYS_FILE)
+    finally:
+        src.backend.disconnect()
+    (folder / DAYS_RECORD).write_text(json.dumps({"transactions": _transactions_stamp(folder)}, indent=2))
+    return folder / DAYS_FILE
+
+
+def source_files(validated_dir: str | Path) -> list[Path]:
+    """The validated tables (sorted), without the per-day rows derived from them: what data fingerprints hash.
+    (The derived file's bytes differ from one `churn validate` to the next in row order only.)"""
+    return sorted(p for p in Path(validated_dir).glob("*.parquet") if p.name != DAYS_FILE)
+
+
+def stored_days_current(validated_dir: str | Path) -> bool:
+    """True when ``purchase_days.parquet`` was computed from the transactions file now in ``validated_dir`` (same
+    size and row count). A transactions file rewritten since (``churn forget`` does) makes the stored rows stale:
+    snapshots compute the per-day rows themselves until the next ``churn validate``."""
+    folder = Path(validated_dir)
+    if not (folder / DAYS_FILE).exists() or not (folder / DAYS_RECORD).exists():
+        return False
+    record = json.loads((folder / DAYS_RECORD).read_text())
+    return record.get("transactions") == _transactions_stamp(folder)
 
 
 Stage = Callable[[str, ir.Table], ir.Table]
@@ -153,13 +206,16 @@ def snapshot_expr(src: Sources, cutoffs: Sequence[dt.date], horizons: HorizonsCo
     Every family (the RFM scores and labels too) is keyed by ``(customer_id, cutoff)`` and left-joined to the
     transaction features. ``stage`` (see :func:`staged`) is applied to the transaction features, to each family,
     to the joined result after every :data:`JOINS_PER_STAGE` joins and, when labels are wanted or there are many
-    cutoffs, to the per-customer-day rows.
+    cutoffs, to the per-customer-day rows (unless they were stored by ``churn validate``).
     """
     cut = d.cutoffs_table(cutoffs)
     t = src.tables
-    days = d.purchase_days(t["transactions"], src.channels)
-    if with_labels or len(set(cutoffs)) > 1:  # read twice, or joined to many cutoffs: computed once
-        days = stage("days", days)
+    if src.days is not None:
+        days = src.days
+    else:
+        days = d.purchase_days(t["transactions"], src.channels)
+        if with_labels or len(set(cutoffs)) > 1:  # read twice, or joined to many cutoffs: computed once
+            days = stage("days", days)
     snap = stage("transactions", d.transaction_features(days, cut, src.channels, src.has_discount))
     families: list[tuple[ir.Table, dict]] = []
     if "category" in t["transactions"].columns:
@@ -263,7 +319,7 @@ def _metadata(name: str, rows_per_cutoff: dict[str, int], features: list[str], v
     return json.dumps({
         "name": name, "cutoffs": sorted(rows_per_cutoff), "rows_per_cutoff": dict(sorted(rows_per_cutoff.items())),
         "features": [c for c in features if c not in KEY],
-        "sources": [fingerprint(p) for p in sorted(validated_dir.glob("*.parquet"))],
+        "sources": [fingerprint(p) for p in source_files(validated_dir)],
         "code_version": code_version(), **(extra or {}),
     }, indent=2)
 

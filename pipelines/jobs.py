@@ -96,9 +96,9 @@ def data_fingerprint(cfg: PipelineConfig, last_day: dt.date | None) -> dict:
 
     import pyarrow.parquet as pq
 
-    from features.snapshots import fingerprint
+    from features.snapshots import fingerprint, source_files
 
-    files = sorted(cfg.validated_dir.glob("*.parquet"))
+    files = source_files(cfg.validated_dir)
     if not files:
         raise DataError(f"no validated tables in {cfg.validated_dir}; run `churn validate` first")
     sources = [{**fingerprint(p), "rows": pq.ParquetFile(p).metadata.num_rows} for p in files]

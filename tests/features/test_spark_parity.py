@@ -20,10 +20,14 @@ def test_duckdb_and_spark_build_identical_snapshots(validated_dir):
 
     cutoffs = [dt.date(2025, 6, 1), dt.date(2026, 3, 1), dt.date(2026, 8, 1)]
     horizons = HorizonsConfig()
-    duck = build_snapshots(open_sources(validated_dir, "duckdb"), cutoffs, horizons, with_labels=True)
+    duck_src = open_sources(validated_dir, "duckdb")
+    assert duck_src.days is not None  # DuckDB reads the per-day rows `churn validate` stored ...
+    duck = build_snapshots(duck_src, cutoffs, horizons, with_labels=True)
     spark = spark_session()
-    try:
-        other = build_snapshots(open_sources(validated_dir, "spark", spark), cutoffs, horizons, with_labels=True)
+    try:  # ... and Spark computes them itself from the transactions, so both the definition and the file are checked
+        spark_src = open_sources(validated_dir, "spark", spark, stored_days=False)
+        assert spark_src.days is None
+        other = build_snapshots(spark_src, cutoffs, horizons, with_labels=True)
     finally:
         spark.stop()
     assert len(duck) > 1000 and duck["cutoff"].nunique() == 3
