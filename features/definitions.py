@@ -47,6 +47,11 @@ def _ratio(num: ir.NumericValue, den: ir.NumericValue) -> ir.FloatingValue:
     return (num.cast("float64") / den.nullif(0).cast("float64")).cast("float64")
 
 
+def _inside_data(cutoff: ir.DateValue, days: int, last_day: dt.date) -> ir.BooleanValue:
+    """Whether the label window ``[cutoff, cutoff + days)`` lies inside the data: ``cutoff + days <= last_day + 1``."""
+    return _days(ibis.literal(last_day), cutoff) + 1 >= days
+
+
 def _count_if(cond: ir.BooleanValue) -> ir.IntegerValue:
     """Number of rows where ``cond`` is true (COUNT of NULLIF: a 64-bit count on every engine)."""
     return cond.nullif(False).count().cast("int64")
@@ -324,8 +329,7 @@ def labels(snapshot: ir.Table, days: ir.Table, cutoffs: ir.Table, churn_days: in
     the label windows that can be labeled are joined to the cutoffs (the CLTV window only where it lies inside the
     data): the past comes from the snapshot, not from a second pass.
     """
-    room = _days(ibis.literal(last_day), cutoffs.cutoff) + 1  # days of data from the cutoff on
-    horizon = ibis.ifelse(room >= cltv_days, max(churn_days, cltv_days), churn_days)
+    horizon = ibis.ifelse(_inside_data(cutoffs.cutoff, cltv_days, last_day), max(churn_days, cltv_days), churn_days)
     windows = cutoffs.mutate(label_end=cutoffs.cutoff + horizon.as_interval("D"))
     after = days.join(windows, (days.day >= windows.cutoff) & (days.day < windows.label_end))
     ahead = _days(after.day, after.cutoff)
@@ -336,8 +340,8 @@ def labels(snapshot: ir.Table, days: ir.Table, cutoffs: ir.Table, churn_days: in
     past = snapshot.select("customer_id", "cutoff", "days_since_last_purchase")
     j = past.left_join(future, ["customer_id", "cutoff"]).select(past, *[c for c in future.columns
                                                                          if c not in ("customer_id", "cutoff")])
-    churn_ok = _days(ibis.literal(last_day), j.cutoff) + 1 >= churn_days
-    cltv_ok = _days(ibis.literal(last_day), j.cutoff) + 1 >= cltv_days
+    churn_ok = _inside_data(j.cutoff, churn_days, last_day)
+    cltv_ok = _inside_data(j.cutoff, cltv_days, last_day)
     is_active = j.days_since_last_purchase <= activity_days
     bought = j.orders_in_churn_window.fill_null(0) > 0
     null_bool = ibis.null("boolean")
@@ -367,6 +371,6 @@ def subscription_labels(subscriptions: ir.Table, cutoffs: ir.Table, churn_days: 
     in_window = (c.cancelled_at >= c.cutoff) & (_days(c.cancelled_at, c.cutoff) < churn_days)
     cancelled = c.group_by(["customer_id", "cutoff"]).aggregate(cancelled=in_window.any())
     out = active.left_join(cancelled, ["customer_id", "cutoff"])
-    ok = _days(ibis.literal(last_day), out.cutoff) + 1 >= churn_days
+    ok = _inside_data(out.cutoff, churn_days, last_day)
     return out.select("customer_id", "cutoff",
                       subscription_churned=ibis.ifelse(ok, out.cancelled.fill_null(False), ibis.null("boolean")))
