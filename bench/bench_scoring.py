@@ -58,7 +58,8 @@ def main() -> None:
         snapshot = pd.concat([base.assign(customer_id=base["customer_id"] + f"-{k:03d}") for k in range(copies)],
                              ignore_index=True).head(args.customers)
     champions = jobs.load_champions(cfg)
-    figures = {"customers": len(snapshot), "snapshot": str(args.snapshot or "replicated"), "features": len(champions["churn-classifier"].model.features),
+    figures = {"customers": len(snapshot), "snapshot": str(args.snapshot or "replicated"),
+               "features": len(champions["churn-classifier"].model.features),
                "trees": {n: c.model.best_iteration for n, c in champions.items()}}
 
     start = time.perf_counter()
