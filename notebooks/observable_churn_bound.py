@@ -31,10 +31,11 @@ from features.synthetic.params import COUNTRIES, ENGAGED, DISENGAGING, DORMANT, 
 from features.snapshots import read_snapshots
 
 data = sys.argv[1]; as_of = dt.date.fromisoformat(sys.argv[2]); H = 90
-mode = sys.argv[-1] if sys.argv[-1] in ("true", "hazards", "plugin") else "true"
-args = [a for a in sys.argv[1:] if a not in ("true", "hazards", "plugin")]
+MODES = {"true": "filter with true parameters (loose bound)", "hazards": "filter integrating over the hazards (bound)",
+         "plugin": "plug-in filter"}
+mode = sys.argv[-1] if sys.argv[-1] in MODES else "true"
+args = [a for a in sys.argv[1:] if a not in MODES]
 snapshots = args[2] if len(args) > 2 else f"{data}/features/training_snapshots"
-plugin = mode == "plugin"
 truth = f"{data}/raw/truth"
 p = load_params(truth)
 t = (as_of - p.start_date).days
@@ -78,7 +79,7 @@ ticket_open = dense(tk.rename(columns={"open_day": "d"}), "d") > 0
 
 lam, wr, op = (state[c].to_numpy() for c in ("purchase_rate", "web_rate", "email_open_prob"))
 h0, z, sens, mu, kappa = (state[c].to_numpy() for c in ("hazard_h0", "satisfaction", "price_sensitivity", "return_hazard", "ticket_rate"))
-if plugin:
+if mode == "plugin":
     days = np.arange(D)[None, :]
     bought = orders > 0
     first = np.where(bought.any(1), bought.argmax(1), 0)
@@ -153,8 +154,7 @@ oracle = no_purchase_probability(latent_state(truth, as_of), p, as_of, H)
 snap = read_snapshots(snapshots)
 snap = snap[(pd.to_datetime(snap["cutoff"]).dt.date == as_of) & (snap["is_active"] == True)]
 y = snap["churned"].astype(int).to_numpy(); pos = idx[snap["customer_id"]].to_numpy()
-name = {"plugin": "plug-in filter", "true": "filter with true parameters (loose bound)",
-        "hazards": "filter integrating over the hazards (bound)"}[mode]
+name = MODES[mode]
 print(f"active customers at {as_of}: {len(y)}; oracle AUC {roc_auc_score(y, oracle[pos]):.4f}; "
       f"{name} AUC {roc_auc_score(y, p_no[pos]):.4f}; non-subscribers only: filter "
       f"{roc_auc_score(y[~is_sub[pos]], p_no[pos][~is_sub[pos]]):.4f}, oracle "
