@@ -45,9 +45,9 @@ def _subset(validated: Path, share: float):
 
 def step(kind: str, validated: Path, cutoff: dt.date, n_stack: int, share: float) -> dict:
     sys.path.insert(0, str(ROOT))
-    from features.config import HorizonsConfig
+    from common.config import HorizonsConfig
     from features.snapshots import build_snapshots, cutoff_schedule, open_sources, sources_from_frames
-    from features.config import SnapshotsConfig
+    from common.config import SnapshotsConfig
 
     if kind in ("snapshot", "snapshot_cold"):  # cold: the per-day rows computed from the transactions, not read
         start = time.perf_counter()
@@ -66,7 +66,7 @@ def step(kind: str, validated: Path, cutoff: dt.date, n_stack: int, share: float
     if kind == "stack":  # as `churn features --stack` does it: DuckDB writes the partitions
         import tempfile
 
-        from features.config import PipelineConfig
+        from common.config import PipelineConfig
         from features.snapshots import write_snapshots_in_engine
 
         cutoffs = cutoff_schedule(cutoff, SnapshotsConfig(cadence="monthly", lookback_months=n_stack - 1))

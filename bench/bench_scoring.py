@@ -40,7 +40,7 @@ def main() -> None:
     parser.add_argument("--published-share", type=float, default=0.2)
     args = parser.parse_args()
 
-    from features.config import load_config
+    from common.config import load_config
     from features.snapshots import read_snapshots
     from pipelines import jobs
     from serving.publish import publish_lists

@@ -22,11 +22,11 @@ import pandas as pd
 import pandera.pandas as pa
 import pycountry
 
-from features.config import PipelineConfig
+from common.config import PipelineConfig
 from features.contract import CONTRACT, PII_COLUMNS, Column, value_checks
-from features.errors import DataError
-from features.files import replace_folder
-from features.privacy import load_suppressed, suppressed_mask
+from common.errors import DataError
+from common.files import replace_folder
+from common.privacy import load_suppressed, suppressed_mask
 from features.sources import read_source
 
 # fx_rates first (transactions need it), customers second (other tables are checked against it)
@@ -48,7 +48,7 @@ class TableReport:
     rows_ok: int
     reasons: dict[str, int] = field(default_factory=dict)
     quarantine_path: Path | None = None
-    suppressed: int = 0  # rows of forgotten customers dropped before validation (features.privacy)
+    suppressed: int = 0  # rows of forgotten customers dropped before validation (common.privacy)
 
     @property
     def rejected(self) -> int:

@@ -26,9 +26,9 @@ import pyarrow.parquet as pq
 
 from features import definitions as d
 from features.contract import CONTRACT
-from features.config import HorizonsConfig, PipelineConfig, SnapshotsConfig
-from features.errors import DataError
-from features.files import replace_folder
+from common.config import HorizonsConfig, PipelineConfig, SnapshotsConfig
+from common.errors import DataError
+from common.files import replace_folder
 
 Engine = Literal["duckdb", "spark"]
 KEY = ["customer_id", "cutoff"]

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from features.config import PipelineConfig, SourceConfig
-from features.errors import DataError
+from common.config import PipelineConfig, SourceConfig
+from common.errors import DataError
 
 
 def _files(cfg: PipelineConfig, table: str, source: SourceConfig) -> list[Path]:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from features.config import HorizonsConfig, ModelsConfig, SnapshotsConfig
+from common.config import HorizonsConfig, ModelsConfig, SnapshotsConfig
 from features.snapshots import cutoff_schedule, latest_labeled_cutoff
 from models import metrics as m
 from models import training as tr

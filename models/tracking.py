@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from features.config import ModelsConfig, PipelineConfig
-from features.errors import ChurnError
+from common.config import ModelsConfig, PipelineConfig
+from common.errors import ChurnError
 from models.training import ScoringModel
 
 MODEL_NAMES = ("churn-classifier", "winback-classifier", "cltv-regressor")

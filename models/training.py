@@ -22,7 +22,7 @@ import pandas as pd
 from scipy.special import expit
 from sklearn.linear_model import LogisticRegression
 
-from features.config import ModelsConfig
+from common.config import ModelsConfig
 from models.btyd import BetaGeo, GammaGamma
 
 KEY = ("customer_id", "cutoff")

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from features.errors import ChurnError
+from common.errors import ChurnError
 
 app = typer.Typer(
     name="churn",
@@ -64,7 +64,7 @@ def generate(
     """Generate the synthetic global retailer (every contract table, plus ground truth) as Parquet."""
 
     def body() -> None:
-        from features.config import load_config
+        from common.config import load_config
         from features.synthetic.simulate import TABLES
         from features.synthetic.simulate import generate as simulate
 
@@ -104,7 +104,7 @@ def validate(
     """Ingest and validate every configured table; write quarantine files and the validated tables."""
 
     def body() -> None:
-        from features.config import load_config
+        from common.config import load_config
         from features.ingest import INGEST_ORDER, ingest
         from pipelines import jobs
 
@@ -152,7 +152,7 @@ def features(
     """Build a point-in-time feature snapshot (or the training stack) from the validated tables."""
 
     def body() -> None:
-        from features.config import load_config
+        from common.config import load_config
         from features.snapshots import (build_snapshots, cutoff_schedule, latest_labeled_cutoff, open_sources,
                                         read_snapshots, write_snapshots, write_snapshots_in_engine)
 
@@ -235,7 +235,7 @@ def backtest(
     """Temporal backtest of the churn, win-back, CLTV and next-order models against the baselines."""
 
     def body() -> None:
-        from features.config import load_config
+        from common.config import load_config
         from pipelines import jobs
 
         cfg = load_config(config, {"data_dir": str(data_dir) if data_dir else None})
@@ -257,7 +257,7 @@ def backtest(
 
 def _flows(config: Optional[Path], data_dir: Optional[Path]):
     """The flows module, imported after the offline, quiet settings are in place for this config's data_dir."""
-    from features.config import load_config
+    from common.config import load_config
     from pipelines import runtime
 
     cfg = load_config(config, {"data_dir": str(data_dir) if data_dir else None})
@@ -396,7 +396,7 @@ def schedule(config: ConfigOpt = None, data_dir: DataDirOpt = None, debug: Debug
     local one started on 127.0.0.1. Schedules are the cron strings under `schedule` in the config."""
 
     def body() -> None:
-        from features.config import config_path, load_config
+        from common.config import config_path, load_config
         from pipelines import runtime, scheduling
 
         cfg = load_config(config, {"data_dir": str(data_dir) if data_dir else None})
@@ -415,7 +415,7 @@ def forget(
     from the validated tables, quarantine, feature snapshots, published lists and list tables."""
 
     def body() -> None:
-        from features.config import load_config
+        from common.config import load_config
         from serving.forget import forget as erase
         from serving.publish import sql_url
 
@@ -440,7 +440,7 @@ def models(config: ConfigOpt = None, data_dir: DataDirOpt = None, debug: DebugOp
     """List registered model versions with their aliases, promotion decisions and key metrics."""
 
     def body() -> None:
-        from features.config import load_config
+        from common.config import load_config
         from models.tracking import list_versions
 
         cfg = load_config(config, {"data_dir": str(data_dir) if data_dir else None})
@@ -472,7 +472,7 @@ def promote(
     """Make a version the champion by hand (recorded as tags on the version)."""
 
     def body() -> None:
-        from features.config import load_config
+        from common.config import load_config
         from models.tracking import MODEL_NAMES
         from models.tracking import promote as set_champion
 

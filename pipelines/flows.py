@@ -21,10 +21,10 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from features.config import PipelineConfig, load_config
-from features.errors import ChurnError
+from common.config import PipelineConfig, load_config
+from common.errors import ChurnError
 from pipelines import jobs
-from serving.faults import InjectedFailure
+from common.faults import InjectedFailure
 
 
 def _retry_io_only(task, task_run, state) -> bool:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from features.config import PipelineConfig
-from features.errors import ChurnError, DataError
+from common.config import PipelineConfig
+from common.errors import ChurnError, DataError
 from features.snapshots import build_snapshots, latest_labeled_cutoff, open_sources
 
 Progress = Callable[[str], None]
@@ -263,7 +263,7 @@ def scoring_run_id(snapshot_fingerprint: str, champions: dict, cfg: PipelineConf
 
 def score(cfg: PipelineConfig, snapshot: pd.DataFrame, champions: dict, run_id: str) -> tuple[dict, dict]:
     """Score one snapshot with the champions; returns the lists and their summary."""
-    from serving.faults import checkpoint
+    from common.faults import checkpoint
     from serving.reasons import load_reasons
     from serving.scoring import add_reasons, build_lists, score_snapshot, summarize, target_lists
     from serving.targeting import DEFAULT_PLAYBOOKS, load_playbooks

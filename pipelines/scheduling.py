@@ -21,8 +21,8 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from features.config import PipelineConfig, ScheduleEntry
-from features.errors import ChurnError
+from common.config import PipelineConfig, ScheduleEntry
+from common.errors import ChurnError
 
 DEPLOYMENTS = ("score", "train")
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from features.files import replace_all
-from features.privacy import add_suppressed
+from common.files import replace_all
+from common.privacy import add_suppressed
 from serving.publish import sql_url as default_sql_url
 from serving.publish import POINTER_TABLE, to_csv_bytes, transaction
 

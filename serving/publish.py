@@ -7,7 +7,7 @@ Layout under the outputs directory, per list (``at_risk``, ``winback``)::
     <list>/as_of=<DATE>/run.json         run metadata: when, which flow run, row counts, inputs
     <list>/latest.json                   pointer to the newest published as-of folder
 
-Every folder and pointer of one run is written aside and swapped in together (:func:`features.files.replace_all`):
+Every folder and pointer of one run is written aside and swapped in together (:func:`common.files.replace_all`):
 a failure at any point, including between two lists, leaves every previously published list as it was. The list
 files hold no timestamps, so the same inputs publish byte-identical files; what differs between runs is in
 ``run.json``.
@@ -27,8 +27,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from features.files import replace_all
-from serving.faults import checkpoint
+from common.files import replace_all
+from common.faults import checkpoint
 
 MONEY_COLUMNS = ("predicted_cltv", "value_at_risk", "value_if_reactivated", "expected_winback_value")
 PROBABILITY_COLUMNS = ("churn_probability", "reactivation_probability")

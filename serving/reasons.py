@@ -20,7 +20,7 @@ from babel.numbers import format_currency, format_decimal, format_percent
 from babel.units import format_unit
 from pydantic import BaseModel, ConfigDict, PrivateAttr, model_validator
 
-from features.config import load_yaml_model
+from common.yamlio import load_yaml_model
 
 DEFAULT_REASONS = Path(__file__).resolve().parent.parent / "configs" / "reasons.yaml"
 FORMATS = ("days", "months", "int", "num", "pct", "signed", "money", "date", "yesno")

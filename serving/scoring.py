@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from features.config import HorizonsConfig
+from common.config import HorizonsConfig
 from models.training import BTYD_FEATURES, ScoringModel, btyd_predictions
 from serving.targeting import VALUE_COLUMN
 

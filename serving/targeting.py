@@ -26,8 +26,8 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from features.config import load_yaml_model
-from features.errors import ConfigError
+from common.yamlio import load_yaml_model
+from common.errors import ConfigError
 
 DEFAULT_PLAYBOOKS = Path(__file__).resolve().parent.parent / "configs" / "playbooks.yaml"
 ListName = Literal["at_risk", "winback"]

@@ -59,7 +59,7 @@ def generated_config(generated: Path) -> Path:
 @pytest.fixture(scope="session")
 def validated_dir(generated_config) -> Path:
     """The ``generated`` data, validated: ``<folder>/validated``."""
-    from features.config import load_config
+    from common.config import load_config
     from features.ingest import ingest
 
     cfg = load_config(generated_config)

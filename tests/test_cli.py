@@ -60,7 +60,7 @@ def test_features_snapshot_and_stack_match_the_engine(validated_dir):
     import datetime as dt
     import json
 
-    from features.config import HorizonsConfig, SnapshotsConfig
+    from common.config import HorizonsConfig, SnapshotsConfig
     from features.snapshots import build_snapshots, cutoff_schedule, open_sources, read_snapshots
 
     folder = validated_dir.parent

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from features.config import DEFAULT_CONFIG, load_config
-from features.errors import ConfigError
+from common.config import DEFAULT_CONFIG, load_config
+from common.errors import ConfigError
 from tests.conftest import write_config
 
 TX = {"transactions": {"source": {"path": "tx.csv"}}}

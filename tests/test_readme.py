@@ -20,7 +20,7 @@ def test_every_snapshot_column_is_documented_in_the_readme(validated_dir):
     import datetime as dt
     import re
 
-    from features.config import HorizonsConfig
+    from common.config import HorizonsConfig
     from features.snapshots import build_snapshots, open_sources
 
     text = README.read_text(encoding="utf-8")

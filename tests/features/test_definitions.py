@@ -13,10 +13,10 @@ import pandas as pd
 import pytest
 from pandas.testing import assert_frame_equal
 
-from features.config import HorizonsConfig
+from common.config import HorizonsConfig
 from features.definitions import RFM_GRID
 from features.snapshots import build_snapshots, cutoff_schedule, latest_labeled_cutoff, sources_from_frames
-from features.config import SnapshotsConfig
+from common.config import SnapshotsConfig
 
 CUTOFF = dt.date(2026, 1, 10)
 

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pandas.testing import assert_frame_equal
 
-from features.config import HorizonsConfig
+from common.config import HorizonsConfig
 from features.snapshots import build_snapshots, sources_from_frames
 from tests.features.reference import CORE, reference_rfm
 
@@ -96,7 +96,7 @@ def test_a_customers_features_depend_only_on_their_own_rows(rows, day):
 @given(st.lists(row, min_size=1, max_size=30), cutoff_day, st.integers(1, 120), st.integers(1, 400))
 def test_no_label_window_reaches_past_the_data(rows, day, churn_days, cltv_days):
     """Whatever the cutoff and horizons, a label exists only when [t, t + H) ends inside the data."""
-    from features.errors import DataError
+    from common.errors import DataError
     from features.snapshots import latest_labeled_cutoff
 
     frame, cutoff = _frame(rows), _cutoff(day)

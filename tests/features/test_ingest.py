@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from pandas.testing import assert_frame_equal
 
-from features.config import load_config
-from features.errors import DataError
+from common.config import load_config
+from common.errors import DataError
 from features.ingest import ingest
 from tests.conftest import write_config
 

@@ -8,7 +8,7 @@ import pandas as pd
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from features.config import PipelineConfig
+from common.config import PipelineConfig
 from features.ingest import validate_table
 
 AS_OF = dt.date(2026, 1, 31)

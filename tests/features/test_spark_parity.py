@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from pandas.testing import assert_frame_equal
 
-from features.config import HorizonsConfig
+from common.config import HorizonsConfig
 from features.snapshots import build_snapshots, open_sources
 
 pytest.importorskip("pyspark", reason="the spark extra is part of the dev environment; CI always has it")

@@ -10,7 +10,7 @@ import pandas as pd
 from pandas.testing import assert_frame_equal
 
 from features import definitions as d
-from features.config import HorizonsConfig
+from common.config import HorizonsConfig
 from features.snapshots import DAYS_FILE, build_snapshots, open_sources, stored_days_current
 
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from features.config import ModelsConfig
+from common.config import ModelsConfig
 from models.backtest import cltv_evaluation_cutoff, training_rows
 from models.tracking import champion_evaluation, decide_promotion
 from pipelines.cli import app
@@ -101,7 +101,7 @@ def trained(validated_dir, generated_config):
 
 
 def test_train_registers_champions_and_a_rerun_keeps_them(trained):
-    from features.config import load_config
+    from common.config import load_config
     from models.tracking import list_versions
 
     config, first, second = trained
@@ -120,7 +120,7 @@ def test_train_registers_champions_and_a_rerun_keeps_them(trained):
 def test_champion_loads_through_pyfunc_as_probabilities(trained):
     import mlflow
 
-    from features.config import load_config
+    from common.config import load_config
     from models.tracking import tracking_uri
 
     cfg = load_config(trained[0])
@@ -134,7 +134,7 @@ def test_champion_loads_through_pyfunc_as_probabilities(trained):
 
 
 def test_backtest_report_has_every_metric_and_no_leak(trained):
-    from features.config import load_config
+    from common.config import load_config
 
     cfg = load_config(trained[0])
     path = next((cfg.data_dir / "outputs" / "backtest").glob("*/report.json"))
@@ -164,7 +164,7 @@ def test_backtest_cli_rejects_an_as_of_without_complete_labels(trained):
 
 
 def test_manual_promotion_is_recorded(trained):
-    from features.config import load_config
+    from common.config import load_config
     from models.tracking import list_versions
 
     config = trained[0]
@@ -180,7 +180,7 @@ def test_manual_promotion_is_recorded(trained):
 def test_every_model_logs_its_global_shap_summary(trained):
     from mlflow import MlflowClient
 
-    from features.config import load_config
+    from common.config import load_config
     from models.tracking import list_versions, tracking_uri
 
     cfg = load_config(trained[0])

@@ -82,7 +82,7 @@ def test_scoring_without_a_champion_says_to_train_first(pipeline):
 
 
 def test_churn_run_publishes_both_lists_with_the_champions(pipeline):
-    from features.config import load_config
+    from common.config import load_config
     from features.snapshots import read_snapshots
     from models.tracking import champion_versions
     from serving.scoring import AT_RISK_COLUMNS, WINBACK_COLUMNS
@@ -126,7 +126,7 @@ def test_churn_run_publishes_both_lists_with_the_champions(pipeline):
 
 
 def test_an_unchanged_rerun_publishes_identical_lists_and_keeps_the_champions(pipeline):
-    from features.config import load_config
+    from common.config import load_config
     from models.tracking import list_versions
 
     assert pipeline["digests_first"] == pipeline["digests_second"]
@@ -315,7 +315,7 @@ def test_churn_schedule_fires_a_scheduled_scoring_run_and_stops_cleanly(pipeline
 
 
 def test_prefect_yaml_declares_the_served_deployments_with_the_configured_schedules():
-    from features.config import load_config
+    from common.config import load_config
     from pipelines import flows
 
     declared = yaml.safe_load((Path(__file__).parents[2] / "prefect.yaml").read_text())

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from features.config import load_config
-from features.errors import DataError
+from common.config import load_config
+from common.errors import DataError
 from pipelines import jobs
 from tests.conftest import write_config
 

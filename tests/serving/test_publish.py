@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from features.files import replace_all
-from serving.faults import InjectedFailure, checkpoint
+from common.files import replace_all
+from common.faults import InjectedFailure, checkpoint
 from serving.publish import publish_lists, to_csv_bytes
 
 AS_OF = dt.date(2026, 11, 1)

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.errors import ConfigError
+from common.errors import ConfigError
 from models.training import ScoringModel
 from serving.explain import top_reasons
 from serving.reasons import DEFAULT_REASONS, load_reasons, placeholders, render
@@ -62,7 +62,7 @@ def test_changes_money_counts_and_channels():
 
 
 def test_every_model_feature_has_a_text_in_every_language_with_known_fields(validated_dir):
-    from features.config import HorizonsConfig
+    from common.config import HorizonsConfig
     from features.snapshots import build_snapshots, open_sources
     from models.training import BTYD_FEATURES, feature_columns
 

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.config import HorizonsConfig
+from common.config import HorizonsConfig
 from serving.scoring import Champion, active_mask, build_lists, score_snapshot, summarize
 
 CUTOFF = dt.date(2026, 11, 1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from features.errors import ConfigError
+from common.errors import ConfigError
 from serving.targeting import (DEFAULT_PLAYBOOKS, Condition, Playbook, assign_playbooks, campaign_summary,
                                in_control, load_playbooks, risk_tiers, select)
 

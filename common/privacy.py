@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from features.files import replace_all
+from common.files import replace_all
 
 SUPPRESSION_FILE = Path("privacy") / "suppressed.txt"
 
