@@ -15,10 +15,13 @@ Every function here takes Ibis tables whose columns follow the data contract (va
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 import ibis
 import ibis.expr.types as ir
+
+from common.config import HorizonsConfig
 
 WINDOWS = (30, 90, 180, 365)
 
@@ -374,3 +377,59 @@ def subscription_labels(subscriptions: ir.Table, cutoffs: ir.Table, churn_days: 
     ok = _inside_data(out.cutoff, churn_days, last_day)
     return out.select("customer_id", "cutoff",
                       subscription_churned=ibis.ifelse(ok, out.cancelled.fill_null(False), ibis.null("boolean")))
+
+
+# ---- the label registry ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LabelInputs:
+    """What a label family is computed from: the snapshot's transaction features (``customer_id``, ``cutoff``,
+    ``days_since_last_purchase``...), the per-customer-day rows, the cutoffs, every validated table, the horizons
+    and the data's last day."""
+
+    snapshot: ir.Table
+    days: ir.Table
+    cutoffs: ir.Table
+    tables: Mapping[str, ir.Table]
+    horizons: HorizonsConfig
+    last_day: dt.date
+
+
+@dataclass(frozen=True)
+class LabelFamily:
+    """Outcome columns, keyed by ``(customer_id, cutoff)``, that look at ``[t, t + H)``: never model inputs.
+
+    ``columns`` declares every column the family adds; :meth:`expression` refuses an expression with any other,
+    so an outcome cannot reach a snapshot without being declared here, and models take their features as the
+    snapshot's columns minus :func:`label_columns` (see :func:`models.training.feature_columns`). ``needs`` names
+    the validated table the family is computed from, when it is optional.
+    """
+
+    name: str
+    columns: tuple[str, ...]
+    build: Callable[[LabelInputs], ir.Table]
+    needs: str | None = None
+
+    def expression(self, inputs: LabelInputs) -> ir.Table:
+        expr = self.build(inputs)
+        added = tuple(c for c in expr.columns if c not in ("customer_id", "cutoff"))
+        if set(added) != set(self.columns) or len(expr.columns) != len(added) + 2:
+            raise ValueError(f"label family {self.name!r} declares {list(self.columns)} but computes "
+                             f"{list(expr.columns)}; declare every outcome column in LABEL_FAMILIES")
+        return expr
+
+
+LABEL_FAMILIES: list[LabelFamily] = [
+    LabelFamily("outcomes", ("is_active", "churned", "reactivated", "days_to_next_order", "future_net_revenue"),
+                lambda x: labels(x.snapshot, x.days, x.cutoffs, x.horizons.churn_days, x.horizons.cltv_days,
+                                 x.horizons.activity_window_days, x.last_day)),
+    LabelFamily("contractual", ("subscription_churned",),
+                lambda x: subscription_labels(x.tables["subscriptions"], x.cutoffs, x.horizons.churn_days,
+                                              x.last_day), needs="subscriptions"),
+]
+
+
+def label_columns() -> tuple[str, ...]:
+    """Every outcome column of :data:`LABEL_FAMILIES` (whether or not this data has the table it needs)."""
+    return tuple(c for family in LABEL_FAMILIES for c in family.columns)

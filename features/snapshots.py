@@ -133,9 +133,9 @@ def write_purchase_days(validated_dir: str | Path) -> Path:
     """Store :func:`features.definitions.purchase_days` of the validated transactions as ``purchase_days.parquet``.
 
     The reduction to one row per customer and day (with the gap to the previous purchase day) does not depend on
-    the cutoff, so ``churn validate`` computes it once and every snapshot reads it: on 1M customers / 51M
-    transactions it is 31 s of the 45 s a snapshot took without it. ``purchase_days.json`` records the
-    transactions file it came from; :func:`stored_days_current` ignores a stored table that no longer matches.
+    the cutoff, so ``churn validate`` computes it once and every snapshot reads it (it is most of a snapshot's
+    work; ``bench/bench_features.py`` measures both). ``purchase_days.json`` records the transactions file it came
+    from; :func:`stored_days_current` ignores a stored table that no longer matches.
     """
     folder = Path(validated_dir)
     src = open_sources(folder, stored_days=False)
@@ -165,9 +165,8 @@ def stored_days_current(validated_dir: str | Path) -> bool:
 
 
 Stage = Callable[[str, ir.Table], ir.Table]
-# DuckDB builds the hash tables of a run of joins at once; past about five 9M-row families they spill. Measured on
-# the 1M-customer, 12-cutoff stack (ten families): all ten joins in one plan 204 s, staged every 3 joins 70 s,
-# every 4 56 s, every 5 40 s.
+# DuckDB builds the hash tables of a run of joins at once; past about five large families they spill to disk, so
+# the joined result is staged every few joins (the figures behind this number are in the commit that set it).
 JOINS_PER_STAGE = 5
 
 
@@ -179,8 +178,8 @@ def _lazy(name: str, expr: ir.Table) -> ir.Table:
 def staged(src: Sources) -> Iterator[Stage]:
     """A ``stage(name, expr)`` function for :func:`snapshot_expr`: on DuckDB it computes ``expr`` into a temporary
     table (dropped when the block ends), so every join afterwards sees exact sizes and joins stored columns; on
-    other engines it leaves ``expr`` lazy. On the 1M-customer, 12-cutoff stack this took DuckDB from 354 s to
-    about 270 s: one plan of ten joins over grouped joins spilled tens of GB; staged, each step fits in memory.
+    other engines it leaves ``expr`` lazy. One plan of many joins over grouped joins spills heavily on DuckDB;
+    staged, each step fits in memory.
     """
     if src.backend.name != "duckdb":
         yield _lazy
@@ -234,10 +233,9 @@ def snapshot_expr(src: Sources, cutoffs: Sequence[dt.date], horizons: HorizonsCo
     families += [(build(t[name], cut), fill) for name, (build, fill) in optional.items() if name in t]
     families.append((d.rfm_scores(snap), {}))
     if with_labels:
-        families.append((d.labels(snap, days, cut, horizons.churn_days, horizons.cltv_days,
-                                  horizons.activity_window_days, src.last_day), {}))
-        if "subscriptions" in t:
-            families.append((d.subscription_labels(t["subscriptions"], cut, horizons.churn_days, src.last_day), {}))
+        inputs = d.LabelInputs(snap, days, cut, t, horizons, src.last_day)
+        families += [(family.expression(inputs), {}) for family in d.LABEL_FAMILIES
+                     if family.needs is None or family.needs in t]
     out = snap
     for i, (family, fill) in enumerate(families, start=1):
         out = _left(out, stage(f"family{i}", family), fill=fill)

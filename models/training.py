@@ -1,4 +1,5 @@
-"""Churn, win-back and CLTV models trained on stacked point-in-time snapshots, plus the next-order date.
+"""The estimators the model catalogue declares (LightGBM classifiers, the Tweedie CLTV regressor), trained on stacked
+point-in-time snapshots, the baselines they are compared with, and the BG/NBD next-order estimate.
 
 Time decides every split. A model trained on snapshots at cutoffs ``t_1 < ... < t_k`` fits its trees on the older
 cutoffs and uses the ``validation_cutoffs`` latest ones (never a random split across time) for early stopping and
@@ -6,9 +7,10 @@ for calibration: Platt scaling of the classifiers' log-odds, a level factor for 
 what the snapshots hold; which snapshots are allowed (label windows ending on or before the as-of date) is decided
 by :mod:`models.backtest`.
 
-Features are the snapshot's columns minus keys, labels and ``signup_cohort`` (a calendar label that would let a
-model memorise periods; ``tenure_days`` carries the same information), plus BG/NBD's ``p_alive`` and expected
-purchases in the churn horizon, fitted on each cutoff's own snapshot (point in time by construction).
+Features are the snapshot's columns minus keys, the labels of the label registry
+(:data:`features.definitions.LABEL_FAMILIES`) and ``signup_cohort`` (a calendar label that would let a model memorise
+periods; ``tenure_days`` carries the same information), plus BG/NBD's ``p_alive`` and expected purchases in the
+churn horizon, fitted on each cutoff's own snapshot (point in time by construction).
 """
 
 from __future__ import annotations
@@ -23,13 +25,18 @@ from scipy.special import expit
 from sklearn.linear_model import LogisticRegression
 
 from common.config import ModelsConfig
+from features.definitions import label_columns
 from models.btyd import BetaGeo, GammaGamma
 
 KEY = ("customer_id", "cutoff")
-LABELS = ("is_active", "churned", "reactivated", "days_to_next_order", "future_net_revenue",
-          "subscription_churned")
-NOT_FEATURES = set(KEY) | set(LABELS) | {"signup_cohort"}
+CALENDAR_LABELS = ("signup_cohort",)  # would let a model memorise periods; tenure_days carries the same information
 BTYD_FEATURES = ("p_alive", "expected_purchases_churn_horizon")
+
+
+def not_features() -> set[str]:
+    """Columns that are never model inputs: the keys, every outcome of the label registry
+    (:data:`features.definitions.LABEL_FAMILIES`, read at call time) and the calendar labels."""
+    return set(KEY) | set(label_columns()) | set(CALENDAR_LABELS)
 
 
 def add_btyd_features(snapshots: pd.DataFrame, horizon_days: int) -> pd.DataFrame:
@@ -53,7 +60,8 @@ def add_btyd_features(snapshots: pd.DataFrame, horizon_days: int) -> pd.DataFram
 
 def feature_columns(snapshots: pd.DataFrame) -> list[str]:
     """The model features present in ``snapshots`` (in column order)."""
-    return [c for c in snapshots.columns if c not in NOT_FEATURES]
+    excluded = not_features()
+    return [c for c in snapshots.columns if c not in excluded]
 
 
 def design_matrix(snapshots: pd.DataFrame, features: Sequence[str],
@@ -188,8 +196,7 @@ def fit_classifier(snapshots: pd.DataFrame, label: str, name: str, settings: Mod
                                (float(platt.coef_[0, 0]), float(platt.intercept_[0])), best)
 
 
-def fit_cltv(snapshots: pd.DataFrame, settings: ModelsConfig, label: str = "future_net_revenue",
-             name: str = "cltv-regressor") -> ScoringModel:
+def fit_cltv(snapshots: pd.DataFrame, label: str, name: str, settings: ModelsConfig) -> ScoringModel:
     """LightGBM with a Tweedie objective (zero-inflated, heavy-tailed spend) on net future revenue.
 
     Tweedie needs a non-negative target: the few customers whose refunds exceed their purchases in the window
@@ -285,6 +292,37 @@ def fit_rule(snapshots: pd.DataFrame, label: str, columns: list[str]) -> RuleMod
 
 RECENCY_RULE = ["days_since_last_purchase"]
 RFM_COLUMNS = ["days_since_last_purchase", "orders", "net_spend"]
+SUBSCRIPTION_COLUMNS = ["months_subscribed", "subscription_monthly_amount", "days_since_last_purchase", "orders",
+                        "net_spend"]
+TENURE_BANDS_MONTHS = (3, 6, 12, 24)  # tenure bands [0, 3), [3, 6), [6, 12), [12, 24), 24+ months
+
+
+@dataclass
+class RateTable:
+    """A baseline that predicts the training rows' outcome rate of the row's group (plan x tenure band)."""
+
+    rates: dict[tuple[str, int], float]
+    overall: float
+
+    def score(self, snapshot: pd.DataFrame) -> np.ndarray:
+        keys = zip(snapshot["subscription_plan"].astype("object"), _tenure_band(snapshot))
+        return np.array([self.rates.get(k, self.overall) for k in keys], dtype=float)
+
+
+def _tenure_band(snapshot: pd.DataFrame) -> np.ndarray:
+    return np.searchsorted(TENURE_BANDS_MONTHS, snapshot["months_subscribed"].fillna(0).to_numpy(), side="right")
+
+
+def fit_tenure_plan_rule(snapshots: pd.DataFrame, label: str, prior_rows: float = 10.0) -> RateTable:
+    """The cancellation rate per (plan, tenure band) over the labeled rows, shrunk towards the overall rate by
+    ``prior_rows`` pseudo-rows: ``(cancels + prior_rows x overall) / (rows + prior_rows)``. Unseen groups get the
+    overall rate."""
+    rows = snapshots[snapshots[label].notna()]
+    y = rows[label].astype(float)
+    overall = float(y.mean())
+    grouped = y.groupby([rows["subscription_plan"].astype("object").to_numpy(), _tenure_band(rows)])
+    rates = {key: float((g.sum() + prior_rows * overall) / (len(g) + prior_rows)) for key, g in grouped}
+    return RateTable(rates, overall)
 
 
 def annual_churn_rate(snapshots: pd.DataFrame, churn_days: int) -> float:
