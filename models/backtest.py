@@ -4,9 +4,9 @@ the snapshot at that date with its true outcomes, next to the baselines (and the
 The leakage guard is :func:`training_rows`: a snapshot at cutoff ``t`` with horizon ``H`` is used for training
 only when ``t + H <= as_of``, i.e. its label window ``[t, t + H)`` closes before the evaluation cutoff.
 
-CLTV needs a longer window (``cltv_days``). When the as-of date's CLTV window is not complete in the data, CLTV
-is evaluated at the latest cutoff on or before it whose window is (``cltv.as_of`` in the report), trained on
-windows ending on or before that cutoff.
+Every model of :data:`models.catalog.MODELS` is backtested the same way. A model with a longer label window (CLTV:
+``cltv_days``) whose window at the as-of date is not complete in the data is evaluated at the latest cutoff on or
+before it whose window is (``<section>.as_of`` in the report), trained on windows ending on or before that cutoff.
 """
 
 from __future__ import annotations
@@ -22,13 +22,10 @@ from common.config import HorizonsConfig, ModelsConfig, SnapshotsConfig
 from features.snapshots import cutoff_schedule, latest_labeled_cutoff
 from models import metrics as m
 from models import training as tr
+from models.catalog import ACTIVE, MODELS, BacktestData, ModelSpec, StepAside, training_rows
 
-
-def training_rows(snapshots: pd.DataFrame, as_of: dt.date, horizon_days: int,
-                  cutoffs: Sequence[dt.date]) -> pd.DataFrame:
-    """Rows at ``cutoffs`` whose label window ``[t, t + horizon_days)`` ends on or before ``as_of``."""
-    allowed = {c for c in cutoffs if c + dt.timedelta(days=horizon_days) <= as_of}
-    return snapshots[snapshots["cutoff"].isin(allowed)]
+__all__ = ["BacktestResult", "backtest_data", "cltv_evaluation_cutoff", "needed_cutoffs", "run_backtest",
+           "summary_rows", "training_rows"]
 
 
 def cltv_evaluation_cutoff(as_of: dt.date, last_day: dt.date, cltv_days: int) -> dt.date:
@@ -37,20 +34,19 @@ def cltv_evaluation_cutoff(as_of: dt.date, last_day: dt.date, cltv_days: int) ->
 
 
 def needed_cutoffs(as_of: dt.date, last_day: dt.date, horizons: HorizonsConfig,
-                   schedule: SnapshotsConfig) -> list[dt.date]:
-    """Every cutoff a backtest at ``as_of`` reads: the training schedules of both horizons and the two
-    evaluation cutoffs."""
-    cltv_at = cltv_evaluation_cutoff(as_of, last_day, horizons.cltv_days)
-    return sorted({*cutoff_schedule(as_of, schedule), *cutoff_schedule(cltv_at, schedule), as_of, cltv_at})
+                   schedule: SnapshotsConfig, models: Sequence[ModelSpec] = MODELS) -> list[dt.date]:
+    """Every cutoff a backtest at ``as_of`` reads: each model's evaluation cutoff and its training schedule."""
+    ends = {spec.evaluation_cutoff(as_of, last_day, horizons) for spec in models} | {as_of}
+    return sorted({c for end in ends for c in cutoff_schedule(end, schedule)} | ends)
 
 
 @dataclass
 class BacktestResult:
     report: dict
-    # evaluation rows with outcomes and every model's and baseline's prediction (for plots and inspection)
-    churn: pd.DataFrame
-    winback: pd.DataFrame
-    cltv: pd.DataFrame
+    # per model section: its evaluation rows with the outcome and the model's ("model"), every baseline's and the
+    # oracle's predictions (for plots and inspection); a model that stepped aside has none
+    evaluations: dict[str, pd.DataFrame]
+    next_order: pd.DataFrame  # active customers at as_of with both next-order estimates
     snapshots: pd.DataFrame  # every snapshot row read, with the BG/NBD features added
     models: dict[str, tr.ScoringModel] = field(default_factory=dict)
 
@@ -62,10 +58,30 @@ def _cutoff_rows(snapshots: pd.DataFrame, cutoff: dt.date) -> pd.DataFrame:
     return rows
 
 
+def backtest_data(spec: ModelSpec, snapshots: pd.DataFrame, as_of: dt.date, last_day: dt.date,
+                  horizons: HorizonsConfig, schedule: SnapshotsConfig) -> BacktestData:
+    """``spec``'s training and evaluation rows for a backtest at ``as_of`` (see :class:`BacktestData`)."""
+    at = spec.evaluation_cutoff(as_of, last_day, horizons)
+    cutoff_rows = _cutoff_rows(snapshots, at)
+    allowed = training_rows(snapshots, at, spec.horizon_days(horizons), cutoff_schedule(at, schedule))
+    train = spec.rows(allowed, horizons)
+    evaluation = spec.rows(cutoff_rows, horizons)
+    evaluation = evaluation[evaluation[spec.label].notna()].copy()
+    if evaluation.empty:
+        raise StepAside(f"{spec.name} steps aside: no {spec.population.name} customers with a known {spec.label} "
+                        f"at {at}")
+    return BacktestData(snapshots, at, train, evaluation, cutoff_rows, horizons, schedule)
+
+
 def run_backtest(snapshots: pd.DataFrame, as_of: dt.date, last_day: dt.date, horizons: HorizonsConfig,
                  schedule: SnapshotsConfig, settings: ModelsConfig,
-                 oracle_p_no_purchase: pd.Series | None = None) -> BacktestResult:
-    """Train every model on the allowed snapshots and evaluate at ``as_of`` (CLTV: see the module docstring).
+                 oracle_p_no_purchase: pd.Series | None = None,
+                 models: Sequence[ModelSpec] = MODELS) -> BacktestResult:
+    """Train every model of the catalogue on its allowed snapshots and evaluate it with its baselines at its
+    evaluation cutoff (see the module docstring); the next-order estimates are evaluated on the active customers.
+
+    A model that is not required and cannot be trained on this data steps aside: ``report[section]`` is then
+    ``{"skipped": reason}`` and it has no evaluation rows.
 
     Parameters
     ----------
@@ -80,126 +96,91 @@ def run_backtest(snapshots: pd.DataFrame, as_of: dt.date, last_day: dt.date, hor
         raise ValueError(f"cannot backtest at {as_of}: its {horizons.churn_days}-day churn window ends after the "
                          f"data's last day {last_day}; the latest possible as-of date is "
                          f"{latest_labeled_cutoff(last_day, horizons.churn_days)}")
-    H = horizons.churn_days
-    snapshots = tr.add_btyd_features(snapshots, H)
-    schedule_churn = cutoff_schedule(as_of, schedule)
-    train = training_rows(snapshots, as_of, H, schedule_churn)
+    snapshots = tr.add_btyd_features(snapshots, horizons.churn_days)
     evaluation = _cutoff_rows(snapshots, as_of)
-    btyd = tr.btyd_predictions(evaluation, H, horizons.cltv_days)
+    report: dict = {"as_of": as_of.isoformat(), "data_last_day": last_day.isoformat(),
+                    "horizons": horizons.model_dump()}
+    baselines: dict[str, dict] = {}
+    populations: dict = {"customers": int(len(evaluation))}
+    training: dict[str, int] = {}
+    oracle: dict[str, float] = {}
+    evaluations: dict[str, pd.DataFrame] = {}
+    fitted: dict[str, tr.ScoringModel] = {}
+    for spec in models:
+        try:
+            data = backtest_data(spec, snapshots, as_of, last_day, horizons, schedule)
+            model = spec.fit(data.train, settings)
+        except ValueError as exc:
+            if spec.required:
+                raise
+            report[spec.section] = {"skipped": str(exc).removeprefix(f"{spec.name} steps aside: ")}
+            continue
+        rows, y = data.evaluation, spec.outcome(data.evaluation)
+        rows["model"] = model.score(rows)
+        report[spec.section] = {**spec.metrics(y, rows["model"].to_numpy(dtype=float)),
+                                "as_of": data.as_of.isoformat(), "training_cutoffs": _dates(model.training_cutoffs),
+                                "validation_cutoffs": _dates(model.info["validation_cutoffs"]),
+                                "best_iteration": model.best_iteration}
+        for baseline in spec.baselines:
+            values, extra = baseline.score(data, spec.label)
+            rows[baseline.name] = values
+            baselines.setdefault(baseline.name, {})[spec.section] = {**spec.metrics(y, values), **extra}
+        if spec.oracle is not None and oracle_p_no_purchase is not None and data.as_of == as_of:
+            rows["oracle"] = spec.oracle(rows["customer_id"].map(oracle_p_no_purchase).to_numpy(dtype=float))
+            oracle.update({f"{spec.section}_{k}": v
+                           for k, v in spec.metrics(y, rows["oracle"].to_numpy(dtype=float)).items()})
+        if spec.kind == "classifier":
+            populations[spec.population.name] = int(len(rows))
+            populations[f"{spec.section}_base_rate"] = float(y.mean())
+        else:
+            populations[f"{spec.section}_customers"] = int(len(rows))
+            populations[f"{spec.section}_mean_actual"] = float(y.mean())
+        training[spec.section] = int(len(data.train))
+        evaluations[spec.section], fitted[spec.name] = rows, model
 
-    # churn: active customers
-    active_train = train[train["is_active"] == True]  # noqa: E712 (nullable booleans)
-    churn_model = tr.fit_classifier(active_train, "churned", "churn-classifier", settings)
-    active = evaluation[evaluation["is_active"] == True].copy()  # noqa: E712
-    y_churn = active["churned"].astype(int).to_numpy()
-    recency_churn = tr.fit_rule(active_train, "churned", tr.RECENCY_RULE)
-    rfm_churn = tr.fit_rule(active_train, "churned", tr.RFM_COLUMNS)
-    active["model"] = churn_model.score(active)
-    active["btyd"] = btyd.loc[active.index, "p_no_purchase"]
-    active["recency_rule"] = recency_churn.score(active)
-    active["logistic_rfm"] = rfm_churn.score(active)
-
-    # win-back: lapsed customers
-    lapsed_train = train[train["is_active"] == False]  # noqa: E712
-    winback_model = tr.fit_classifier(lapsed_train, "reactivated", "winback-classifier", settings)
-    lapsed = evaluation[evaluation["is_active"] == False].copy()  # noqa: E712
-    y_winback = lapsed["reactivated"].astype(int).to_numpy()
-    lapsed["model"] = winback_model.score(lapsed)
-    lapsed["btyd"] = 1 - btyd.loc[lapsed.index, "p_no_purchase"]
-    lapsed["recency_rule"] = tr.fit_rule(lapsed_train, "reactivated", tr.RECENCY_RULE).score(lapsed)
-
-    # next order date: active customers whose next order falls inside the churn window
+    # the expected next order date: active customers whose next order falls inside the churn window
+    active = evaluation[ACTIVE.mask(evaluation, horizons)].copy()
+    btyd = tr.btyd_predictions(evaluation, horizons.churn_days, horizons.cltv_days)
     active["next_order_btyd"] = btyd.loc[active.index, "next_order_days"]
     active["next_order_typical_gap"] = tr.typical_gap_next_order_days(active)
     actual_days = active["days_to_next_order"].astype(float).to_numpy()
 
-    # CLTV: every customer with an order before the CLTV evaluation cutoff
-    cltv_at = cltv_evaluation_cutoff(as_of, last_day, horizons.cltv_days)
-    schedule_cltv = cutoff_schedule(cltv_at, schedule)
-    cltv_train = training_rows(snapshots, cltv_at, horizons.cltv_days, schedule_cltv)
-    cltv_model = tr.fit_cltv(cltv_train, settings)
-    cltv_eval = _cutoff_rows(snapshots, cltv_at).copy()
-    y_cltv = cltv_eval["future_net_revenue"].to_numpy(dtype=float)
-    cltv_eval["model"] = cltv_model.score(cltv_eval)
-    cltv_eval["btyd"] = tr.btyd_predictions(cltv_eval, H, horizons.cltv_days)["expected_cltv"]
-    churn_rate = tr.annual_churn_rate(training_rows(snapshots, cltv_at, H, schedule_cltv), H)
-    cltv_eval["historical_formula"] = tr.historical_cltv(cltv_eval, horizons.cltv_days, churn_rate)
-
-    def clf(frame, y, column):
-        return m.classification_metrics(y, frame[column].to_numpy(dtype=float))
-
-    def reg(column):
-        return m.regression_metrics(y_cltv, cltv_eval[column].to_numpy(dtype=float))
-
-    def next_order(column):
+    def next_order(column: str) -> dict:
         known = ~np.isnan(actual_days)
         return {"median_abs_error_days": m.median_abs_error_days(actual_days, active[column].to_numpy(dtype=float)),
                 "n": int(known.sum())}
 
-    report = {
-        "as_of": as_of.isoformat(),
-        "data_last_day": last_day.isoformat(),
-        "horizons": horizons.model_dump(),
-        "churn": {**clf(active, y_churn, "model"), "training_cutoffs": _dates(churn_model.training_cutoffs),
-                  "validation_cutoffs": _dates(churn_model.info["validation_cutoffs"]),
-                  "best_iteration": churn_model.best_iteration},
-        "winback": {**clf(lapsed, y_winback, "model"), "training_cutoffs": _dates(winback_model.training_cutoffs),
-                    "best_iteration": winback_model.best_iteration},
-        "cltv": {**reg("model"), "as_of": cltv_at.isoformat(), "training_cutoffs": _dates(cltv_model.training_cutoffs),
-                 "best_iteration": cltv_model.best_iteration},
-        "next_order": {**next_order("next_order_btyd"), "method": "BG/NBD median time to next order given alive"},
-        "baselines": {
-            "btyd": {"churn": clf(active, y_churn, "btyd"), "winback": clf(lapsed, y_winback, "btyd"),
-                     "cltv": reg("btyd")},
-            "recency_rule": {"churn": clf(active, y_churn, "recency_rule"),
-                             "winback": clf(lapsed, y_winback, "recency_rule")},
-            "logistic_rfm": {"churn": clf(active, y_churn, "logistic_rfm")},
-            "historical_formula": {"cltv": {**reg("historical_formula"), "annual_churn_rate": churn_rate}},
-            "typical_gap": {"next_order": next_order("next_order_typical_gap")},
-        },
-        "populations": {"customers": int(len(evaluation)), "active": int(len(active)), "lapsed": int(len(lapsed)),
-                        "churn_base_rate": float(y_churn.mean()), "winback_base_rate": float(y_winback.mean()),
-                        "cltv_customers": int(len(cltv_eval)), "cltv_mean_actual": float(y_cltv.mean()),
-                        "training_rows": {"churn": int(len(active_train)), "winback": int(len(lapsed_train)),
-                                          "cltv": int(len(cltv_train))}},
-    }
-    if oracle_p_no_purchase is not None:
-        truth = active["customer_id"].map(oracle_p_no_purchase)
-        active["oracle"] = truth.to_numpy(dtype=float)
-        lapsed["oracle"] = 1 - lapsed["customer_id"].map(oracle_p_no_purchase).to_numpy(dtype=float)
-        oracle_churn = clf(active, y_churn, "oracle")
-        report["oracle"] = {"churn_roc_auc": oracle_churn["roc_auc"], "churn_ece": oracle_churn["ece"],
-                            "churn_brier": oracle_churn["brier"],
-                            "winback_roc_auc": clf(lapsed, y_winback, "oracle")["roc_auc"]}
-    models = {"churn-classifier": churn_model, "winback-classifier": winback_model, "cltv-regressor": cltv_model}
-    return BacktestResult(report, active, lapsed, cltv_eval, snapshots, models)
+    report["next_order"] = {**next_order("next_order_btyd"), "method": "BG/NBD median time to next order given alive"}
+    baselines["typical_gap"] = {"next_order": next_order("next_order_typical_gap")}
+    report["baselines"] = baselines
+    report["populations"] = {**populations, "training_rows": training}
+    if oracle:
+        report["oracle"] = oracle
+    return BacktestResult(report, evaluations, active, snapshots, fitted)
 
 
 def _dates(values) -> list[str]:
     return [pd.Timestamp(v).date().isoformat() for v in values]
 
 
-def summary_rows(report: dict) -> list[tuple[str, str, dict[str, float | None]]]:
-    """(target, metric, {model or baseline: value}) rows for a side-by-side table."""
-    b = report["baselines"]
-    columns = ["model", "btyd", "recency_rule", "logistic_rfm", "historical_formula", "typical_gap", "oracle"]
+def summary_rows(report: dict, models: Sequence[ModelSpec] = MODELS) -> list[tuple[str, str, dict[str, float | None]]]:
+    """(target, metric, {model or baseline: value}) rows for a side-by-side table: each trained model's table
+    metrics next to its baselines and the oracle, then the next-order estimates."""
+    trained = [spec for spec in models if "skipped" not in report.get(spec.section, {"skipped": True})]
+    baseline_names = list(dict.fromkeys(b.name for spec in trained for b in spec.baselines))
+    columns = ["model", *baseline_names, "typical_gap", "oracle"]
     rows = []
 
     def add(target, metric, values):
         rows.append((target, metric, {c: values.get(c) for c in columns}))
 
-    for metric in ("roc_auc", "pr_auc", "brier", "ece", "top_decile_lift", "top_decile_capture"):
-        add("churn", metric, {"model": report["churn"][metric],
-                              **{name: b[name]["churn"][metric] for name in ("btyd", "recency_rule", "logistic_rfm")},
-                              "oracle": report.get("oracle", {}).get(f"churn_{metric}")})
-    for metric in ("roc_auc", "pr_auc", "ece"):
-        add("winback", metric, {"model": report["winback"][metric],
-                                **{name: b[name]["winback"][metric] for name in ("btyd", "recency_rule")},
-                                "oracle": report.get("oracle", {}).get(f"winback_{metric}")})
-    for metric in ("normalized_gini", "spearman", "decile_mape", "total_error"):
-        add("cltv", metric, {"model": report["cltv"][metric],
-                             **{name: b[name]["cltv"][metric] for name in ("btyd", "historical_formula")}})
+    for spec in trained:
+        for metric in spec.table_metrics:
+            add(spec.section, metric, {
+                "model": report[spec.section][metric],
+                **{b.name: report["baselines"][b.name][spec.section][metric] for b in spec.baselines},
+                "oracle": report.get("oracle", {}).get(f"{spec.section}_{metric}")})
     add("next_order", "median_abs_error_days",
         {"btyd": report["next_order"]["median_abs_error_days"],
-         "typical_gap": b["typical_gap"]["next_order"]["median_abs_error_days"]})
+         "typical_gap": report["baselines"]["typical_gap"]["next_order"]["median_abs_error_days"]})
     return rows

@@ -1,15 +1,16 @@
-"""Backtest plots as PNG files: ROC, calibration, cumulative gain (churn) and the CLTV decile chart."""
+"""Backtest plots as PNG files: ROC, calibration and cumulative gain for classifiers, the decile chart for
+regressors (each model of the catalogue that asks for them), and the global SHAP summaries."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from models import metrics as m
 from models.backtest import BacktestResult
-
-_CHURN_CURVES = ("model", "btyd", "recency_rule", "logistic_rfm", "oracle")
+from models.catalog import MODELS, ModelSpec
 
 
 def _pyplot():
@@ -21,65 +22,81 @@ def _pyplot():
     return plt
 
 
-def write_plots(result: BacktestResult, folder: str | Path) -> list[Path]:
-    """Write ``roc.png``, ``calibration.png``, ``gain.png`` and ``cltv_deciles.png`` into ``folder``."""
+def write_plots(result: BacktestResult, folder: str | Path, models: Sequence[ModelSpec] = MODELS) -> list[Path]:
+    """For each trained model of the catalogue with a ``plot_prefix``: a classifier's ``<prefix>roc.png``,
+    ``<prefix>calibration.png`` and ``<prefix>gain.png`` (model, baselines and oracle), a regressor's
+    ``<prefix>deciles.png``, written into ``folder``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for spec in models:
+        if spec.plot_prefix is None or spec.section not in result.evaluations:
+            continue
+        rows = result.evaluations[spec.section]
+        as_of = result.report[spec.section]["as_of"]
+        draw = _classifier_plots if spec.kind == "classifier" else _regressor_plots
+        paths += draw(spec, rows, folder, as_of)
+    return paths
+
+
+def _classifier_plots(spec: ModelSpec, rows, folder: Path, as_of: str) -> list[Path]:
     from sklearn.metrics import roc_auc_score, roc_curve
 
     plt = _pyplot()
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    churn = result.churn
-    y = churn["churned"].astype(int).to_numpy()
-    curves = [c for c in _CHURN_CURVES if c in churn.columns]
-    as_of = result.report["as_of"]
+    y = spec.outcome(rows)
+    curves = [c for c in ("model", *(b.name for b in spec.baselines), "oracle") if c in rows.columns]
+    what = spec.label.replace("_", " ")
     paths = []
 
-    def churn_plot(file: str, draw, legend_loc: str, diagonal_label: str | None = None, **labels) -> None:
-        """One square churn chart: ``draw(ax, name)`` per curve, the diagonal, labels, legend, saved."""
+    def plot(file: str, draw, legend_loc: str, diagonal_label: str | None = None, **labels) -> None:
+        """One square chart: ``draw(ax, name)`` per curve, the diagonal, labels, legend, saved."""
         fig, ax = plt.subplots(figsize=(5.5, 5))
         for name in curves:
             draw(ax, name)
         ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":", label=diagonal_label)
         ax.set(**labels)
         ax.legend(loc=legend_loc, fontsize=8)
-        paths.append(_save(fig, folder / file, plt))
+        paths.append(_save(fig, folder / f"{spec.plot_prefix}{file}", plt))
 
     def roc(ax, name):
-        fpr, tpr, _ = roc_curve(y, churn[name])
-        ax.plot(fpr, tpr, label=f"{name} (AUC {roc_auc_score(y, churn[name]):.3f})")
+        fpr, tpr, _ = roc_curve(y, rows[name])
+        ax.plot(fpr, tpr, label=f"{name} (AUC {roc_auc_score(y, rows[name]):.3f})")
 
     def calibration(ax, name):
-        if name in ("model", "btyd", "oracle"):
-            p = churn[name].clip(0, 1)
+        if name in ("model", "btyd", "oracle"):  # the probabilities; the rule baselines rank only
+            p = rows[name].clip(0, 1)
             mean_p, rate, _ = m.calibration_curve(y, p)
             ax.plot(mean_p, rate, marker="o", ms=3, label=f"{name} (ECE {m.expected_calibration_error(y, p):.3f})")
 
     def gain(ax, name):
-        ax.plot(*m.gain_curve(y, churn[name].to_numpy()), label=name)
+        ax.plot(*m.gain_curve(y, rows[name].to_numpy()), label=name)
 
-    churn_plot("roc.png", roc, "lower right", xlabel="false positive rate", ylabel="true positive rate",
-               title=f"Churn ROC at {as_of}")
-    churn_plot("calibration.png", calibration, "upper left", xlabel="predicted churn probability",
-               ylabel="observed churn rate", title=f"Calibration at {as_of}")
-    churn_plot("gain.png", gain, "lower right", "random",
-               xlabel="share of active customers contacted (highest risk first)",
-               ylabel="share of churners reached", title=f"Cumulative gain at {as_of}")
+    plot("roc.png", roc, "lower right", xlabel="false positive rate", ylabel="true positive rate",
+         title=f"{spec.name}: ROC ({what}) at {as_of}")
+    plot("calibration.png", calibration, "upper left", xlabel=f"predicted probability ({what})",
+         ylabel="observed rate", title=f"{spec.name}: calibration at {as_of}")
+    plot("gain.png", gain, "lower right", "random",
+         xlabel=f"share of {spec.population.name} customers contacted (highest score first)",
+         ylabel=f"share of {what} reached", title=f"{spec.name}: cumulative gain at {as_of}")
+    return paths
 
-    cltv = result.cltv
-    actual = cltv["future_net_revenue"].to_numpy(dtype=float)
+
+def _regressor_plots(spec: ModelSpec, rows, folder: Path, as_of: str) -> list[Path]:
+    plt = _pyplot()
+    actual = spec.outcome(rows)
+    names = ("model", *(b.name for b in spec.baselines))
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    width = 0.27
-    for i, name in enumerate(("model", "btyd", "historical_formula")):
-        predicted, mean_actual = m.decile_table(actual, cltv[name].to_numpy(dtype=float))
+    width = 0.8 / len(names)
+    for i, name in enumerate(names):
+        predicted, mean_actual = m.decile_table(actual, rows[name].to_numpy(dtype=float))
         deciles = np.arange(1, len(predicted) + 1)
-        ax.bar(deciles + (i - 1) * width, predicted, width, label=f"{name} predicted")
+        ax.bar(deciles + (i - (len(names) - 1) / 2) * width, predicted, width, label=f"{name} predicted")
         if name == "model":
             ax.plot(deciles, mean_actual, color="black", marker="o", label="actual (model deciles)")
-    ax.set(xlabel="decile of predicted CLTV (1 = lowest)", ylabel="mean net revenue per customer",
-           title=f"CLTV by decile at {result.report['cltv']['as_of']}")
+    ax.set(xlabel=f"decile of predicted {spec.label.replace('_', ' ')} (1 = lowest)",
+           ylabel="mean actual per customer", title=f"{spec.name}: by decile at {as_of}")
     ax.legend(fontsize=8)
-    paths.append(_save(fig, folder / "cltv_deciles.png", plt))
-    return paths
+    return [_save(fig, folder / f"{spec.plot_prefix}deciles.png", plt)]
 
 
 def _save(fig, path: Path, plt) -> Path:

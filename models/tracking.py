@@ -3,9 +3,9 @@
 Embedded by default: a SQLite tracking store ``<data_dir>/mlflow/mlflow.db`` and artifacts under
 ``<data_dir>/mlflow/artifacts``, no server. When ``mlflow.tracking_uri`` names a server, the same calls go there.
 
-Each model is registered under its name (``churn-classifier``, ``winback-classifier``, ``cltv-regressor``). A new
-version takes the alias ``challenger``; it takes ``champion`` only when there is none or when it beats the champion
-on the same evaluation cutoff by the configured margin (:func:`decide_promotion`). The decision and both sets of
+Each model of :data:`models.catalog.MODELS` is registered under its name. A new version takes the alias
+``challenger``; it takes ``champion`` only when there is none or when it beats the champion on the same evaluation
+cutoff by the margin its declaration names (:func:`decide_promotion`). The decision and both sets of
 numbers are tags on the new version.
 """
 
@@ -24,9 +24,10 @@ import pandas as pd
 
 from common.config import ModelsConfig, PipelineConfig
 from common.errors import ChurnError
+from models import catalog
 from models.training import ScoringModel
 
-MODEL_NAMES = ("churn-classifier", "winback-classifier", "cltv-regressor")
+MODEL_NAMES = tuple(catalog.names())
 EXPERIMENT = "churn-pipeline"
 
 
@@ -88,7 +89,7 @@ def _python_model_class():
 
 
 def pip_requirements() -> list[str]:
-    """What loading the model needs, pinned to the running versions (explicit: inference costs ~15 s)."""
+    """What loading the model needs, pinned to the running versions (explicit: MLflow's inference of them is slow)."""
     from importlib.metadata import version
 
     return [f"{p}=={version(p)}" for p in ("lightgbm", "scikit-learn", "scipy", "numpy", "pandas", "mlflow")]
@@ -107,8 +108,9 @@ def decide_promotion(name: str, challenger: dict[str, float], champion: dict[str
                      margins: ModelsConfig) -> Decision:
     """Whether the challenger takes ``champion``, from metrics on the same evaluation cutoff.
 
-    Classifiers: ROC AUC at least ``promotion_margin_auc`` higher, and ECE no worse. CLTV: normalized Gini at
-    least ``promotion_margin_gini`` higher. No champion: promote. A champion without comparable metrics
+    The rule is the model's :class:`models.catalog.Promotion`: classifiers need ROC AUC at least
+    ``promotion_margin_auc`` higher and an ECE no worse; regressors a normalized Gini at least
+    ``promotion_margin_gini`` higher. No champion: promote. A champion without comparable metrics
     (:func:`champion_evaluation`): keep it.
     """
     if champion is None:
@@ -116,17 +118,17 @@ def decide_promotion(name: str, challenger: dict[str, float], champion: dict[str
     if champion.get("comparable") is False:
         return Decision(False, f"no fair comparison: the champion {champion['source']}; compare the backtests and "
                                "use `churn promote` to switch by hand")
-    if name == "cltv-regressor":
-        gain = challenger["normalized_gini"] - champion["normalized_gini"]
-        if gain >= margins.promotion_margin_gini:
-            return Decision(True, f"normalized Gini +{gain:.4f} >= margin {margins.promotion_margin_gini}")
-        return Decision(False, f"normalized Gini {gain:+.4f} < margin {margins.promotion_margin_gini}")
-    gain = challenger["roc_auc"] - champion["roc_auc"]
-    if gain < margins.promotion_margin_auc:
-        return Decision(False, f"ROC AUC {gain:+.4f} < margin {margins.promotion_margin_auc}")
-    if challenger["ece"] > champion["ece"]:
-        return Decision(False, f"ROC AUC +{gain:.4f} but ECE worse ({challenger['ece']:.4f} > {champion['ece']:.4f})")
-    return Decision(True, f"ROC AUC +{gain:.4f} >= margin {margins.promotion_margin_auc}, ECE not worse")
+    rule = catalog.get(name).promotion
+    margin = getattr(margins, rule.margin)
+    gain = challenger[rule.metric] - champion[rule.metric]
+    if gain < margin:
+        return Decision(False, f"{rule.label} {gain:+.4f} < margin {margin}")
+    for metric in rule.not_worse:
+        if challenger[metric] > champion[metric]:
+            return Decision(False, f"{rule.label} +{gain:.4f} but {metric.upper()} worse ({challenger[metric]:.4f} > "
+                                   f"{champion[metric]:.4f})")
+    kept = "".join(f", {metric.upper()} not worse" for metric in rule.not_worse)
+    return Decision(True, f"{rule.label} +{gain:.4f} >= margin {margin}{kept}")
 
 
 def champion_evaluation(evaluation: dict, logged: dict, load_model, rescore) -> dict:

@@ -1,0 +1,307 @@
+"""The model catalogue: every model the pipeline backtests, trains, registers and scores, declared once.
+
+A :class:`ModelSpec` says who the model is for (its :class:`Population`), what it predicts (a label of
+:data:`features.definitions.LABEL_FAMILIES`), how it is fitted, which baselines it must beat in the backtest, how a
+challenger replaces the champion, and which scoring column it writes. :mod:`models.backtest`,
+:mod:`models.tracking`, :func:`pipelines.jobs.train`, :mod:`serving.scoring` and the CLI iterate over
+:data:`MODELS`; adding a model is one entry here plus its tests.
+
+A model that is not ``required`` steps aside, with the reason in the backtest report, when its population or its
+label is missing from the data (for example no subscriptions table): the other models train and score as usual, and
+its scoring column stays empty.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from common.config import HorizonsConfig, ModelsConfig, SnapshotsConfig
+from features.snapshots import cutoff_schedule, latest_labeled_cutoff
+from models import metrics as m
+from models import training as tr
+
+
+class StepAside(ValueError):
+    """A model that is not required cannot be trained on this data (its population or label is missing)."""
+
+
+# ---- populations ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Population:
+    """Who a model is for, as a rule on the snapshot's features (the same at training and at scoring time)."""
+
+    name: str
+    noun: str  # how a report counts its members: "4,350 lapsed customers"
+    description: str
+    rule: Callable[[pd.DataFrame, HorizonsConfig], pd.Series]
+    needs: tuple[str, ...] = ()  # snapshot columns the rule reads that come from an optional table
+
+    def mask(self, snapshot: pd.DataFrame, horizons: HorizonsConfig) -> pd.Series:
+        """True for the rows of ``snapshot`` in the population (all False when a needed column is absent)."""
+        if any(c not in snapshot.columns for c in self.needs):
+            return pd.Series(False, index=snapshot.index)
+        return self.rule(snapshot, horizons).fillna(False).astype(bool)
+
+    def missing(self, snapshot: pd.DataFrame) -> list[str]:
+        return [c for c in self.needs if c not in snapshot.columns]
+
+
+ACTIVE = Population("active", "active customers",
+                    "customers with an order in the last activity_window_days before the cutoff (the labels' "
+                    "is_active)",
+                    lambda s, h: s["days_since_last_purchase"] <= h.activity_window_days)
+LAPSED = Population("lapsed", "lapsed customers",
+                    "customers whose last order is more than activity_window_days before the cutoff",
+                    lambda s, h: s["days_since_last_purchase"] > h.activity_window_days)
+CUSTOMERS = Population("customers", "customers", "every customer with an order before the cutoff",
+                       lambda s, h: pd.Series(True, index=s.index))
+SUBSCRIBERS = Population("subscribers", "subscribers",
+                         "customers with an active subscription at the cutoff (started before it, not cancelled "
+                         "before it)",
+                         lambda s, h: s["subscription_plan"].notna(), needs=("subscription_plan",))
+
+
+# ---- what a backtest hands a model and its baselines -------------------------------------------------------------
+
+
+@dataclass
+class BacktestData:
+    """One model's backtest at its evaluation cutoff ``as_of``: the training rows (its population at the cutoffs
+    whose label window ends on or before ``as_of``) and the evaluation rows (its population at ``as_of``, label
+    known), plus what baselines need."""
+
+    snapshots: pd.DataFrame
+    as_of: dt.date
+    train: pd.DataFrame
+    evaluation: pd.DataFrame
+    cutoff_rows: pd.DataFrame  # every customer at as_of (BG/NBD is fitted on them, no labels used)
+    horizons: HorizonsConfig
+    schedule: SnapshotsConfig
+    _btyd: dict = field(default_factory=dict)
+
+    def btyd(self) -> pd.DataFrame:
+        """:func:`models.training.btyd_predictions` at ``as_of`` for the evaluation rows (fitted once)."""
+        if "frame" not in self._btyd:
+            self._btyd["frame"] = tr.btyd_predictions(self.cutoff_rows, self.horizons.churn_days,
+                                                      self.horizons.cltv_days)
+        return self._btyd["frame"].loc[self.evaluation.index]
+
+    def allowed(self, horizon_days: int) -> pd.DataFrame:
+        """Every row (all customers) at the training cutoffs of ``as_of`` whose ``horizon_days`` window has ended."""
+        return training_rows(self.snapshots, self.as_of, horizon_days, cutoff_schedule(self.as_of, self.schedule))
+
+
+def training_rows(snapshots: pd.DataFrame, as_of: dt.date, horizon_days: int,
+                  cutoffs: list[dt.date]) -> pd.DataFrame:
+    """Rows at ``cutoffs`` whose label window ``[t, t + horizon_days)`` ends on or before ``as_of``."""
+    allowed = {c for c in cutoffs if c + dt.timedelta(days=horizon_days) <= as_of}
+    return snapshots[snapshots["cutoff"].isin(allowed)]
+
+
+# ---- baselines ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """A simple method the model must beat: ``score(data)`` returns one prediction per evaluation row and any
+    extra figures to report beside its metrics."""
+
+    name: str
+    description: str
+    score: Callable[[BacktestData, str], tuple[np.ndarray, dict]]
+
+
+def _btyd(column: str, invert: bool = False) -> Callable[[BacktestData, str], tuple[np.ndarray, dict]]:
+    def score(data: BacktestData, label: str) -> tuple[np.ndarray, dict]:
+        values = data.btyd()[column].to_numpy(dtype=float)
+        return (1 - values if invert else values), {}
+    return score
+
+
+def _rule(columns: list[str]) -> Callable[[BacktestData, str], tuple[np.ndarray, dict]]:
+    def score(data: BacktestData, label: str) -> tuple[np.ndarray, dict]:
+        return tr.fit_rule(data.train, label, columns).score(data.evaluation), {}
+    return score
+
+
+def _historical_formula(data: BacktestData, label: str) -> tuple[np.ndarray, dict]:
+    rate = tr.annual_churn_rate(data.allowed(data.horizons.churn_days), data.horizons.churn_days)
+    return tr.historical_cltv(data.evaluation, data.horizons.cltv_days, rate), {"annual_churn_rate": rate}
+
+
+def _tenure_plan(data: BacktestData, label: str) -> tuple[np.ndarray, dict]:
+    return tr.fit_tenure_plan_rule(data.train, label).score(data.evaluation), {}
+
+
+BTYD_NO_PURCHASE = "P(no purchase in the churn horizon) from BG/NBD, fitted on the evaluation cutoff"
+RECENCY = "logistic regression on log1p(days since the last purchase)"
+RFM = "logistic regression on log1p of recency, orders and net spend"
+
+# ---- promotion ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Promotion:
+    """A challenger becomes champion when ``metric`` is at least the config's ``margin`` (a ModelsConfig field)
+    higher than the champion's on the same evaluation cutoff, and none of ``not_worse`` (lower is better) is
+    higher."""
+
+    metric: str
+    label: str
+    margin: str
+    not_worse: tuple[str, ...] = ()
+
+
+CLASSIFIER_PROMOTION = Promotion("roc_auc", "ROC AUC", "promotion_margin_auc", not_worse=("ece",))
+REGRESSOR_PROMOTION = Promotion("normalized_gini", "normalized Gini", "promotion_margin_gini")
+
+# metrics logged with each registered version (and compared by promotion), and those in the backtest table
+LOGGED_METRICS = {"classifier": ("roc_auc", "pr_auc", "ece", "brier"),
+                  "regressor": ("normalized_gini", "spearman", "total_error")}
+TABLE_METRICS = {"classifier": ("roc_auc", "pr_auc", "brier", "ece", "top_decile_lift", "top_decile_capture"),
+                 "regressor": ("normalized_gini", "spearman", "decile_mape", "total_error")}
+
+
+# ---- the model declaration ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model of the pipeline.
+
+    ``section`` names it in backtest reports (``report[section]``) and in the published
+    ``<section>_model_version`` column; ``horizon`` says which label window decides the cutoffs it may train on
+    and its evaluation cutoff (the latest one on or before the backtest's as-of date whose window lies inside the
+    data); ``score_column`` is what scoring writes for its population; ``on_lists`` also publishes that column on
+    every list (empty outside the population); ``oracle`` turns the generator's true P(no purchase) into the
+    model's target (generated data only); ``plot_prefix`` asks for backtest plots (``<prefix>roc.png`` ... for
+    classifiers, ``<prefix>deciles.png`` for regressors).
+    """
+
+    name: str
+    section: str
+    kind: Literal["classifier", "regressor"]
+    description: str
+    population: Population
+    label: str
+    score_column: str
+    baselines: tuple[Baseline, ...]
+    horizon: Literal["churn_days", "cltv_days"] = "churn_days"
+    required: bool = True
+    on_lists: bool = False
+    oracle: Callable[[np.ndarray], np.ndarray] | None = None
+    plot_prefix: str | None = None
+
+    @property
+    def promotion(self) -> Promotion:
+        return CLASSIFIER_PROMOTION if self.kind == "classifier" else REGRESSOR_PROMOTION
+
+    @property
+    def logged_metrics(self) -> tuple[str, ...]:
+        return LOGGED_METRICS[self.kind]
+
+    @property
+    def table_metrics(self) -> tuple[str, ...]:
+        return TABLE_METRICS[self.kind]
+
+    @property
+    def version_column(self) -> str:
+        return f"{self.section}_model_version"
+
+    def horizon_days(self, horizons: HorizonsConfig) -> int:
+        return getattr(horizons, self.horizon)
+
+    def evaluation_cutoff(self, as_of: dt.date, last_day: dt.date, horizons: HorizonsConfig) -> dt.date:
+        """``as_of`` when this model's label window at ``as_of`` lies inside the data, else the latest cutoff whose
+        window does."""
+        return min(as_of, latest_labeled_cutoff(last_day, self.horizon_days(horizons)))
+
+    def rows(self, snapshots: pd.DataFrame, horizons: HorizonsConfig) -> pd.DataFrame:
+        """The population's rows of ``snapshots``, or :class:`StepAside` when the data cannot have any."""
+        missing = self.population.missing(snapshots)
+        if missing or self.label not in snapshots.columns:
+            raise StepAside(f"{self.name} steps aside: the snapshots have no {', '.join(missing or [self.label])} "
+                            f"(the {self.population.name} population needs it; is its table configured?)")
+        return snapshots[self.population.mask(snapshots, horizons)]
+
+    def fit(self, rows: pd.DataFrame, settings: ModelsConfig) -> tr.ScoringModel:
+        """Train on ``rows`` (the population's labeled rows; unlabeled ones are dropped)."""
+        if self.kind == "classifier":
+            return tr.fit_classifier(rows, self.label, self.name, settings)
+        return tr.fit_cltv(rows, self.label, self.name, settings)
+
+    def outcome(self, rows: pd.DataFrame) -> np.ndarray:
+        values = rows[self.label]
+        return values.astype(int).to_numpy() if self.kind == "classifier" else values.to_numpy(dtype=float)
+
+    def metrics(self, y: np.ndarray, score: np.ndarray) -> dict:
+        return (m.classification_metrics(y, score) if self.kind == "classifier"
+                else m.regression_metrics(y, score))
+
+
+MODELS: tuple[ModelSpec, ...] = (
+    ModelSpec(
+        name="churn-classifier", section="churn", kind="classifier",
+        description="P(no order in the next churn_days) for an active customer, calibrated",
+        population=ACTIVE, label="churned", score_column="churn_probability",
+        baselines=(Baseline("btyd", BTYD_NO_PURCHASE, _btyd("p_no_purchase")),
+                   Baseline("recency_rule", RECENCY, _rule(tr.RECENCY_RULE)),
+                   Baseline("logistic_rfm", RFM, _rule(tr.RFM_COLUMNS))),
+        oracle=lambda p_no_purchase: p_no_purchase, plot_prefix=""),
+    ModelSpec(
+        name="winback-classifier", section="winback", kind="classifier",
+        description="P(an order in the next churn_days) for a lapsed customer, calibrated",
+        population=LAPSED, label="reactivated", score_column="reactivation_probability",
+        baselines=(Baseline("btyd", "1 - BG/NBD's P(no purchase in the churn horizon)",
+                            _btyd("p_no_purchase", invert=True)),
+                   Baseline("recency_rule", RECENCY, _rule(tr.RECENCY_RULE))),
+        oracle=lambda p_no_purchase: 1 - p_no_purchase),
+    ModelSpec(
+        name="cltv-regressor", section="cltv", kind="regressor",
+        description="expected net revenue over the next cltv_days (base currency), every customer",
+        population=CUSTOMERS, label="future_net_revenue", score_column="predicted_cltv", horizon="cltv_days",
+        baselines=(Baseline("btyd", "BG/NBD expected purchases x Gamma-Gamma expected spend",
+                            _btyd("expected_cltv")),
+                   Baseline("historical_formula", "average order value x purchase frequency x expected lifespan "
+                                                  "(1 / annual churn rate)", _historical_formula)),
+        plot_prefix="cltv_"),
+    ModelSpec(
+        name="subscription-churn-classifier", section="subscription", kind="classifier",
+        description="P(the subscription is cancelled within the next churn_days) for a customer with an active "
+                    "subscription, calibrated (a plan change is not a cancellation)",
+        population=SUBSCRIBERS, label="subscription_churned", score_column="subscription_cancel_probability",
+        baselines=(Baseline("tenure_plan_rule", "the training rows' cancellation rate of the same plan and tenure "
+                                                "band", _tenure_plan),
+                   Baseline("logistic_regression", "logistic regression on log1p of tenure, monthly amount, "
+                                                   "recency, orders and net spend",
+                            _rule(tr.SUBSCRIPTION_COLUMNS))),
+        required=False, on_lists=True, plot_prefix="subscription_"),
+)
+
+
+def get(name: str) -> ModelSpec:
+    """The declaration of model ``name`` (a clear error naming the known ones otherwise)."""
+    for spec in MODELS:
+        if spec.name == name:
+            return spec
+    raise KeyError(f"unknown model {name!r}; expected one of {names()}")
+
+
+def names() -> list[str]:
+    return [spec.name for spec in MODELS]
+
+
+def producing(column: str) -> ModelSpec:
+    """The model whose scoring column is ``column``."""
+    for spec in MODELS:
+        if spec.score_column == column:
+            return spec
+    raise KeyError(f"no model writes {column!r}; scoring columns: {[s.score_column for s in MODELS]}")
