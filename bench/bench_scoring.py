@@ -31,6 +31,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from serving.lists import LISTS
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -59,7 +61,7 @@ def main() -> None:
                              ignore_index=True).head(args.customers)
     champions = jobs.load_champions(cfg)
     figures = {"customers": len(snapshot), "snapshot": str(args.snapshot or "replicated"),
-               "features": len(champions["churn-classifier"].model.features),
+               "features": len(champions[LISTS[0].model.name].model.features),
                "trees": {n: c.model.best_iteration for n, c in champions.items()}}
 
     start = time.perf_counter()
@@ -90,7 +92,7 @@ def main() -> None:
 
     from models.training import design_matrix
 
-    model = champions["churn-classifier"].model
+    model = champions[LISTS[0].model.name].model
     rows = inputs[scores["is_active"].to_numpy()].head(5000)
     X = design_matrix(rows, model.features, model.categories)
     start = time.perf_counter()

@@ -16,9 +16,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from common.errors import ConfigError
+from common.resources import shipped
 from common.yamlio import validation_problems
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
+DEFAULT_CONFIG = shipped("default.yaml")
 CONFIG_ENV = "CHURN_CONFIG"
 
 
@@ -40,10 +41,10 @@ class SourceConfig(_Strict):
     path: str | None = Field(None, description="CSV or Parquet file or glob, relative to data_dir")
     format: Literal["csv", "parquet"] | None = Field(None, description="default: from the file extension")
     url: str | None = Field(None, description="SQLAlchemy URL, e.g. postgresql://user@host/db")
-    table: str | None = None
-    query: str | None = None
-    csv_delimiter: str = ","
-    csv_encoding: str = "utf-8"
+    table: str | None = Field(None, description="with url: the table to read")
+    query: str | None = Field(None, description="with url: a SELECT to read instead of a table")
+    csv_delimiter: str = Field(",", description="CSV field separator, e.g. ';'")
+    csv_encoding: str = Field("utf-8", description="CSV text encoding, e.g. 'cp1250'")
 
     @model_validator(mode="after")
     def _one_kind(self) -> "SourceConfig":
@@ -57,45 +58,52 @@ class SourceConfig(_Strict):
 class TableConfig(_Strict):
     """One table of the data contract: its source, its column names and how its dates are written."""
 
-    source: SourceConfig
+    source: SourceConfig = Field(description="where the table comes from")
     columns: dict[str, str] = Field(default_factory=dict,
                                     description="contract column -> column name in the source")
     date_format: str | None = Field(None, description="strftime format of dates, default: ISO 8601")
 
 
 class ValidationConfig(_Strict):
-    max_reject_share: float = Field(0.01, ge=0, le=1)
-    fx_max_staleness_days: int = Field(7, ge=0)
+    max_reject_share: float = Field(0.01, ge=0, le=1, description="a table whose rejected share is larger fails "
+                                                                   "the run (its rows stay in quarantine)")
+    fx_max_staleness_days: int = Field(7, ge=0, description="an exchange rate older than this on the transaction "
+                                                            "date is no rate")
 
 
 class HorizonsConfig(_Strict):
-    churn_days: int = Field(90, gt=0)
-    cltv_days: int = Field(365, gt=0)
-    activity_window_days: int = Field(365, gt=0)
+    churn_days: int = Field(90, gt=0, description="churn, win-back and subscription labels look at [t, t + this)")
+    cltv_days: int = Field(365, gt=0, description="the CLTV label: net revenue in [t, t + this)")
+    activity_window_days: int = Field(365, gt=0, description="a customer with an order in this many days before "
+                                                             "the cutoff is active, otherwise lapsed")
 
 
 class SnapshotsConfig(_Strict):
-    cadence: Literal["monthly", "weekly"] = "monthly"
-    lookback_months: int = Field(24, gt=0)
+    cadence: Literal["monthly", "weekly"] = Field("monthly", description="cutoffs of the training stack: first "
+                                                                          "days of months or Mondays")
+    lookback_months: int = Field(24, gt=0, description="how far back the training stack's cutoffs go")
     duckdb_memory_limit: str = Field("4GB", description="DuckDB spills to data_dir/tmp beyond this")
 
 
 class ModelsConfig(_Strict):
-    """LightGBM settings shared by the churn, win-back and CLTV models, and the promotion margins."""
+    """LightGBM settings shared by every model of the catalogue (models/catalog.py), and the promotion margins."""
 
-    seed: int = 42
+    seed: int = Field(42, description="LightGBM's random seed")
     threads: int = Field(2, gt=0, description="LightGBM threads; results are reproducible for a fixed count")
-    learning_rate: float = Field(0.1, gt=0, le=1)
-    num_leaves: int = Field(4, gt=1)
-    max_depth: int = Field(2, ge=-1, description="-1 = no limit; shallow trees make TreeSHAP faster "
+    learning_rate: float = Field(0.1, gt=0, le=1, description="boosting learning rate")
+    num_leaves: int = Field(4, gt=1, description="leaves per tree")
+    max_depth: int = Field(2, ge=-1, description="-1 = no limit; shallow trees keep TreeSHAP cheap "
                                                   "(its cost grows with depth squared)")
-    min_child_samples: int = Field(200, gt=0)
-    max_rounds: int = Field(1000, gt=0)
-    early_stopping_rounds: int = Field(50, gt=0)
+    min_child_samples: int = Field(200, gt=0, description="fewest rows in a leaf")
+    max_rounds: int = Field(1000, gt=0, description="boosting rounds at most")
+    early_stopping_rounds: int = Field(50, gt=0, description="stop after this many rounds without improvement on "
+                                                             "the validation cutoffs")
     validation_cutoffs: int = Field(2, gt=0, description="latest training cutoffs held out for early stopping "
                                                          "and calibration")
-    promotion_margin_auc: float = 0.005
-    promotion_margin_gini: float = 0.005
+    promotion_margin_auc: float = Field(0.005, description="a classifier challenger needs this much more ROC AUC "
+                                                           "(and no worse ECE) to become champion")
+    promotion_margin_gini: float = Field(0.005, description="a regressor challenger needs this much more "
+                                                            "normalized Gini to become champion")
 
     def lgb_params(self) -> dict:
         """Keyword arguments of LightGBM's scikit-learn estimators (deterministic, row-wise histograms)."""
@@ -111,7 +119,7 @@ class MlflowConfig(_Strict):
 
 
 class OutputsConfig(_Strict):
-    dir: str = "outputs"
+    dir: str = Field("outputs", description="lists, reports and plots, relative to data_dir")
     sql_url: str | None = Field(None, description="SQLAlchemy URL the lists are also written to; default: "
                                                   "sqlite:///<data_dir>/<outputs.dir>/lists.db")
     include_contact: bool = Field(False, description="join e-mail, name and phone to the published lists")
@@ -135,11 +143,11 @@ class TargetingConfig(_Strict):
                                                          "configs/playbooks.yaml")
     risk_tiers: dict[str, float] = Field(default_factory=lambda: {"high": 0.6, "medium": 0.3},
                                          description="tier -> minimum churn probability; below all: 'low'")
-    budgets: dict[Literal["at_risk", "winback"], float | None] = Field(
-        default_factory=lambda: {"at_risk": None, "winback": None},
-        description="campaign budget per list in the base currency; null = no limit")
+    budgets: dict[str, float | None] = Field(
+        default_factory=dict, description="campaign budget per list (list name -> amount in the base currency); a "
+                                          "list not named, or null, has no limit")
     control_share: float = Field(0.10, ge=0, lt=1, description="share withheld from contact as the control group")
-    campaign_prefix: str = "retention"
+    campaign_prefix: str = Field("retention", description="campaign_id = <prefix>-<list>-<as_of>")
     require_consent: bool = Field(True, description="without a customers table (no consent known) nobody is "
                                                     "selected unless this is false")
 
@@ -155,8 +163,8 @@ class TargetingConfig(_Strict):
 class ScheduleEntry(_Strict):
     """When a deployment runs: a cron string (5 fields, in ``schedule.timezone``) or a fixed interval."""
 
-    cron: str | None = None
-    interval_seconds: int | None = Field(None, gt=0)
+    cron: str | None = Field(None, description="5-field cron string")
+    interval_seconds: int | None = Field(None, gt=0, description="or a fixed interval")
 
     @model_validator(mode="after")
     def _one_kind(self) -> "ScheduleEntry":
@@ -175,17 +183,17 @@ class ScheduleEntry(_Strict):
 class ScheduleConfig(_Strict):
     """Deployments served by `churn schedule` (and declared in prefect.yaml for work pools)."""
 
-    score: ScheduleEntry = ScheduleEntry(cron="0 6 * * *")
-    train: ScheduleEntry = ScheduleEntry(cron="0 3 1 * *")
-    timezone: str = "UTC"
+    score: ScheduleEntry = Field(ScheduleEntry(cron="0 6 * * *"), description="batch scoring")
+    train: ScheduleEntry = Field(ScheduleEntry(cron="0 3 1 * *"), description="retraining")
+    timezone: str = Field("UTC", description="time zone of the cron strings (IANA name)")
     _valid_timezone = field_validator("timezone")(lambda tz: _iana_zone(tz))
     server_port: int = Field(4200, gt=0, lt=65536, description="port of the local Prefect server `churn schedule` "
                                                                 "starts when PREFECT_API_URL is not set")
 
 
 class GeneratorConfig(_Strict):
-    customers: int = Field(20_000, gt=0)
-    seed: int = 42
+    customers: int = Field(20_000, gt=0, description="customers `churn generate` simulates")
+    seed: int = Field(42, description="its random seed: the same seed gives byte-identical files")
 
 
 TABLE_NAMES = ("transactions", "customers", "support_tickets", "surveys", "web_sessions", "email_events",
@@ -195,12 +203,15 @@ TABLE_NAMES = ("transactions", "customers", "support_tickets", "surveys", "web_s
 class PipelineConfig(_Strict):
     """The whole pipeline's configuration (one object, handed out in typed parts)."""
 
-    data_dir: Path = Path("data")
+    data_dir: Path = Field(Path("data"), description="everything the pipeline reads and writes lives below it "
+                                                     "(relative to the current directory)")
     raw_dir: str = Field("raw", description="where `churn generate` writes by default, relative to data_dir")
     as_of: dt.date | None = Field(None, description="the data's as-of date; default: today (CLI only)")
-    timezone: str = "UTC"
-    base_currency: str = "USD"
-    tables: dict[str, TableConfig]
+    timezone: str = Field("UTC", description="time zone of naive timestamps in the sources (IANA name); "
+                                             "timestamps with an offset are converted to it")
+    base_currency: str = Field("USD", description="ISO 4217 code every amount is converted to (with fx_rates)")
+    tables: dict[str, TableConfig] = Field(description="one entry per table of the data contract "
+                                                       "(docs/contract.md); only transactions is required")
     validation: ValidationConfig = ValidationConfig()
     horizons: HorizonsConfig = HorizonsConfig()
     snapshots: SnapshotsConfig = SnapshotsConfig()

@@ -11,6 +11,7 @@ import pandas as pd
 
 from common.files import replace_all
 from common.privacy import add_suppressed
+from serving.lists import LISTS
 from serving.publish import sql_url as default_sql_url
 from serving.publish import POINTER_TABLE, to_csv_bytes, transaction
 
@@ -106,7 +107,8 @@ def _filter_sql(url: str, ids: set[str], report: ForgetReport) -> None:
         return
     with transaction(url) as connection:
         inspector = sa.inspect(connection)
-        for table in ("at_risk", "winback"):
+        for spec in LISTS:
+            table = spec.table
             if not inspector.has_table(table):
                 continue
             stmt = sa.text(f"DELETE FROM {table} WHERE customer_id IN :ids").bindparams(
@@ -115,7 +117,7 @@ def _filter_sql(url: str, ids: set[str], report: ForgetReport) -> None:
             report.add(f"sql:{table}", int(removed or 0))
             connection.execute(sa.text(
                 f"UPDATE {POINTER_TABLE} SET row_count = (SELECT count(*) FROM {table} "
-                f"WHERE as_of = {POINTER_TABLE}.as_of) WHERE list = :list"), {"list": table})
+                f"WHERE as_of = {POINTER_TABLE}.as_of) WHERE list = :list"), {"list": spec.name})
     if url.startswith("sqlite:///"):  # rewrite the file so that deleted rows leave no bytes behind
         with sqlite3.connect(url.removeprefix("sqlite:///")) as db:
             db.execute("VACUUM")

@@ -1,6 +1,6 @@
 """Publishing the lists: atomic, versioned by as-of date, never half-written.
 
-Layout under the outputs directory, per list (``at_risk``, ``winback``)::
+Layout under the outputs directory, per list of :data:`serving.lists.LISTS`::
 
     <list>/as_of=<DATE>/<list>.parquet   full precision, typed columns
     <list>/as_of=<DATE>/<list>.csv       for CRM imports: UTF-8, header, comma, ISO dates, money to 2 decimals
@@ -12,8 +12,8 @@ a failure at any point, including between two lists, leaves every previously pub
 files hold no timestamps, so the same inputs publish byte-identical files; what differs between runs is in
 ``run.json``.
 
-The same rows go to SQL tables (``at_risk``, ``winback``: every as-of date, one transaction per run), with the
-pointer table ``list_latest`` and the views ``at_risk_latest`` and ``winback_latest``.
+The same rows go to one SQL table per list (every as-of date, one transaction per run), with the pointer table
+``list_latest`` and one view ``<list>_latest`` per list.
 """
 
 from __future__ import annotations
@@ -28,10 +28,12 @@ from pathlib import Path
 import pandas as pd
 
 from common.files import replace_all
+from models.catalog import MODELS
+from serving.lists import get as get_list
 from common.faults import checkpoint
 
 MONEY_COLUMNS = ("predicted_cltv", "value_at_risk", "value_if_reactivated", "expected_winback_value")
-PROBABILITY_COLUMNS = ("churn_probability", "reactivation_probability")
+PROBABILITY_COLUMNS = tuple(spec.score_column for spec in MODELS if spec.kind == "classifier")
 
 
 @contextlib.contextmanager
@@ -133,17 +135,19 @@ def write_sql(connection, lists: dict[str, pd.DataFrame], as_of: dt.date, run_id
         connection.execute(sa.text(f"CREATE TABLE {POINTER_TABLE} (list VARCHAR(32) PRIMARY KEY, "
                                    "as_of VARCHAR(10) NOT NULL, run_id VARCHAR(64), row_count INTEGER)"))
     for name, frame in lists.items():
+        spec = get_list(name)
+        table, view = spec.table, spec.latest_view
         rows = frame.assign(as_of=as_of.isoformat(),
                             **{c: frame[c].astype("string") for c in frame.columns if c.endswith("_date")})
-        if inspector.has_table(name):
-            connection.execute(sa.text(f"DELETE FROM {name} WHERE as_of = :as_of"), {"as_of": as_of.isoformat()})
-        rows.to_sql(name, connection, if_exists="append", index=False)
+        if inspector.has_table(table):
+            connection.execute(sa.text(f"DELETE FROM {table} WHERE as_of = :as_of"), {"as_of": as_of.isoformat()})
+        rows.to_sql(table, connection, if_exists="append", index=False)
         if name == next(iter(lists)):
             checkpoint("publish.sql_after_first_list")
         connection.execute(sa.text(f"DELETE FROM {POINTER_TABLE} WHERE list = :list"), {"list": name})
         connection.execute(sa.text(f"INSERT INTO {POINTER_TABLE} (list, as_of, run_id, row_count) "
                                    "VALUES (:list, :as_of, :run_id, :rows)"),
                            {"list": name, "as_of": as_of.isoformat(), "run_id": run_id, "rows": int(len(frame))})
-        connection.execute(sa.text(f"DROP VIEW IF EXISTS {name}_latest"))
-        connection.execute(sa.text(f"CREATE VIEW {name}_latest AS SELECT * FROM {name} WHERE as_of = "
+        connection.execute(sa.text(f"DROP VIEW IF EXISTS {view}"))
+        connection.execute(sa.text(f"CREATE VIEW {view} AS SELECT * FROM {table} WHERE as_of = "
                                    f"(SELECT as_of FROM {POINTER_TABLE} WHERE list = '{name}')"))

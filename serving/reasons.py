@@ -21,8 +21,9 @@ from babel.units import format_unit
 from pydantic import BaseModel, ConfigDict, PrivateAttr, model_validator
 
 from common.yamlio import load_yaml_model
+from common.resources import shipped
 
-DEFAULT_REASONS = Path(__file__).resolve().parent.parent / "configs" / "reasons.yaml"
+DEFAULT_REASONS = shipped("reasons.yaml")
 FORMATS = ("days", "months", "int", "num", "pct", "signed", "money", "date", "yesno")
 CHANNEL_PREFIX = "channel_share_"
 

@@ -27,8 +27,9 @@ import numpy as np
 import pandas as pd
 
 from common.config import HorizonsConfig
+from models.catalog import ACTIVE, MODELS
 from models.training import BTYD_FEATURES, ScoringModel, btyd_predictions
-from serving.targeting import VALUE_COLUMN
+from serving.lists import LISTS
 
 
 @dataclass(frozen=True)
@@ -41,16 +42,18 @@ class Champion:
 
 
 def active_mask(snapshot: pd.DataFrame, activity_window_days: int) -> pd.Series:
-    """True for customers with an order at most ``activity_window_days`` days before the cutoff."""
-    return snapshot["days_since_last_purchase"] <= activity_window_days
+    """True for customers with an order at most ``activity_window_days`` days before the cutoff (the catalogue's
+    active population)."""
+    return ACTIVE.mask(snapshot, HorizonsConfig(activity_window_days=activity_window_days))
 
 
 def score_snapshot(snapshot: pd.DataFrame, champions: dict[str, Champion], horizons: HorizonsConfig,
                    with_inputs: bool = False):
     """Score every customer of a one-cutoff ``snapshot`` (no label columns needed).
 
-    ``champions`` maps ``churn-classifier``, ``winback-classifier`` and ``cltv-regressor`` to their versions.
-    Returns one row per customer, sorted by ``customer_id``, with ``is_active``, the probabilities and values
+    ``champions`` maps model names of the catalogue to their versions in use; each model scores its population
+    into its ``score_column`` (empty elsewhere, and everywhere for a model without a champion: one that stepped
+    aside). Returns one row per customer, sorted by ``customer_id``, with ``is_active``, the scores and the values
     described in the module docstring, ``rfm_segment`` and ``country``; with ``with_inputs``, also the model
     inputs (the snapshot plus its BG/NBD features, same row order) for explanations.
     """
@@ -61,17 +64,14 @@ def score_snapshot(snapshot: pd.DataFrame, champions: dict[str, Champion], horiz
     snap = snapshot.sort_values("customer_id").reset_index(drop=True)
     btyd = btyd_predictions(snap, horizons.churn_days, horizons.cltv_days)  # one BG/NBD + Gamma-Gamma fit
     snap = snap.assign(**{c: btyd[c] for c in BTYD_FEATURES})  # the models' BG/NBD features
-    is_active = active_mask(snap, horizons.activity_window_days).to_numpy()
+    is_active = ACTIVE.mask(snap, horizons).to_numpy()
 
     out = pd.DataFrame({"customer_id": snap["customer_id"], "as_of": as_of, "is_active": is_active})
-    out["churn_probability"] = np.nan
-    out["reactivation_probability"] = np.nan
-    if is_active.any():
-        out.loc[is_active, "churn_probability"] = champions["churn-classifier"].model.score(snap[is_active])
-    if (~is_active).any():
-        out.loc[~is_active, "reactivation_probability"] = champions["winback-classifier"].model.score(
-            snap[~is_active])
-    out["predicted_cltv"] = champions["cltv-regressor"].model.score(snap)
+    for spec in MODELS:
+        out[spec.score_column] = np.nan
+        members = spec.population.mask(snap, horizons).to_numpy()
+        if spec.name in champions and members.any():
+            out.loc[members, spec.score_column] = champions[spec.name].model.score(snap[members])
     out["value_at_risk"] = np.where(is_active, out["churn_probability"] * out["predicted_cltv"], np.nan)
     out["value_if_reactivated"] = np.where(is_active, np.nan, btyd["value_if_still_buying"])
     out["expected_winback_value"] = out["reactivation_probability"] * out["value_if_reactivated"]
@@ -83,43 +83,49 @@ def score_snapshot(snapshot: pd.DataFrame, champions: dict[str, Champion], horiz
     return (out, snap) if with_inputs else out
 
 
-AT_RISK_COLUMNS = ["customer_id", "as_of", "churn_probability", "predicted_cltv", "value_at_risk",
-                   "expected_next_order_date", "rfm_segment", "country"]
-WINBACK_COLUMNS = ["customer_id", "as_of", "reactivation_probability", "predicted_cltv", "value_if_reactivated",
-                   "expected_winback_value", "rfm_segment", "country"]
-LIST_COLUMNS = {"at_risk": AT_RISK_COLUMNS, "winback": WINBACK_COLUMNS}
+LIST_COLUMNS = {spec.name: spec.list_columns for spec in LISTS}
+
+
+def _model_versions(champions: dict[str, Champion]) -> dict[str, str]:
+    """``<section>_model_version`` of every model in use (by model name, so the column order is stable)."""
+    from models.catalog import get
+
+    return {get(name).version_column: c.version for name, c in sorted(champions.items())}
 
 
 def build_lists(scores: pd.DataFrame, champions: dict[str, Champion], run_id: str) -> dict[str, pd.DataFrame]:
-    """The at-risk list (active customers by ``value_at_risk``, highest first) and the win-back list (lapsed
-    customers by ``expected_winback_value``), each with a 1-based ``rank``, the model versions and ``run_id``.
+    """Every list of the catalogue: the customers its model scored (its ``probability`` is set), by its ``value``,
+    highest first, each with a 1-based ``rank``, the model versions and ``run_id``.
 
     Ties are broken by ``customer_id`` so that the same scores always give the same order.
     """
-    versions = {f"{name.split('-')[0]}_model_version": c.version for name, c in sorted(champions.items())}
+    versions = _model_versions(champions)
     lists = {}
-    for name, rows in (("at_risk", scores[scores["is_active"]]), ("winback", scores[~scores["is_active"]])):
-        ranked = rows.sort_values([VALUE_COLUMN[name], "customer_id"], ascending=[False, True],
-                                  kind="stable")[LIST_COLUMNS[name]]
+    for spec in LISTS:
+        rows = scores[scores[spec.probability].notna()]
+        rows = rows.assign(**{c: np.nan for c in spec.model_columns if c not in rows.columns})  # no such model
+        ranked = rows.sort_values([spec.value, "customer_id"], ascending=[False, True],
+                                  kind="stable")[spec.list_columns]
         ranked.insert(0, "rank", np.arange(1, len(ranked) + 1))
-        lists[name] = ranked.assign(**versions, run_id=run_id).reset_index(drop=True)
+        lists[spec.name] = ranked.assign(**versions, run_id=run_id).reset_index(drop=True)
     return lists
 
 
 def add_reasons(lists: dict[str, pd.DataFrame], inputs: pd.DataFrame, champions: dict[str, Champion],
                 catalog, currency: str, churn_days: int) -> dict[str, pd.DataFrame]:
-    """``reason_1..3`` for the rows of each list (only those: explanations cost), from the churn model for the
-    at-risk list and the win-back model for the win-back list; ``inputs`` are the model inputs by customer."""
+    """``reason_1..3`` for the rows of each list (only those: explanations cost), from the model that defines the
+    list (the churn model for the at-risk list, the win-back model for the win-back list); ``inputs`` are the
+    model inputs by customer."""
     from serving.explain import top_reasons
 
     by_id = inputs.set_index("customer_id", drop=False)
     out = {}
-    for name, model_name in (("at_risk", "churn-classifier"), ("winback", "winback-classifier")):
-        rows = by_id.loc[lists[name]["customer_id"]].reset_index(drop=True)
-        reasons = top_reasons(champions[model_name].model, rows, catalog, currency, churn_days)
-        frame = lists[name].reset_index(drop=True)
+    for spec in LISTS:
+        rows = by_id.loc[lists[spec.name]["customer_id"]].reset_index(drop=True)
+        reasons = top_reasons(champions[spec.model.name].model, rows, catalog, currency, churn_days)
+        frame = lists[spec.name].reset_index(drop=True)
         position = frame.columns.get_loc("country") + 1
-        out[name] = pd.concat([frame.iloc[:, :position], reasons, frame.iloc[:, position:]], axis=1)
+        out[spec.name] = pd.concat([frame.iloc[:, :position], reasons, frame.iloc[:, position:]], axis=1)
     return out
 
 
@@ -140,25 +146,27 @@ def target_lists(lists: dict[str, pd.DataFrame], inputs: pd.DataFrame, consent: 
 
     features = inputs.set_index("customer_id")
     out, campaigns = {}, {}
-    for name, ranked in lists.items():
+    for spec in LISTS:
+        ranked = lists[spec.name]
         frame = ranked.drop(columns="rank")
         extra = [c for c in features.columns if c not in frame.columns]
         frame = frame.join(features[extra], on="customer_id")
-        frame["risk_tier"] = (tg.risk_tiers(frame["churn_probability"], settings.risk_tiers)
-                              if name == "at_risk" else "lapsed")
-        frame = pd.concat([frame, tg.assign_playbooks(frame, playbooks.for_list(name))], axis=1)
+        frame["risk_tier"] = (tg.risk_tiers(frame[spec.probability], settings.risk_tiers) if spec.tiered
+                              else spec.model.population.name)
+        frame = pd.concat([frame, tg.assign_playbooks(frame, playbooks.for_list(spec.name))], axis=1)
         if consent is not None:
             frame["marketing_consent"] = frame["customer_id"].map(consent).fillna(False).astype(bool)
         else:
             frame["marketing_consent"] = not settings.require_consent
-        campaign = f"{settings.campaign_prefix}-{name}-{as_of.isoformat()}"
-        chosen = tg.select(frame, name, settings.budgets.get(name), settings.control_share, campaign)
-        campaigns[name] = {"campaign_id": campaign, **tg.campaign_summary(
-            chosen, name, len(frame), int((~frame["marketing_consent"]).sum()))}
-        chosen = chosen.sort_values([VALUE_COLUMN[name], "customer_id"], ascending=[False, True], kind="stable")
+        campaign = f"{settings.campaign_prefix}-{spec.name}-{as_of.isoformat()}"
+        chosen = tg.select(frame, spec.name, settings.budgets.get(spec.name), settings.control_share, campaign)
+        campaigns[spec.name] = {"campaign_id": campaign, **tg.campaign_summary(
+            chosen, spec.name, len(frame), int((~frame["marketing_consent"]).sum()))}
+        chosen = chosen.sort_values([spec.value, "customer_id"], ascending=[False, True], kind="stable")
         chosen.insert(0, "rank", np.arange(1, len(chosen) + 1))
         versions = [c for c in ranked.columns if c.endswith("_model_version")]
-        out[name] = chosen[[*LIST_ORDER[name], *ACTION_COLUMNS, *versions, "run_id"]].reset_index(drop=True)
+        out[spec.name] = chosen[[*LIST_ORDER[spec.name], *ACTION_COLUMNS, *versions, "run_id"]].reset_index(
+            drop=True)
     return out, campaigns
 
 

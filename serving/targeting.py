@@ -27,11 +27,12 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from common.yamlio import load_yaml_model
+from common.resources import shipped
 from common.errors import ConfigError
+from serving.lists import LISTS, names as list_names
 
-DEFAULT_PLAYBOOKS = Path(__file__).resolve().parent.parent / "configs" / "playbooks.yaml"
-ListName = Literal["at_risk", "winback"]
-VALUE_COLUMN = {"at_risk": "value_at_risk", "winback": "expected_winback_value"}
+DEFAULT_PLAYBOOKS = shipped("playbooks.yaml")
+VALUE_COLUMN = {spec.name: spec.value for spec in LISTS}
 
 
 class Condition(BaseModel):
@@ -44,7 +45,7 @@ class Condition(BaseModel):
     def mask(self, frame: pd.DataFrame) -> pd.Series:
         if self.column not in frame.columns:
             raise ConfigError(f"playbook condition on unknown column {self.column!r}; use a list column or a "
-                              "snapshot feature (README, 'Point-in-time features')")
+                              "snapshot feature (docs/features.md)")
         col = frame[self.column]
         if self.op == "is_missing":
             return col.isna()
@@ -61,7 +62,7 @@ class Playbook(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str
-    list: ListName
+    list: str  # a list of serving.lists.LISTS (checked by Playbooks)
     action: str
     offer: str = "none"
     cost_per_contact: float = Field(ge=0)
@@ -76,7 +77,10 @@ class Playbooks(BaseModel):
 
     @model_validator(mode="after")
     def _everyone_gets_one(self) -> "Playbooks":
-        for name in ("at_risk", "winback"):
+        unknown = sorted({p.list for p in self.playbooks} - set(list_names()))
+        if unknown:
+            raise ValueError(f"playbooks for unknown list(s) {unknown}; the lists are {list_names()}")
+        for name in list_names():
             mine = [p for p in self.playbooks if p.list == name]
             if not mine or mine[-1].when:
                 raise ValueError(f"the last {name} playbook must have no conditions (when: []), so that every "
@@ -148,6 +152,23 @@ def select(frame: pd.DataFrame, list_name: str, budget: float | None, control_sh
     chosen = order[keep].drop(columns="_ratio")
     groups = np.where(control[keep], "control", "treatment")
     return chosen.assign(group=groups, campaign_id=campaign_id)
+
+
+def marketing_consent(validated_dir: Path) -> pd.Series | None:
+    """customer_id -> marketing consent from the validated customers table (None when there is none); unknown
+    consent counts as no consent."""
+    path = Path(validated_dir) / "customers.parquet"
+    if not path.exists():
+        return None
+    consent = pd.read_parquet(path, columns=["customer_id", "marketing_consent"])
+    return consent.set_index("customer_id")["marketing_consent"].astype("boolean").fillna(False).astype(bool)
+
+
+def check_budgets(budgets: dict[str, float | None]) -> None:
+    """A clear error for a budget of a list that does not exist (``targeting.budgets`` keys are list names)."""
+    unknown = sorted(set(budgets) - set(list_names()))
+    if unknown:
+        raise ConfigError(f"targeting.budgets names unknown list(s) {unknown}; the lists are {list_names()}")
 
 
 def campaign_summary(selected: pd.DataFrame, list_name: str, candidates: int, without_consent: int) -> dict:

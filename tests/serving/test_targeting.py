@@ -79,3 +79,15 @@ def test_shipped_playbooks_load_and_a_list_without_a_catch_all_is_refused(tmp_pa
                    " cost_per_contact: 1, success_rate: 0.1}\n")
     with pytest.raises(ConfigError, match="the last at_risk playbook must have no conditions"):
         load_playbooks(bad)
+
+
+def test_budgets_and_playbooks_name_only_declared_lists():
+    from common.errors import ConfigError
+    from serving.targeting import Playbooks, check_budgets
+
+    check_budgets({"at_risk": 100.0, "winback": None})
+    with pytest.raises(ConfigError, match=r"targeting.budgets names unknown list\(s\) \['vip'\]; the lists are "
+                                          r"\['at_risk', 'winback'\]"):
+        check_budgets({"at_risk": 100.0, "vip": 5.0})
+    with pytest.raises(ValueError, match=r"playbooks for unknown list\(s\) \['vip'\]"):
+        Playbooks(playbooks=[{"name": "x", "list": "vip", "action": "a", "cost_per_contact": 1, "success_rate": 0.1}])
