@@ -46,6 +46,24 @@ def _run(debug: bool, fn) -> None:
         raise typer.Exit(2) from None
 
 
+def _config(config: Optional[Path], data_dir: Optional[Path], **overrides):
+    """The checked configuration with the options every command has (``--config``, ``--data-dir``) and the
+    command's own overrides (dotted keys; None = not given)."""
+    from common.config import load_config
+
+    return load_config(config, {"data_dir": str(data_dir) if data_dir else None, **overrides})
+
+
+def _table(title: str | None, columns: list[str], rows: list[dict], right: tuple[str, ...] = ()) -> Table:
+    """A rich table of summary rows (:mod:`pipelines.summaries`)."""
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column, justify="right" if column in right else "left")
+    for row in rows:
+        table.add_row(*[str(row.get(c, "")) for c in columns])
+    return table
+
+
 def _progress() -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     console=console, transient=False)
@@ -64,11 +82,10 @@ def generate(
     """Generate the synthetic global retailer (every contract table, plus ground truth) as Parquet."""
 
     def body() -> None:
-        from common.config import load_config
         from features.synthetic.simulate import TABLES
         from features.synthetic.simulate import generate as simulate
 
-        cfg = load_config(config, {"data_dir": str(data_dir) if data_dir else None})
+        cfg = _config(config, data_dir)
         n = customers or cfg.generator.customers
         s = cfg.generator.seed if seed is None else seed
         target = out_dir or cfg.raw_path
@@ -93,6 +110,27 @@ def generate(
 
 
 @app.command()
+def init(
+    folder: Annotated[Path, typer.Argument(help="folder for config.yaml, playbooks.yaml and reasons.yaml "
+                                                "(created when missing)")],
+    force: Annotated[bool, typer.Option("--force", help="overwrite those files when they exist")] = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Start a project for your own data: a commented config.yaml, plus the playbooks and reason texts it uses."""
+
+    def body() -> None:
+        from common.starter import next_steps, write_starter
+
+        written = write_starter(folder, force)
+        out.print(f"wrote {', '.join(str(p) for p in written)}", highlight=False)
+        out.print("next:", highlight=False)
+        for line in next_steps(folder):
+            out.print(f"  {line}", highlight=False, markup=False)
+
+    _run(debug, body)
+
+
+@app.command()
 def validate(
     config: ConfigOpt = None, data_dir: DataDirOpt = None,
     as_of: Annotated[Optional[dt.datetime], typer.Option("--as-of", formats=["%Y-%m-%d"],
@@ -104,33 +142,26 @@ def validate(
     """Ingest and validate every configured table; write quarantine files and the validated tables."""
 
     def body() -> None:
-        from common.config import load_config
-        from features.ingest import INGEST_ORDER, ingest
         from pipelines import jobs
+        from pipelines.summaries import INGEST_COLUMNS, ingest_row
 
-        cfg = load_config(config, {"data_dir": str(data_dir) if data_dir else None,
-                                   "validation.max_reject_share": max_reject_share})
-        as_of_date = as_of.date() if as_of else (cfg.as_of or dt.date.today())
+        cfg = _config(config, data_dir, **{"validation.max_reject_share": max_reject_share})
+        as_of_date = jobs.data_as_of(cfg, as_of.date() if as_of else None)
         run_id = jobs.new_run_id()
-        names = [t for t in INGEST_ORDER if t in cfg.tables]
-        table = Table(title=f"validation as of {as_of_date.isoformat()} (run {run_id})")
-        for col, justify in (("table", "left"), ("rows", "right"), ("kept", "right"), ("rejected", "right"),
-                             ("reasons", "left")):
-            table.add_column(col, justify=justify)
+        rows: list[dict] = []
         with _progress() as progress:
-            task = progress.add_task("validating", total=len(names))
+            task = progress.add_task("validating", total=len(cfg.tables))
 
             def on_table(name, report) -> None:
-                reasons = ", ".join(f"{k}: {v:,}" for k, v in report.reasons.items()) or "-"
-                table.add_row(name, f"{report.rows_in:,}", f"{report.rows_ok:,}",
-                              f"{report.rejected:,} ({report.rejected_share:.2%})", reasons)
+                rows.append(ingest_row(name, report))
                 progress.update(task, advance=1, description=f"validated {name}")
 
             try:
-                ingest(cfg, as_of_date, run_id, on_table=on_table)
+                jobs.validate(cfg, as_of_date, run_id, on_table)
             finally:
                 progress.stop()
-                out.print(table)
+                out.print(_table(f"validation as of {as_of_date.isoformat()} (run {run_id})", INGEST_COLUMNS, rows,
+                                 right=("rows", "kept", "rejected")))
         out.print(f"validated tables in {cfg.validated_dir}; rejected rows (if any) in {cfg.quarantine_dir}")
 
     _run(debug, body)
@@ -152,40 +183,25 @@ def features(
     """Build a point-in-time feature snapshot (or the training stack) from the validated tables."""
 
     def body() -> None:
-        from common.config import load_config
-        from features.snapshots import (build_snapshots, cutoff_schedule, latest_labeled_cutoff, open_sources,
-                                        read_snapshots, write_snapshots, write_snapshots_in_engine)
+        from features.snapshots import read_snapshots
+        from pipelines import jobs
 
-        if engine not in ("duckdb", "spark"):
-            raise ChurnError(f"--engine must be 'duckdb' or 'spark', got {engine!r}")
-        cfg = load_config(config, {"data_dir": str(data_dir) if data_dir else None})
+        cfg = _config(config, data_dir)
         start = time.perf_counter()
         with _progress() as progress:
-            task = progress.add_task("opening the validated tables", total=3)
-            src = open_sources(cfg.validated_dir, engine, memory_limit=cfg.snapshots.duckdb_memory_limit)
-            progress.update(task, advance=1, description="computing features")
-            extra = {"engine": engine, "with_labels": with_labels or stack,
-                     "data_last_day": src.last_day.isoformat(), "horizons": cfg.horizons.model_dump()}
+            task = progress.add_task("opening the validated tables", total=2)
+            last_day = jobs.last_data_day(cfg)
             if stack:
-                end = as_of.date() if as_of else latest_labeled_cutoff(src.last_day, cfg.horizons.churn_days)
-                cutoffs = cutoff_schedule(end, cfg.snapshots)
+                cutoffs = jobs.stack_cutoffs(cfg, last_day, as_of.date() if as_of else None)
                 name = "training_stack"
             else:
-                cutoffs = [as_of.date() if as_of else src.last_day + dt.timedelta(days=1)]
+                cutoffs = [as_of.date() if as_of else jobs.scoring_cutoff(cfg, last_day)]
                 name = f"snapshot_{cutoffs[0].isoformat()}"
-            labels = with_labels or stack
-            if stack and engine == "duckdb":  # large: DuckDB writes the partitions itself, no pandas frame
-                folder = write_snapshots_in_engine(src, cutoffs, cfg.horizons, labels, cfg, name,
-                                                   cfg.validated_dir, extra)
-                frame = read_snapshots(folder) if out_file else None
-                progress.update(task, advance=1, description="written")
-            else:
-                frame = build_snapshots(src, cutoffs, cfg.horizons, with_labels=labels)
-                progress.update(task, advance=1, description="writing")
-                folder = write_snapshots(frame, cfg, name, cfg.validated_dir, extra)
+            progress.update(task, advance=1, description="computing features")
+            folder = jobs.build_snapshot_folder(cfg, name, cutoffs, with_labels or stack, engine=engine)
             if out_file:
                 out_file.parent.mkdir(parents=True, exist_ok=True)
-                frame.to_parquet(out_file, index=False)
+                read_snapshots(folder).to_parquet(out_file, index=False)
             progress.update(task, advance=1, description="done")
         meta = json.loads((folder / "metadata.json").read_text())
         out.print(f"{sum(meta['rows_per_cutoff'].values()):,} rows x {len(meta['features'])} features at "
@@ -201,13 +217,33 @@ def _fmt(value) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
+def backtest_populations(report: dict) -> str:
+    """One line per model: who it was evaluated on and the base rate or mean outcome, or why it stepped aside."""
+    from models.catalog import MODELS
+
+    p, lines = report["populations"], []
+    for spec in MODELS:
+        section = report.get(spec.section, {})
+        if "skipped" in section:
+            lines.append(f"{spec.name}: stepped aside ({section['skipped']})")
+        elif spec.kind == "classifier":
+            lines.append(f"{spec.name}: {p[spec.population.name]:,} {spec.population.noun}, {spec.label} rate "
+                         f"{p[f'{spec.section}_base_rate']:.1%}")
+        else:
+            lines.append(f"{spec.name}: {p[f'{spec.section}_customers']:,} {spec.population.noun}, mean "
+                         f"{spec.label} {p[f'{spec.section}_mean_actual']:,.2f}")
+    return "\n".join(lines)
+
+
 def print_backtest(report: dict) -> None:
     """The side-by-side table of a backtest report."""
     from models.backtest import summary_rows
 
     rows = summary_rows(report)
     columns = [c for c in rows[0][2] if any(r[2][c] is not None for r in rows)]
-    table = Table(title=f"backtest as of {report['as_of']} (CLTV at {report['cltv']['as_of']})")
+    later = sorted({f"{k} at {v['as_of']}" for k, v in report.items()
+                    if isinstance(v, dict) and v.get("as_of", report["as_of"]) != report["as_of"]})
+    table = Table(title=f"backtest as of {report['as_of']}" + (f" ({', '.join(later)})" if later else ""))
     table.add_column("target")
     table.add_column("metric")
     for c in columns:
@@ -215,10 +251,7 @@ def print_backtest(report: dict) -> None:
     for target, metric, values in rows:
         table.add_row(target, metric, *[_fmt(values[c]) for c in columns])
     out.print(table)
-    p = report["populations"]
-    out.print(f"active {p['active']:,} (churn rate {p['churn_base_rate']:.1%}), lapsed {p['lapsed']:,} "
-              f"(reactivation rate {p['winback_base_rate']:.1%}), CLTV customers {p['cltv_customers']:,} "
-              f"(mean {p['cltv_mean_actual']:,.2f})")
+    out.print(backtest_populations(report))
 
 
 @app.command()
@@ -235,10 +268,9 @@ def backtest(
     """Temporal backtest of the churn, win-back, CLTV and next-order models against the baselines."""
 
     def body() -> None:
-        from common.config import load_config
         from pipelines import jobs
 
-        cfg = load_config(config, {"data_dir": str(data_dir) if data_dir else None})
+        cfg = _config(config, data_dir)
         start = time.perf_counter()
         with _progress() as progress:
             task = progress.add_task("backtest", total=5)
@@ -257,10 +289,9 @@ def backtest(
 
 def _flows(config: Optional[Path], data_dir: Optional[Path]):
     """The flows module, imported after the offline, quiet settings are in place for this config's data_dir."""
-    from common.config import load_config
     from pipelines import runtime
 
-    cfg = load_config(config, {"data_dir": str(data_dir) if data_dir else None})
+    cfg = _config(config, data_dir)
     runtime.configure(cfg.data_dir)
     from pipelines import flows
 
@@ -292,39 +323,27 @@ def _call_flow(what: str, fn) -> dict:
 
 
 def print_training(result: dict) -> None:
+    from pipelines.summaries import TRAINING_COLUMNS, training_rows
+
     if result.get("dry_run"):
         out.print(f"dry run: backtest report {result['report']}; nothing registered")
+        if result.get("unregistered"):
+            out.print(f"no champion yet: the dry run scored with {', '.join(result['unregistered'])} trained now "
+                      "(what `churn run` would register and promote)")
         return
     title = "models" + (" (unchanged since the last training: not retrained)" if result["cached"] else "")
-    table = Table(title=title)
-    for col in ("model", "version", "decision", "reason", "champion"):
-        table.add_column(col)
-    for r in result["models"]:
-        table.add_row(r["model"], r["version"], r["decision"], r["reason"], str(r["champion"]))
-    out.print(table)
+    out.print(_table(title, TRAINING_COLUMNS, training_rows(result)))
 
 
 def print_scoring(summary: dict) -> None:
-    table = Table(title=f"batch scoring as of {summary['as_of']} (run {summary['run_id']})")
-    table.add_column("measure")
-    table.add_column("value", justify="right")
-    table.add_row("customers scored", f"{summary['customers_scored']:,}")
-    table.add_row("active / lapsed", f"{summary['active_customers']:,} / {summary['lapsed_customers']:,}")
-    table.add_row("at risk (churn probability >= threshold)", f"{summary['at_risk_customers']:,}")
-    table.add_row("value at risk", f"{summary['value_at_risk']:,.2f}")
-    table.add_row("expected win-back value", f"{summary['expected_winback_value']:,.2f}")
-    table.add_row("champions", ", ".join(f"{k} v{v}" for k, v in summary["champion_versions"].items()))
-    out.print(table)
-    from pipelines.flows import campaign_rows
+    from pipelines.summaries import CAMPAIGN_COLUMNS, campaign_rows, scoring_rows
 
+    out.print(_table(f"batch scoring as of {summary['as_of']} (run {summary['run_id']})", ["measure", "value"],
+                     scoring_rows(summary)[1:-1], right=("value",)))
     rows = campaign_rows(summary)
     if rows:
-        campaigns = Table(title="campaigns (treatment is contacted; control is withheld to measure uplift)")
-        for col in rows[0]:
-            campaigns.add_column(col, justify="left" if col in ("list", "campaign") else "right")
-        for row in rows:
-            campaigns.add_row(*row.values())
-        out.print(campaigns)
+        out.print(_table("campaigns (treatment is contacted; control is withheld to measure uplift)",
+                         CAMPAIGN_COLUMNS, rows, right=tuple(CAMPAIGN_COLUMNS[2:])))
     for name, path in summary["published"].items():
         out.print(f"{name} list: {path}")
     if summary["dry_run"]:
@@ -396,10 +415,10 @@ def schedule(config: ConfigOpt = None, data_dir: DataDirOpt = None, debug: Debug
     local one started on 127.0.0.1. Schedules are the cron strings under `schedule` in the config."""
 
     def body() -> None:
-        from common.config import config_path, load_config
+        from common.config import config_path
         from pipelines import runtime, scheduling
 
-        cfg = load_config(config, {"data_dir": str(data_dir) if data_dir else None})
+        cfg = _config(config, data_dir)
         runtime.configure(cfg.data_dir)
         scheduling.serve(cfg, config_path(config), announce=lambda message: console.print(message, highlight=False))
 
@@ -415,11 +434,10 @@ def forget(
     from the validated tables, quarantine, feature snapshots, published lists and list tables."""
 
     def body() -> None:
-        from common.config import load_config
         from serving.forget import forget as erase
         from serving.publish import sql_url
 
-        cfg = load_config(config, {"data_dir": str(data_dir) if data_dir else None})
+        cfg = _config(config, data_dir)
         outputs = cfg.resolve(cfg.outputs.dir)
         report = erase(cfg.data_dir, customer_ids, outputs, sql_url(outputs, cfg.outputs.sql_url))
         table = Table(title=f"forgot {len(customer_ids)} customer(s); {report.suppressed_total} on the "
@@ -440,10 +458,9 @@ def models(config: ConfigOpt = None, data_dir: DataDirOpt = None, debug: DebugOp
     """List registered model versions with their aliases, promotion decisions and key metrics."""
 
     def body() -> None:
-        from common.config import load_config
         from models.tracking import list_versions
 
-        cfg = load_config(config, {"data_dir": str(data_dir) if data_dir else None})
+        cfg = _config(config, data_dir)
         rows = list_versions(cfg)
         if not rows:
             out.print("no registered models yet; run `churn train`")
@@ -464,7 +481,7 @@ def models(config: ConfigOpt = None, data_dir: DataDirOpt = None, debug: DebugOp
 
 @app.command()
 def promote(
-    name: Annotated[str, typer.Argument(help="churn-classifier, winback-classifier or cltv-regressor")],
+    name: Annotated[str, typer.Argument(help="the model's name (see `churn models`)")],
     version: Annotated[str, typer.Argument(help="the version to make champion")],
     reason: Annotated[str, typer.Option(help="recorded on the version")] = "manual",
     config: ConfigOpt = None, data_dir: DataDirOpt = None, debug: DebugOpt = False,
@@ -472,13 +489,12 @@ def promote(
     """Make a version the champion by hand (recorded as tags on the version)."""
 
     def body() -> None:
-        from common.config import load_config
         from models.tracking import MODEL_NAMES
         from models.tracking import promote as set_champion
 
         if name not in MODEL_NAMES:
             raise ChurnError(f"unknown model {name!r}; expected one of {list(MODEL_NAMES)}")
-        cfg = load_config(config, {"data_dir": str(data_dir) if data_dir else None})
+        cfg = _config(config, data_dir)
         set_champion(cfg, name, version, note=reason)
         out.print(f"{name} version {version} is now the champion")
 

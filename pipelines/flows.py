@@ -23,8 +23,10 @@ from prefect.cache_policies import NO_CACHE
 
 from common.config import PipelineConfig, load_config
 from common.errors import ChurnError
-from pipelines import jobs
 from common.faults import InjectedFailure
+from models.catalog import MODELS
+from pipelines import jobs, keys
+from pipelines.summaries import INGEST_COLUMNS, TRAINING_COLUMNS, ingest_row, markdown, score_markdown
 
 
 def _retry_io_only(task, task_run, state) -> bool:
@@ -49,22 +51,20 @@ def _results(cfg: PipelineConfig) -> Path:
 
 
 @task(name="ingest-tables", **IO)
-def ingest_tables(cfg: PipelineConfig) -> dict:
-    """Read and validate every configured table; quarantine rejected rows; write the validated tables."""
-    from features.ingest import ingest
-
+def ingest_tables(cfg: PipelineConfig) -> tuple[dict, list[dict]]:
+    """Read and validate every configured table; quarantine rejected rows; write the validated tables. Returns the
+    counts per table and the summary rows."""
     logger = get_run_logger()
-    as_of = cfg.as_of or dt.date.today()  # the data's as-of date: later rows are rejected as future rows
-    reports = {}
+    counts, rows = {}, []
 
     def on_table(name, report) -> None:
-        reasons = ", ".join(f"{k}: {v:,}" for k, v in report.reasons.items()) or "none"
+        rows.append(ingest_row(name, report))
+        counts[name] = {"rows": report.rows_in, "kept": report.rows_ok, "rejected": report.rejected}
         logger.info(f"{name}: {report.rows_in:,} rows, {report.rows_ok:,} kept, {report.rejected:,} rejected "
-                    f"({reasons}), {report.suppressed:,} of forgotten customers dropped")
-        reports[name] = {"rows": report.rows_in, "kept": report.rows_ok, "rejected": report.rejected}
+                    f"({rows[-1]['reasons']}), {report.suppressed:,} of forgotten customers dropped")
 
-    ingest(cfg, as_of, jobs.new_run_id(), on_table=on_table)
-    return reports
+    jobs.validate(cfg, jobs.data_as_of(cfg), jobs.new_run_id(), on_table)
+    return counts, rows
 
 
 @task(name="build-snapshots", cache_key_fn=lambda context, parameters: parameters["key"], persist_result=True)
@@ -100,9 +100,18 @@ def backtest_only(cfg: PipelineConfig, snapshots_folder: str) -> str:
     return str(run.report_path)
 
 
+@task(name="train-unregistered", cache_policy=NO_CACHE)
+def train_unregistered(cfg: PipelineConfig, snapshots_folder: str) -> tuple[str, dict]:
+    """Backtest and train every model as `train-models` does, registering nothing (a dry run without champions)."""
+    from features.snapshots import read_snapshots
+
+    run, models = jobs.fit_final(cfg, progress=get_run_logger().info, snapshots=read_snapshots(snapshots_folder))
+    return str(run.report_path), models
+
+
 @task(name="load-champions", **IO)
-def load_champions(cfg: PipelineConfig) -> dict:
-    return jobs.load_champions(cfg)
+def load_champions(cfg: PipelineConfig, unregistered: dict | None = None) -> dict:
+    return jobs.load_champions(cfg, unregistered)
 
 
 @task(name="score-customers", cache_policy=NO_CACHE)
@@ -119,8 +128,8 @@ def publish_lists(cfg: PipelineConfig, lists: dict, as_of: dt.date, run_meta: di
 
 def _snapshot(cfg: PipelineConfig, name: str, cutoffs: list[dt.date], with_labels: bool) -> tuple[str, str]:
     """The snapshot folder (built, or reused from the cache when its inputs are unchanged) and its key."""
-    key = jobs.snapshot_key(cfg, cutoffs, with_labels)
-    stale = jobs.folder_inputs_key(cfg.data_dir / "features" / name) != key  # gone or rebuilt since: not cached
+    key = keys.snapshot_key(cfg, cutoffs, with_labels)
+    stale = keys.folder_inputs_key(cfg.data_dir / "features" / name) != key  # gone or rebuilt since: not cached
     built = build_snapshots.with_options(result_storage=_results(cfg), refresh_cache=stale)(
         cfg, name, cutoffs, with_labels, key)
     return built, key
@@ -132,11 +141,10 @@ def _snapshot(cfg: PipelineConfig, name: str, cutoffs: list[dt.date], with_label
 @flow(name="ingest")
 def ingest(config_path: str | None = None, data_dir: str | None = None) -> dict:
     """Read and validate every configured table (rejected rows to quarantine)."""
-    reports = ingest_tables(_config(config_path, data_dir))
-    rows = [{"table": name, **{k: f"{v:,}" for k, v in r.items()}} for name, r in reports.items()]
-    create_markdown_artifact(f"## Ingestion\n\n{_markdown(['table', 'rows', 'kept', 'rejected'], rows)}\n",
+    counts, rows = ingest_tables(_config(config_path, data_dir))
+    create_markdown_artifact(f"## Ingestion\n\n{markdown(INGEST_COLUMNS, rows)}\n",
                              key="ingest-summary", description="rows read, kept and rejected per table")
-    return reports
+    return counts
 
 
 @flow(name="build-features")
@@ -155,7 +163,7 @@ def build_features(config_path: str | None = None, data_dir: str | None = None, 
         rows.append({"snapshots": role, "folder": f"`{folder}`", "features": len(meta["features"]),
                      "cutoffs": f"{meta['cutoffs'][0]} .. {meta['cutoffs'][-1]}",
                      "rows": f"{sum(meta['rows_per_cutoff'].values()):,}"})
-    table = _markdown(["snapshots", "folder", "cutoffs", "rows", "features"], rows)
+    table = markdown(["snapshots", "folder", "cutoffs", "rows", "features"], rows)
     create_markdown_artifact(f"## Features\n\n{table}\n", key="features-summary",
                              description="snapshots built or reused")
     return built
@@ -170,24 +178,22 @@ def train(config_path: str | None = None, data_dir: str | None = None, force: bo
     champion, unless ``force``. ``dry_run``: the backtest report only, nothing registered.
     """
     cfg = _config(config_path, data_dir)
+    if dry_run:
+        return _dry_train(cfg)[0]
     logger = get_run_logger()
     last_day = jobs.last_data_day(cfg)
     folder, _ = _snapshot(cfg, "training_snapshots", jobs.training_cutoffs(cfg, last_day), True)
-    if dry_run:
-        report = backtest_only(cfg, folder)
-        logger.info(f"dry run: backtest report {report}; nothing registered")
-        return {"dry_run": True, "report": report, "models": []}
     before = champion_versions(cfg)
-    refresh = force or any(v is None for v in before.values())
+    refresh = force or any(before[spec.name] is None for spec in MODELS if spec.required)
     state = train_models.with_options(result_storage=_results(cfg), refresh_cache=refresh)(
-        cfg, folder, jobs.training_key(cfg), return_state=True)
+        cfg, folder, keys.training_key(cfg), return_state=True)
     models = state.result()
     cached = state.is_completed() and state.name == "Cached"
     after = champion_versions(cfg)
     if cached:
         logger.info("data, code and settings unchanged since the last training: models not retrained")
     rows = [{**m, "champion": after[m["model"]]} for m in models]
-    table = _markdown(["model", "version", "decision", "reason", "champion"], rows)
+    table = markdown(TRAINING_COLUMNS, rows)
     create_markdown_artifact(f"## Training\n\n{'Cached: nothing changed since the last training.' if cached else ''}"
                              f"\n\n{table}\n", key="train-summary", description="models trained and champions")
     return {"dry_run": False, "cached": cached, "models": rows, "champions": after}
@@ -198,12 +204,31 @@ def score(config_path: str | None = None, data_dir: str | None = None, as_of: dt
           dry_run: bool = False) -> dict:
     """Score active and lapsed customers with the champions as of ``as_of`` (default: the day after the latest
     data) and publish the at-risk and win-back lists (``dry_run``: score and summarise, publish nothing)."""
-    cfg = _config(config_path, data_dir, as_of)
+    return _score(_config(config_path, data_dir, as_of), dry_run)
+
+
+def _dry_train(cfg: PipelineConfig) -> tuple[dict, dict]:
+    """A dry run's training: the backtest report, and, when a required model has no champion yet, every model
+    trained but not registered (what a real run would promote), for the dry run's scoring."""
     logger = get_run_logger()
-    champions = load_champions(cfg)
+    folder, _ = _snapshot(cfg, "training_snapshots", jobs.training_cutoffs(cfg, jobs.last_data_day(cfg)), True)
+    before = champion_versions(cfg)
+    if all(before[spec.name] is not None for spec in MODELS if spec.required):
+        report, models = backtest_only(cfg, folder), {}
+    else:
+        report, models = train_unregistered(cfg, folder)
+        logger.info(f"dry run: no champion yet; scoring with {', '.join(models)} trained now, not registered")
+    logger.info(f"dry run: backtest report {report}; nothing registered")
+    return {"dry_run": True, "report": report, "models": [], "unregistered": sorted(models)}, models
+
+
+def _score(cfg: PipelineConfig, dry_run: bool, unregistered: dict | None = None) -> dict:
+    """The scoring steps (see :func:`score`); ``unregistered``: a dry run's models for those without a champion."""
+    logger = get_run_logger()
+    champions = load_champions(cfg, unregistered)
     cutoff = jobs.scoring_cutoff(cfg, jobs.last_data_day(cfg))
     folder, key = _snapshot(cfg, f"snapshot_{cutoff.isoformat()}", [cutoff], False)
-    run_id = jobs.scoring_run_id(key, champions, cfg)
+    run_id = keys.scoring_run_id(key, champions, cfg, jobs.reasons_path(cfg), jobs.playbooks_path(cfg))
     lists, summary = score_customers(cfg, folder, champions, run_id)
     paths = {}
     if dry_run:
@@ -226,52 +251,20 @@ def score(config_path: str | None = None, data_dir: str | None = None, as_of: dt
 @flow(name="churn-pipeline")
 def churn_pipeline(config_path: str | None = None, data_dir: str | None = None, as_of: dt.date | None = None,
                    dry_run: bool = False) -> dict:
-    """ingest -> build-features -> train -> score."""
+    """ingest -> build-features -> train -> score. ``dry_run``: the lists are scored but not published and no model
+    is registered; without champions the models trained by the dry run score the lists."""
     ingest(config_path, data_dir)
     build_features(config_path, data_dir, as_of)
-    trained = train(config_path, data_dir, dry_run=dry_run)
-    scored = score(config_path, data_dir, as_of, dry_run)
+    if dry_run:  # in this flow run: the unregistered models are handed to scoring in memory
+        cfg = _config(config_path, data_dir, as_of)
+        trained, unregistered = _dry_train(cfg)
+        scored = _score(cfg, True, unregistered)
+    else:
+        trained = train(config_path, data_dir)
+        scored = score(config_path, data_dir, as_of)
     training = "backtest only (dry run)" if trained["dry_run"] else (
         "not retrained: nothing changed" if trained["cached"] else "retrained; " + ", ".join(
             f"{m['model']} v{m['version']} {m['decision']}" for m in trained["models"]))
     create_markdown_artifact(f"{score_markdown(scored)}\nTraining: {training}\n", key="churn-pipeline-summary",
                              description="the whole pipeline's outcome")
     return {"train": trained, "score": scored}
-
-
-# ---- summaries -------------------------------------------------------------------------------------------------
-
-
-def _markdown(columns: list[str], rows: list[dict]) -> str:
-    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join(" --- " for _ in columns) + "|"]
-    lines += ["| " + " | ".join(str(r.get(c, "")) for c in columns) + " |" for r in rows]
-    return "\n".join(lines)
-
-
-def score_markdown(summary: dict) -> str:
-    """The scoring summary as a markdown table (the flow's artifact)."""
-    versions = ", ".join(f"{k} v{v}" for k, v in summary["champion_versions"].items())
-    rows = [
-        {"measure": "as of", "value": summary["as_of"]},
-        {"measure": "customers scored", "value": f"{summary['customers_scored']:,}"},
-        {"measure": "active / lapsed", "value": f"{summary['active_customers']:,} / {summary['lapsed_customers']:,}"},
-        {"measure": "at risk (churn probability >= threshold)", "value": f"{summary['at_risk_customers']:,}"},
-        {"measure": "value at risk", "value": f"{summary['value_at_risk']:,.2f}"},
-        {"measure": "expected win-back value", "value": f"{summary['expected_winback_value']:,.2f}"},
-        {"measure": "champion versions", "value": versions},
-        {"measure": "run id", "value": summary["run_id"]},
-    ]
-    published = "\n".join(f"- {name}: `{path}`" for name, path in summary["published"].items()) or "- (dry run)"
-    campaigns = _markdown(["list", "campaign", "treatment", "control", "no consent", "cost", "expected saved",
-                           "expected net return"], campaign_rows(summary))
-    return (f"## Batch scoring\n\n{_markdown(['measure', 'value'], rows)}\n\n### Campaigns\n\n{campaigns}\n\n"
-            f"Published:\n{published}\n")
-
-
-def campaign_rows(summary: dict) -> list[dict]:
-    """One row per list's campaign, formatted for tables."""
-    return [{"list": name, "campaign": c["campaign_id"], "treatment": f"{c['treatment']:,}",
-             "control": f"{c['control']:,}", "no consent": f"{c['held_back_no_consent']:,}",
-             "cost": f"{c['cost']:,.2f}", "expected saved": f"{c['expected_saved_value']:,.2f}",
-             "expected net return": f"{c['expected_net_return']:,.2f}"}
-            for name, c in summary.get("campaigns", {}).items()]

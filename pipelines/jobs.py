@@ -1,6 +1,7 @@
-"""The model stage's jobs, wired from domain functions (features -> models -> tracking); no logic of their own.
-
-The CLI calls them directly and the Prefect flows call them as tasks.
+"""The pipeline's jobs: each operation (validate, build snapshots, backtest, train, score, publish) wired once from
+the domain functions of features/, models/ and serving/. The CLI calls them directly and the Prefect flows call
+them as tasks, so every operation has one path. What a cached step depends on is in :mod:`pipelines.keys`; the
+summaries people read are in :mod:`pipelines.summaries`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import pandas as pd
 from common.config import PipelineConfig
 from common.errors import ChurnError, DataError
 from features.snapshots import build_snapshots, latest_labeled_cutoff, open_sources
+from pipelines import keys
 
 Progress = Callable[[str], None]
 
@@ -30,6 +32,20 @@ def new_run_id(now: dt.datetime | None = None) -> str:
 
     now = now or dt.datetime.now(dt.timezone.utc)
     return f"{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
+
+
+def data_as_of(cfg: PipelineConfig, explicit: dt.date | None = None) -> dt.date:
+    """The data's as-of date (rows after it are rejected as future rows): ``explicit``, else ``as_of`` of the
+    config, else today."""
+    return explicit or cfg.as_of or dt.date.today()
+
+
+def validate(cfg: PipelineConfig, as_of: dt.date, run_id: str, on_table=None) -> None:
+    """Read and validate every configured table (rejected rows to quarantine, validated tables swapped in
+    together); ``on_table(name, report)`` after each table."""
+    from features.ingest import ingest
+
+    ingest(cfg, as_of, run_id, on_table=on_table)
 
 
 def truth_dir(cfg: PipelineConfig) -> Path | None:
@@ -90,59 +106,52 @@ class BacktestRun:
     last_day: dt.date
 
 
-def data_fingerprint(cfg: PipelineConfig, last_day: dt.date | None) -> dict:
-    """Validated source files (name, size, hash), row counts, date range and one combined hash."""
-    import hashlib
-
-    import pyarrow.parquet as pq
-
-    from features.snapshots import fingerprint, source_files
-
-    files = source_files(cfg.validated_dir)
-    if not files:
-        raise DataError(f"no validated tables in {cfg.validated_dir}; run `churn validate` first")
-    sources = [{**fingerprint(p), "rows": pq.ParquetFile(p).metadata.num_rows} for p in files]
-    combined = hashlib.blake2b("".join(s["blake2b"] for s in sources).encode(), digest_size=16).hexdigest()
-    return {"sources": sources, "last_day": last_day.isoformat() if last_day else None, "hash": combined}
-
-
-def train(cfg: PipelineConfig, progress: Progress = _quiet, snapshots: pd.DataFrame | None = None) -> list:
-    """Backtest at the latest labeled cutoff, train every model on all labeled snapshots, log each to MLflow,
-    register it and decide the champion. Returns the :class:`models.tracking.Registered` versions.
+def fit_final(cfg: PipelineConfig, progress: Progress = _quiet, snapshots: pd.DataFrame | None = None
+              ) -> tuple["BacktestRun", dict]:
+    """Backtest at the latest labeled cutoff, then train every model of the catalogue on all labeled snapshots.
+    Returns the backtest and ``{model name: ScoringModel}``; a model that stepped aside is left out (the progress
+    messages say why). Nothing is logged or registered.
 
     ``snapshots``: the labeled snapshots at :func:`training_cutoffs` when already built (else built here)."""
-    from models import metrics as m
-    from models import training as tr
-    from models import tracking
-    from models.plots import write_shap_plots
+    from models.catalog import MODELS
 
     run = backtest(cfg, None, progress=progress, snapshots=snapshots)
     report, result = run.result.report, run.result
     snapshots = result.snapshots  # BG/NBD features already added by the backtest
-    progress("training the final models on every labeled snapshot")
-    final = {
-        "churn-classifier": tr.fit_classifier(snapshots[snapshots["is_active"] == True], "churned",  # noqa: E712
-                                              "churn-classifier", cfg.models),
-        "winback-classifier": tr.fit_classifier(snapshots[snapshots["is_active"] == False],  # noqa: E712
-                                                "reactivated", "winback-classifier", cfg.models),
-        "cltv-regressor": tr.fit_cltv(snapshots, cfg.models),
-    }
-    fingerprint = data_fingerprint(cfg, run.last_day)
-    evaluation_rows = {"churn-classifier": (result.churn, "churned", "churn"),
-                       "winback-classifier": (result.winback, "reactivated", "winback"),
-                       "cltv-regressor": (result.cltv, "future_net_revenue", "cltv")}
+    final = {}
+    for spec in MODELS:
+        if spec.section not in result.evaluations:
+            progress(f"{spec.name} steps aside: {report[spec.section]['skipped']}")
+            continue
+        progress(f"training {spec.name} on every labeled snapshot")
+        try:
+            final[spec.name] = spec.fit(spec.rows(snapshots, cfg.horizons), cfg.models)
+        except ValueError as exc:
+            if spec.required:
+                raise ChurnError(f"training {spec.name}: {exc}") from None
+            progress(f"{spec.name} steps aside: {exc}")
+    return run, final
+
+
+def train(cfg: PipelineConfig, progress: Progress = _quiet, snapshots: pd.DataFrame | None = None) -> list:
+    """:func:`fit_final`, then log each model to MLflow, register it and decide the champion. Returns the
+    :class:`models.tracking.Registered` versions."""
+    from models import tracking
+    from models.catalog import get
+    from models.plots import write_shap_plots
+
+    run, final = fit_final(cfg, progress, snapshots)
+    report, result = run.result.report, run.result
+    fingerprint = keys.data_fingerprint(cfg, run.last_day)
     registered = []
     for name, model in final.items():
-        rows, label, section = evaluation_rows[name]
-        keys = ("normalized_gini", "spearman", "total_error") if name == "cltv-regressor" else (
-            "roc_auc", "pr_auc", "ece", "brier")
-        evaluation = {k: report[section][k] for k in keys}
-        evaluation.update(eval_as_of=report[section].get("as_of", report["as_of"]), data_hash=fingerprint["hash"])
+        spec = get(name)
+        rows = result.evaluations[spec.section]
+        evaluation = {k: report[spec.section][k] for k in spec.logged_metrics}
+        evaluation.update(eval_as_of=report[spec.section]["as_of"], data_hash=fingerprint["hash"])
 
-        def champion_metrics(champion, rows=rows, label=label, name=name):
-            y, score = rows[label].astype(float).to_numpy(), champion.score(rows)
-            return (m.regression_metrics(y, score) if name == "cltv-regressor"
-                    else m.classification_metrics(y, score))
+        def champion_metrics(champion, rows=rows, spec=spec):
+            return spec.metrics(spec.outcome(rows), champion.score(rows))
 
         shap_plots = write_shap_plots(model, rows, run.report_path.parent, seed=cfg.models.seed)
         progress(f"logging {name} to MLflow")
@@ -153,29 +162,6 @@ def train(cfg: PipelineConfig, progress: Progress = _quiet, snapshots: pd.DataFr
 
 def read_report(path: Path) -> dict:
     return json.loads(Path(path).read_text())
-
-
-# ---- inputs, fingerprints and caching keys --------------------------------------------------------------------------
-
-
-def _digest(value) -> str:
-    import hashlib
-
-    return hashlib.blake2b(json.dumps(value, sort_keys=True, default=str).encode(), digest_size=16).hexdigest()
-
-
-def source_version(*packages: str) -> str:
-    """Hash of every Python file of ``packages`` (changes whenever the code that produces an output can)."""
-    import hashlib
-    import importlib
-
-    h = hashlib.blake2b(digest_size=8)
-    for package in packages:
-        root = Path(importlib.import_module(package).__file__).parent
-        for path in sorted(root.rglob("*.py")):
-            h.update(str(path.relative_to(root)).encode())
-            h.update(path.read_bytes())
-    return h.hexdigest()
 
 
 def last_data_day(cfg: PipelineConfig) -> dt.date:
@@ -196,52 +182,53 @@ def scoring_cutoff(cfg: PipelineConfig, last_day: dt.date) -> dt.date:
     return cfg.scoring.as_of or last_day + dt.timedelta(days=1)
 
 
-def folder_inputs_key(folder: Path) -> str | None:
-    """The :func:`snapshot_key` a snapshot folder was built for (None when absent or unknown)."""
-    meta = Path(folder) / "metadata.json"
-    return json.loads(meta.read_text()).get("inputs_key") if meta.exists() else None
-
-
-def snapshot_key(cfg: PipelineConfig, cutoffs: list[dt.date], with_labels: bool) -> str:
-    """What a snapshot depends on, hashed: the validated sources, the feature definitions' code version, the
-    horizons, the cutoffs."""
-    from features.snapshots import code_version
-
-    fingerprint = data_fingerprint(cfg, None)
-    return _digest({"data": fingerprint["hash"], "code": code_version(),
-                    "horizons": cfg.horizons.model_dump(), "cutoffs": cutoffs, "with_labels": with_labels})
-
-
-def training_key(cfg: PipelineConfig) -> str:
-    """What the trained models depend on, hashed: data, feature and model code, and the settings that shape them."""
-    return _digest({"data": data_fingerprint(cfg, None)["hash"], "code": source_version("features", "models"),
-                    "horizons": cfg.horizons.model_dump(), "snapshots": cfg.snapshots.model_dump(),
-                    "models": cfg.models.model_dump()})
-
-
 def build_snapshot_folder(cfg: PipelineConfig, name: str, cutoffs: list[dt.date], with_labels: bool,
-                          inputs_key: str | None = None) -> Path:
-    """Build the snapshots at ``cutoffs`` and write them to ``<data_dir>/features/<name>`` (see
-    :func:`features.snapshots.write_snapshots_in_engine`); ``inputs_key`` (:func:`snapshot_key`) is recorded in
-    its metadata."""
-    from features.snapshots import write_snapshots_in_engine
+                          inputs_key: str | None = None, engine: str = "duckdb") -> Path:
+    """Build the snapshots at ``cutoffs`` and write them to ``<data_dir>/features/<name>``; ``inputs_key``
+    (:func:`pipelines.keys.snapshot_key`) is recorded in its metadata. On DuckDB the engine writes the partitions
+    itself (:func:`features.snapshots.write_snapshots_in_engine`: a large stack never passes through one pandas
+    frame); on Spark the snapshot is collected and written (:func:`features.snapshots.write_snapshots`)."""
+    from features.snapshots import write_snapshots, write_snapshots_in_engine
 
-    src = open_sources(cfg.validated_dir, memory_limit=cfg.snapshots.duckdb_memory_limit)
-    extra = {"engine": "duckdb", "with_labels": with_labels, "data_last_day": src.last_day.isoformat(),
+    if engine not in ("duckdb", "spark"):
+        raise ChurnError(f"the engine must be 'duckdb' or 'spark', got {engine!r}")
+    src = open_sources(cfg.validated_dir, engine, memory_limit=cfg.snapshots.duckdb_memory_limit)
+    extra = {"engine": engine, "with_labels": with_labels, "data_last_day": src.last_day.isoformat(),
              "horizons": cfg.horizons.model_dump(), "inputs_key": inputs_key}
-    return write_snapshots_in_engine(src, cutoffs, cfg.horizons, with_labels, cfg, name, cfg.validated_dir, extra)
+    if engine == "duckdb":
+        return write_snapshots_in_engine(src, cutoffs, cfg.horizons, with_labels, cfg, name, cfg.validated_dir,
+                                         extra)
+    frame = build_snapshots(src, cutoffs, cfg.horizons, with_labels=with_labels)
+    return write_snapshots(frame, cfg, name, cfg.validated_dir, extra)
+
+
+def stack_cutoffs(cfg: PipelineConfig, last_day: dt.date, end: dt.date | None = None) -> list[dt.date]:
+    """The training stack's cutoffs: the configured cadence up to ``end`` (default: the latest labeled cutoff)."""
+    from features.snapshots import cutoff_schedule
+
+    return cutoff_schedule(end or latest_labeled_cutoff(last_day, cfg.horizons.churn_days), cfg.snapshots)
 
 
 # ---- scoring ------------------------------------------------------------------------------------------------------
 
 
-def load_champions(cfg: PipelineConfig) -> dict:
-    """The ``champion`` of every model, as :class:`serving.scoring.Champion` (a clear error when one is
-    missing)."""
-    from models.tracking import MODEL_NAMES, load_champion
+def load_champions(cfg: PipelineConfig, unregistered: dict | None = None) -> dict:
+    """The ``champion`` of every model, as :class:`serving.scoring.Champion`. A required model without one is a
+    clear error, unless ``unregistered`` (model name -> a model trained by a dry run, never registered) has it: a
+    dry run scores with what a real run would promote when there is no champion yet. A model that is not required
+    and has neither (it stepped aside) is left out."""
+    from models.catalog import MODELS
+    from models.tracking import champion_versions, load_champion
     from serving.scoring import Champion
 
-    return {name: Champion(name, *load_champion(cfg, name)) for name in MODEL_NAMES}
+    versions, unregistered = champion_versions(cfg), unregistered or {}
+    champions = {}
+    for spec in MODELS:
+        if versions[spec.name] is None and spec.name in unregistered:
+            champions[spec.name] = Champion(spec.name, "unregistered", unregistered[spec.name])
+        elif spec.required or versions[spec.name] is not None:
+            champions[spec.name] = Champion(spec.name, *load_champion(cfg, spec.name))
+    return champions
 
 
 def reasons_path(cfg: PipelineConfig) -> Path:
@@ -251,14 +238,11 @@ def reasons_path(cfg: PipelineConfig) -> Path:
     return cfg.resolve(cfg.scoring.reasons_file) if cfg.scoring.reasons_file else DEFAULT_REASONS
 
 
-def scoring_run_id(snapshot_fingerprint: str, champions: dict, cfg: PipelineConfig) -> str:
-    """A run id derived from the inputs (snapshot, champion versions, scoring settings, reason texts, code): the
-    same inputs give the same id, so an unchanged re-run publishes byte-identical lists."""
-    return _digest({"snapshot": snapshot_fingerprint, "scoring": cfg.scoring.model_dump(),
-                    "horizons": cfg.horizons.model_dump(), "currency": cfg.base_currency,
-                    "reasons": _digest(reasons_path(cfg).read_text(encoding="utf-8")),
-                    "code": source_version("serving"),
-                    "champions": {n: c.version for n, c in sorted(champions.items())}})[:16]
+def playbooks_path(cfg: PipelineConfig) -> Path:
+    """``targeting.playbooks_file`` (relative to data_dir), else the shipped playbooks."""
+    from serving.targeting import DEFAULT_PLAYBOOKS
+
+    return cfg.resolve(cfg.targeting.playbooks_file) if cfg.targeting.playbooks_file else DEFAULT_PLAYBOOKS
 
 
 def score(cfg: PipelineConfig, snapshot: pd.DataFrame, champions: dict, run_id: str) -> tuple[dict, dict]:
@@ -266,27 +250,19 @@ def score(cfg: PipelineConfig, snapshot: pd.DataFrame, champions: dict, run_id: 
     from common.faults import checkpoint
     from serving.reasons import load_reasons
     from serving.scoring import add_reasons, build_lists, score_snapshot, summarize, target_lists
-    from serving.targeting import DEFAULT_PLAYBOOKS, load_playbooks
+    from serving.targeting import check_budgets, load_playbooks, marketing_consent
 
     scores, inputs = score_snapshot(snapshot, champions, cfg.horizons, with_inputs=True)
     checkpoint("score.after_scoring")
     ranked = build_lists(scores, champions, run_id)
-    playbooks = load_playbooks(cfg.resolve(cfg.targeting.playbooks_file) if cfg.targeting.playbooks_file
-                               else DEFAULT_PLAYBOOKS)
+    playbooks = load_playbooks(playbooks_path(cfg))
     as_of = pd.Timestamp(snapshot["cutoff"].iloc[0]).date()
-    lists, campaigns = target_lists(ranked, inputs, marketing_consent(cfg), cfg.targeting, playbooks, as_of)
+    check_budgets(cfg.targeting.budgets)
+    lists, campaigns = target_lists(ranked, inputs, marketing_consent(cfg.validated_dir), cfg.targeting,
+                                    playbooks, as_of)
     lists = add_reasons(lists, inputs, champions, load_reasons(reasons_path(cfg)), cfg.base_currency,
                         cfg.horizons.churn_days)  # only the published customers are explained
     return lists, summarize(scores, lists, champions, cfg.scoring.at_risk_probability, campaigns)
-
-
-def marketing_consent(cfg: PipelineConfig) -> pd.Series | None:
-    """customer_id -> marketing consent from the validated customers table (None when there is none)."""
-    path = cfg.validated_dir / "customers.parquet"
-    if not path.exists():
-        return None
-    consent = pd.read_parquet(path, columns=["customer_id", "marketing_consent"])
-    return consent.set_index("customer_id")["marketing_consent"].astype("boolean").fillna(False).astype(bool)
 
 
 def publish(cfg: PipelineConfig, lists: dict, as_of: dt.date, run_meta: dict) -> dict[str, Path]:

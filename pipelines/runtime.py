@@ -13,7 +13,7 @@ QUIET_OFFLINE = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",  # else the server's heartbeat looks up an external host
     "DO_NOT_TRACK": "true",
     "MLFLOW_DISABLE_TELEMETRY": "true",
-    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",  # the 20 s default is missed on a busy machine
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",  # the default is missed on a busy machine
     "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
     "PREFECT_LOGGING_LOG_PRINTS": "false",
     "PREFECT_UI_ENABLED": "false",

@@ -1,0 +1,60 @@
+"""The run summaries people read, written once for the CLI's tables and the flows' markdown artifacts: each
+function returns rows (column -> text), and :func:`markdown` or the CLI's rich tables lay them out."""
+
+from __future__ import annotations
+
+INGEST_COLUMNS = ["table", "rows", "kept", "rejected", "reasons"]
+TRAINING_COLUMNS = ["model", "version", "decision", "reason", "champion"]
+CAMPAIGN_COLUMNS = ["list", "campaign", "treatment", "control", "no consent", "cost", "expected saved",
+                    "expected net return"]
+
+
+def ingest_row(name: str, report) -> dict[str, str]:
+    """One table's validation: rows read, kept, rejected (with the share) and the rejection reasons."""
+    reasons = ", ".join(f"{k}: {v:,}" for k, v in report.reasons.items()) or "-"
+    return {"table": name, "rows": f"{report.rows_in:,}", "kept": f"{report.rows_ok:,}",
+            "rejected": f"{report.rejected:,} ({report.rejected_share:.2%})", "reasons": reasons}
+
+
+def scoring_rows(summary: dict) -> list[dict[str, str]]:
+    """The headline numbers of a scoring run as (measure, value) rows."""
+    versions = ", ".join(f"{k} v{v}" for k, v in summary["champion_versions"].items())
+    rows = [
+        ("as of", summary["as_of"]),
+        ("customers scored", f"{summary['customers_scored']:,}"),
+        ("active / lapsed", f"{summary['active_customers']:,} / {summary['lapsed_customers']:,}"),
+        ("at risk (churn probability >= threshold)", f"{summary['at_risk_customers']:,}"),
+        ("value at risk", f"{summary['value_at_risk']:,.2f}"),
+        ("expected win-back value", f"{summary['expected_winback_value']:,.2f}"),
+        ("champion versions", versions),
+        ("run id", summary["run_id"]),
+    ]
+    return [{"measure": measure, "value": value} for measure, value in rows]
+
+
+def campaign_rows(summary: dict) -> list[dict[str, str]]:
+    """One row per list's campaign."""
+    return [{"list": name, "campaign": c["campaign_id"], "treatment": f"{c['treatment']:,}",
+             "control": f"{c['control']:,}", "no consent": f"{c['held_back_no_consent']:,}",
+             "cost": f"{c['cost']:,.2f}", "expected saved": f"{c['expected_saved_value']:,.2f}",
+             "expected net return": f"{c['expected_net_return']:,.2f}"}
+            for name, c in summary.get("campaigns", {}).items()]
+
+
+def training_rows(result: dict) -> list[dict[str, str]]:
+    """One row per model trained: version, decision and why, and the champion after the run."""
+    return [{c: str(m.get(c, "")) for c in TRAINING_COLUMNS} for m in result.get("models", [])]
+
+
+def markdown(columns: list[str], rows: list[dict]) -> str:
+    """``rows`` as a markdown table with ``columns``."""
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join(" --- " for _ in columns) + "|"]
+    lines += ["| " + " | ".join(str(r.get(c, "")) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def score_markdown(summary: dict) -> str:
+    """The scoring summary as markdown (the flow's artifact)."""
+    published = "\n".join(f"- {name}: `{path}`" for name, path in summary["published"].items()) or "- (dry run)"
+    return (f"## Batch scoring\n\n{markdown(['measure', 'value'], scoring_rows(summary))}\n\n### Campaigns\n\n"
+            f"{markdown(CAMPAIGN_COLUMNS, campaign_rows(summary))}\n\nPublished:\n{published}\n")
