@@ -1,6 +1,6 @@
 """The data contract: the tables the pipeline understands, their columns, types and rules.
 
-README.md ("Data contract") documents the same content for people; :func:`contract_markdown` renders it from
+docs/contract.md documents the same content for people; :func:`contract_markdown` renders it from
 here so the two cannot drift apart (a test compares them).
 """
 
@@ -145,7 +145,7 @@ def value_checks(table: str, present: list[str], as_of: dt.date) -> pa.DataFrame
 
 
 def contract_markdown() -> str:
-    """The data contract as Markdown tables (README.md embeds this text)."""
+    """The data contract as Markdown tables (docs/contract.md embeds this text)."""
     lines = []
     for t in CONTRACT.values():
         req = "required" if t.name == "transactions" else "optional"

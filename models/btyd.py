@@ -29,7 +29,7 @@ def _fit_log_params(neg_ll, start: np.ndarray) -> np.ndarray:
     """Minimise ``neg_ll`` over log-parameters (keeps every parameter positive) and return the parameters.
 
     ``neg_ll(log_params)`` returns the value and its gradient with respect to the log-parameters (analytic
-    gradients: a numerical one costs a likelihood evaluation per parameter, 3x the time on a million customers).
+    gradients: a numerical one costs an extra likelihood evaluation per parameter and step).
     """
     result = optimize.minimize(neg_ll, np.log(start), method="L-BFGS-B", jac=True)
     if not np.all(np.isfinite(result.x)):

@@ -20,8 +20,8 @@ Three modes, by what the filter is told about each customer's latent parameters:
   for comparison.
 
 Usage: .venv/bin/python notebooks/observable_churn_bound.py DATA_DIR AS_OF [TRAINING_SNAPSHOTS] [true|hazards|plugin]
-(for example ``data 2026-08-03 data/features/training_snapshots hazards`` after `make run`; 20,000 customers take
-about 30 s, 2 min with ``hazards``)
+(for example ``data 2026-08-03 data/features/training_snapshots hazards`` after `make run`; ``hazards`` is the
+slowest mode)
 """
 import sys, datetime as dt, numpy as np, pandas as pd
 from scipy.special import roots_genlaguerre
