@@ -22,7 +22,8 @@ from common.config import HorizonsConfig, ModelsConfig, SnapshotsConfig
 from features.snapshots import cutoff_schedule, latest_labeled_cutoff
 from models import metrics as m
 from models import training as tr
-from models.catalog import ACTIVE, MODELS, BacktestData, ModelSpec, StepAside, training_rows
+from models.catalog import (ACTIVE, MODELS, BacktestData, ModelSpec, StepAside, btyd_at, evaluation_cutoff,
+                            training_rows)
 
 __all__ = ["BacktestResult", "backtest_data", "cltv_evaluation_cutoff", "needed_cutoffs", "run_backtest",
            "summary_rows", "training_rows"]
@@ -30,7 +31,7 @@ __all__ = ["BacktestResult", "backtest_data", "cltv_evaluation_cutoff", "needed_
 
 def cltv_evaluation_cutoff(as_of: dt.date, last_day: dt.date, cltv_days: int) -> dt.date:
     """``as_of`` when its CLTV window lies inside the data, else the latest cutoff whose window does."""
-    return min(as_of, latest_labeled_cutoff(last_day, cltv_days))
+    return evaluation_cutoff(as_of, last_day, cltv_days)
 
 
 def needed_cutoffs(as_of: dt.date, last_day: dt.date, horizons: HorizonsConfig,
@@ -59,8 +60,10 @@ def _cutoff_rows(snapshots: pd.DataFrame, cutoff: dt.date) -> pd.DataFrame:
 
 
 def backtest_data(spec: ModelSpec, snapshots: pd.DataFrame, as_of: dt.date, last_day: dt.date,
-                  horizons: HorizonsConfig, schedule: SnapshotsConfig) -> BacktestData:
-    """``spec``'s training and evaluation rows for a backtest at ``as_of`` (see :class:`BacktestData`)."""
+                  horizons: HorizonsConfig, schedule: SnapshotsConfig, btyd_by_cutoff: dict | None = None
+                  ) -> BacktestData:
+    """``spec``'s training and evaluation rows for a backtest at ``as_of`` (see :class:`BacktestData`);
+    ``btyd_by_cutoff`` shares the BG/NBD fits between the models of one backtest."""
     at = spec.evaluation_cutoff(as_of, last_day, horizons)
     cutoff_rows = _cutoff_rows(snapshots, at)
     allowed = training_rows(snapshots, at, spec.horizon_days(horizons), cutoff_schedule(at, schedule))
@@ -70,7 +73,8 @@ def backtest_data(spec: ModelSpec, snapshots: pd.DataFrame, as_of: dt.date, last
     if evaluation.empty:
         raise StepAside(f"{spec.name} steps aside: no {spec.population.name} customers with a known {spec.label} "
                         f"at {at}")
-    return BacktestData(snapshots, at, train, evaluation, cutoff_rows, horizons, schedule)
+    return BacktestData(snapshots, at, train, evaluation, cutoff_rows, horizons, schedule,
+                        {} if btyd_by_cutoff is None else btyd_by_cutoff)
 
 
 def run_backtest(snapshots: pd.DataFrame, as_of: dt.date, last_day: dt.date, horizons: HorizonsConfig,
@@ -106,9 +110,10 @@ def run_backtest(snapshots: pd.DataFrame, as_of: dt.date, last_day: dt.date, hor
     oracle: dict[str, float] = {}
     evaluations: dict[str, pd.DataFrame] = {}
     fitted: dict[str, tr.ScoringModel] = {}
+    btyd_by_cutoff: dict = {}  # one BG/NBD fit per evaluation cutoff, whichever model needs it
     for spec in models:
         try:
-            data = backtest_data(spec, snapshots, as_of, last_day, horizons, schedule)
+            data = backtest_data(spec, snapshots, as_of, last_day, horizons, schedule, btyd_by_cutoff)
             model = spec.fit(data.train, settings)
         except ValueError as exc:
             if spec.required:
@@ -140,7 +145,7 @@ def run_backtest(snapshots: pd.DataFrame, as_of: dt.date, last_day: dt.date, hor
 
     # the expected next order date: active customers whose next order falls inside the churn window
     active = evaluation[ACTIVE.mask(evaluation, horizons)].copy()
-    btyd = tr.btyd_predictions(evaluation, horizons.churn_days, horizons.cltv_days)
+    btyd = btyd_at(btyd_by_cutoff, as_of, evaluation, horizons)
     active["next_order_btyd"] = btyd.loc[active.index, "next_order_days"]
     active["next_order_typical_gap"] = tr.typical_gap_next_order_days(active)
     actual_days = active["days_to_next_order"].astype(float).to_numpy()

@@ -85,18 +85,29 @@ class BacktestData:
     cutoff_rows: pd.DataFrame  # every customer at as_of (BG/NBD is fitted on them, no labels used)
     horizons: HorizonsConfig
     schedule: SnapshotsConfig
-    _btyd: dict = field(default_factory=dict)
+    btyd_by_cutoff: dict = field(default_factory=dict)  # shared by the models of one backtest
 
     def btyd(self) -> pd.DataFrame:
-        """:func:`models.training.btyd_predictions` at ``as_of`` for the evaluation rows (fitted once)."""
-        if "frame" not in self._btyd:
-            self._btyd["frame"] = tr.btyd_predictions(self.cutoff_rows, self.horizons.churn_days,
-                                                      self.horizons.cltv_days)
-        return self._btyd["frame"].loc[self.evaluation.index]
+        """:func:`models.training.btyd_predictions` at ``as_of`` for the evaluation rows (fitted once per cutoff
+        and backtest, whichever model asks first)."""
+        return btyd_at(self.btyd_by_cutoff, self.as_of, self.cutoff_rows, self.horizons).loc[self.evaluation.index]
 
     def allowed(self, horizon_days: int) -> pd.DataFrame:
         """Every row (all customers) at the training cutoffs of ``as_of`` whose ``horizon_days`` window has ended."""
         return training_rows(self.snapshots, self.as_of, horizon_days, cutoff_schedule(self.as_of, self.schedule))
+
+
+def btyd_at(cache: dict, cutoff: dt.date, cutoff_rows: pd.DataFrame, horizons: HorizonsConfig) -> pd.DataFrame:
+    """BG/NBD and Gamma-Gamma predictions for every customer at ``cutoff`` (``cutoff_rows``), kept in ``cache``."""
+    if cutoff not in cache:
+        cache[cutoff] = tr.btyd_predictions(cutoff_rows, horizons.churn_days, horizons.cltv_days)
+    return cache[cutoff]
+
+
+def evaluation_cutoff(as_of: dt.date, last_day: dt.date, horizon_days: int) -> dt.date:
+    """``as_of`` when a ``horizon_days`` label window at ``as_of`` lies inside the data, else the latest cutoff whose
+    window does."""
+    return min(as_of, latest_labeled_cutoff(last_day, horizon_days))
 
 
 def training_rows(snapshots: pd.DataFrame, as_of: dt.date, horizon_days: int,
@@ -220,9 +231,8 @@ class ModelSpec:
         return getattr(horizons, self.horizon)
 
     def evaluation_cutoff(self, as_of: dt.date, last_day: dt.date, horizons: HorizonsConfig) -> dt.date:
-        """``as_of`` when this model's label window at ``as_of`` lies inside the data, else the latest cutoff whose
-        window does."""
-        return min(as_of, latest_labeled_cutoff(last_day, self.horizon_days(horizons)))
+        """:func:`evaluation_cutoff` for this model's label window."""
+        return evaluation_cutoff(as_of, last_day, self.horizon_days(horizons))
 
     def rows(self, snapshots: pd.DataFrame, horizons: HorizonsConfig) -> pd.DataFrame:
         """The population's rows of ``snapshots``, or :class:`StepAside` when the data cannot have any."""
