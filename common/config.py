@@ -123,6 +123,9 @@ class OutputsConfig(_Strict):
     sql_url: str | None = Field(None, description="SQLAlchemy URL the lists are also written to; default: "
                                                   "sqlite:///<data_dir>/<outputs.dir>/lists.db")
     include_contact: bool = Field(False, description="join e-mail, name and phone to the published lists")
+    sql_lock_timeout_seconds: float = Field(30.0, gt=0, description="how long a publish waits for other readers "
+                                                                     "or writers of the SQL target to let go; "
+                                                                     "then it fails with nothing published")
 
 
 class ScoringConfig(_Strict):

@@ -225,6 +225,8 @@ def _dry_train(cfg: PipelineConfig) -> tuple[dict, dict]:
 def _score(cfg: PipelineConfig, dry_run: bool, unregistered: dict | None = None) -> dict:
     """The scoring steps (see :func:`score`); ``unregistered``: a dry run's models for those without a champion."""
     logger = get_run_logger()
+    for line in jobs.recover_outputs(cfg):  # before anything reads or writes the published lists
+        logger.warning(line)
     champions = load_champions(cfg, unregistered)
     cutoff = jobs.scoring_cutoff(cfg, jobs.last_data_day(cfg))
     folder, key = _snapshot(cfg, f"snapshot_{cutoff.isoformat()}", [cutoff], False)

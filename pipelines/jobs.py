@@ -272,7 +272,16 @@ def publish(cfg: PipelineConfig, lists: dict, as_of: dt.date, run_meta: dict) ->
     outputs = cfg.resolve(cfg.outputs.dir)
     if cfg.outputs.include_contact:
         lists = with_contacts(cfg, lists)
-    return publish_lists(lists, outputs, as_of, run_meta, sql=sql_url(outputs, cfg.outputs.sql_url))
+    return publish_lists(lists, outputs, as_of, run_meta, sql=sql_url(outputs, cfg.outputs.sql_url),
+                         lock_timeout=cfg.outputs.sql_lock_timeout_seconds)
+
+
+def recover_outputs(cfg: PipelineConfig) -> list[str]:
+    """Repair what an interrupted publish or erasure left under the outputs (one line per repair)."""
+    from serving.publish import recover, sql_url
+
+    outputs = cfg.resolve(cfg.outputs.dir)
+    return recover(outputs, sql_url(outputs, cfg.outputs.sql_url), cfg.outputs.sql_lock_timeout_seconds)
 
 
 def with_contacts(cfg: PipelineConfig, lists: dict) -> dict:

@@ -72,12 +72,23 @@ def training_key(cfg: PipelineConfig) -> str:
 
 def scoring_run_id(snapshot_fingerprint: str, champions: dict, cfg: PipelineConfig, reasons_file: Path,
                    playbooks_file: Path) -> str:
-    """A run id derived from the inputs (snapshot, champion versions, scoring settings, reason texts, code): the
+    """A run id derived from every input that changes a list: the snapshot (data and feature code), the champion
+    versions, the scoring, targeting (tiers, budgets, control share, consent) and output settings, the reason
+    texts, the playbooks, the contacts joined at publish time and the code that scores, explains and targets. The
     same inputs give the same id, so an unchanged re-run publishes byte-identical lists."""
+    contacts = cfg.validated_dir / "customer_contacts.parquet"
     return _digest({"snapshot": snapshot_fingerprint, "scoring": cfg.scoring.model_dump(),
+                    "contacts": _file_digest(contacts) if cfg.outputs.include_contact and contacts.exists() else None,
                     "horizons": cfg.horizons.model_dump(), "currency": cfg.base_currency,
-                    "targeting": cfg.targeting.model_dump(), "outputs": cfg.outputs.model_dump(),
+                    "targeting": cfg.targeting.model_dump(),
+                    "outputs": cfg.outputs.model_dump(exclude={"sql_lock_timeout_seconds"}),
                     "reasons": _digest(Path(reasons_file).read_text(encoding="utf-8")),
                     "playbooks": _digest(Path(playbooks_file).read_text(encoding="utf-8")),
-                    "code": source_version("common", "serving"),
+                    "code": source_version("common", "models", "serving"),
                     "champions": {n: c.version for n, c in sorted(champions.items())}})[:16]
+
+
+def _file_digest(path: Path) -> str:
+    import hashlib
+
+    return hashlib.blake2b(Path(path).read_bytes(), digest_size=16).hexdigest()

@@ -40,9 +40,16 @@ def _digests(outputs: Path) -> dict[str, str]:
     """Hash of every published list file (not run.json: run metadata) and of the SQL tables' contents."""
     import sqlite3
 
-    digests = {str(p.relative_to(outputs)): hashlib.sha256(p.read_bytes()).hexdigest()
-               for p in sorted(outputs.rglob("*"))
-               if p.is_file() and p.name != "run.json" and p.suffix != ".lock" and not p.name.startswith("lists.db")}
+    from serving.publish import STORE, current_version
+
+    version = current_version(outputs)  # the published lists, through the pointer (publish.json names the version)
+    digests = {f"lists/{p.relative_to(version)}": hashlib.sha256(p.read_bytes()).hexdigest()
+               for p in sorted(version.rglob("*")) if p.is_file() and p.name not in ("run.json", "publish.json")}
+    digests.update({str(p.relative_to(outputs)): hashlib.sha256(p.read_bytes()).hexdigest()
+                    for p in sorted(outputs.rglob("*"))
+                    if p.is_file() and STORE not in p.relative_to(outputs).parts and not p.is_symlink()
+                    and not any(l in p.relative_to(outputs).parts for l in ("lists", "at_risk", "winback"))
+                    and p.suffix != ".lock" and not p.name.startswith("lists.db")})
     if (outputs / "lists.db").exists():
         with sqlite3.connect(outputs / "lists.db") as db:
             for table in ("at_risk", "winback", "list_latest", "at_risk_latest", "winback_latest"):
@@ -160,7 +167,10 @@ def test_an_injected_failure_leaves_the_published_lists_untouched(pipeline, poin
     assert f"scoring failed: InjectedFailure: failure injected at {point}" in failed.output
     assert "The previously published lists are unchanged" in failed.output
     assert _digests(pipeline["outputs"]) == before
-    assert not [p for p in pipeline["outputs"].rglob(".*") if p.suffix != ".lock"]  # no staged leftovers
+    from serving.publish import STORE, current_version
+
+    assert not [p for p in pipeline["outputs"].rglob(".*") if p.suffix != ".lock" and p.name != STORE]
+    assert list((pipeline["outputs"] / STORE).iterdir()) == [current_version(pipeline["outputs"])]  # no leftovers
     assert not list(pipeline["outputs"].glob("lists.db-*"))  # no open SQLite journal
     with get_client(sync_client=True) as client:
         latest = client.read_flow_runs(limit=1, sort=FlowRunSort.EXPECTED_START_TIME_DESC)[0]
