@@ -217,6 +217,15 @@ def _stage(outputs_dir: Path, base: Path | None, changes: dict[str, bytes | None
     publish_id = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     staging = store / f".staging-{publish_id}"
     staging.mkdir()
+    try:
+        return _fill(staging, store / publish_id, base, changes, meta)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)  # (after a kill -9 the next start deletes it)
+        raise
+
+
+def _fill(staging: Path, final: Path, base: Path | None, changes: dict[str, bytes | None], meta: dict) -> Path:
+    publish_id = final.name
     replaced_dirs = {str(Path(rel).parent) for rel, data in changes.items() if data is not None
                      and Path(rel).parent.name.startswith("as_of=")}
     if base is not None:
@@ -248,9 +257,8 @@ def _stage(outputs_dir: Path, base: Path | None, changes: dict[str, bytes | None
     for folder in [staging, *(p for p in staging.rglob("*") if p.is_dir())]:
         folder.chmod(mode)  # readable by the CRM import, not private
         _fsync(folder)
-    final = store / publish_id
     os.rename(staging, final)
-    _fsync(store)
+    _fsync(final.parent)
     return final
 
 
@@ -464,8 +472,22 @@ def _write_rows(connection, name: str, frame: pd.DataFrame, as_of: str) -> None:
     table = get_list(name).table
     rows = frame.assign(as_of=as_of, **{c: frame[c].astype("string") for c in frame.columns if c.endswith("_date")})
     if sa.inspect(connection).has_table(table):
+        _add_missing_columns(connection, table, rows)
         connection.execute(sa.text(f"DELETE FROM {table} WHERE as_of = :as_of"), {"as_of": as_of})
     rows.to_sql(table, connection, if_exists="append", index=False)
+
+
+def _add_missing_columns(connection, table: str, rows: pd.DataFrame) -> None:
+    """A list that gained a column since the table was created (a new model, a new setting): the column is added
+    (earlier as-of dates hold NULL in it); columns the list no longer has stay, NULL from now on."""
+    import sqlalchemy as sa
+
+    existing = {c["name"] for c in sa.inspect(connection).get_columns(table)}
+    for column in (c for c in rows.columns if c not in existing):
+        kind = rows[column].dtype.kind
+        sql_type = {"i": "BIGINT", "u": "BIGINT", "f": "FLOAT", "b": "BOOLEAN", "M": "TIMESTAMP"}.get(kind, "TEXT")
+        quoted = connection.dialect.identifier_preparer.quote(column)
+        connection.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN {quoted} {sql_type}"))
 
 
 def _point(connection, name: str, as_of: str, run_id: str | None, rows: int) -> None:

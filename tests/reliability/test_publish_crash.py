@@ -207,3 +207,47 @@ def test_lists_of_the_layout_before_the_store_are_adopted(tmp_path):
     publish_lists(_lists("new"), out, AS_OF, {"run_id": "new"}, sql=url)
     assert set(pd.read_parquet(out / "at_risk" / f"as_of={EARLIER}" / "at_risk.parquet")["run_id"]) == {"old"}
     assert _one_version(_visible(out)) == {"new"}
+
+
+def test_a_list_that_gained_a_column_still_publishes_to_its_sql_table(published):
+    out, url = published
+    lists = _lists("new")
+    lists["at_risk"]["currency"] = "EUR"
+    publish_lists(lists, out, AS_OF, {"run_id": "new"}, sql=url)
+    with sqlite3.connect(out / "lists.db") as db:
+        rows = db.execute("SELECT as_of, currency FROM at_risk ORDER BY as_of").fetchall()
+        latest = db.execute("SELECT DISTINCT currency FROM at_risk_latest").fetchall()
+    assert rows == [(EARLIER.isoformat(), None)] * 3 + [(AS_OF.isoformat(), "EUR")] * 3 and latest == [("EUR",)]
+
+
+def test_a_full_disk_while_staging_changes_nothing(published, monkeypatch):
+    import errno
+
+    import serving.publish as publish
+
+    out, url = published
+    files, tables = _tree(out), _sql(out)
+    real, calls = publish._write, []
+
+    def write(path, data):
+        calls.append(path)
+        if len(calls) == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(path, data)
+
+    monkeypatch.setattr(publish, "_write", write)
+    with pytest.raises(OSError, match="No space left"):
+        publish_lists(_lists("new"), out, AS_OF, {"run_id": "new"}, sql=url)
+    assert _tree(out) == files and _sql(out) == tables and _leftovers(out) == []
+
+
+def test_two_publishers_at_once_take_turns(published):
+    """A scheduled and a manual run publishing together: both finish, one after the other, and what is left is one
+    whole version (the one that committed last), with the SQL tables holding the same."""
+    out, url = published
+    children = [_publish_in_child(out, url, {}, rows=5_000) for _ in range(2)]
+    assert [c.wait(timeout=180) for c in children] == [0, 0], [c.stderr.read().decode()[-800:] for c in children]
+    assert _one_version(_visible(out)) == _one_version(_sql(out)) == {"new"} and _leftovers(out) == []
+    with sqlite3.connect(out / "lists.db") as db:
+        assert db.execute("SELECT count(*) FROM at_risk WHERE as_of = ?", (AS_OF.isoformat(),)).fetchone() == (5_000,)
+
