@@ -6,6 +6,7 @@ the same file works from any checkout. Unknown keys and wrong types are errors t
 
 from __future__ import annotations
 
+import codecs
 import datetime as dt
 import os
 from pathlib import Path
@@ -46,6 +47,18 @@ class SourceConfig(_Strict):
     csv_delimiter: str = Field(",", description="CSV field separator, e.g. ';'")
     csv_encoding: str = Field("utf-8", description="CSV text encoding, e.g. 'cp1250'")
 
+    @field_validator("csv_encoding")
+    @classmethod
+    def _text_encoding(cls, name: str) -> str:
+        try:
+            known = codecs.lookup(name)
+        except LookupError:
+            known = None
+        if known is None or not getattr(known, "_is_text_encoding", True):  # e.g. 'base64' decodes to bytes
+            raise ValueError(f"unknown text encoding {name!r}; use a Python codec name such as 'utf-8', 'cp1252' "
+                             "or 'latin-1'")
+        return name
+
     @model_validator(mode="after")
     def _one_kind(self) -> "SourceConfig":
         if (self.path is None) == (self.url is None):
@@ -61,7 +74,23 @@ class TableConfig(_Strict):
     source: SourceConfig = Field(description="where the table comes from")
     columns: dict[str, str] = Field(default_factory=dict,
                                     description="contract column -> column name in the source")
-    date_format: str | None = Field(None, description="strftime format of dates, default: ISO 8601")
+    date_format: str | None = Field(None, description="strftime format of dates, default: ISO 8601; values with a "
+                                                      "UTC offset need %z in it")
+
+    @field_validator("date_format")
+    @classmethod
+    def _strptime_format(cls, fmt: str | None) -> str | None:
+        if fmt is None:
+            return None
+        if not any(code in fmt for code in ("%Y", "%y", "%G")):
+            raise ValueError(f"date_format {fmt!r} has no year (%Y or %y); use strftime codes such as '%d/%m/%Y', "
+                             "or leave it out for ISO 8601 dates")
+        sample = dt.datetime(2026, 10, 5, 13, 4, 5, tzinfo=dt.timezone.utc)
+        try:
+            dt.datetime.strptime(sample.strftime(fmt), fmt)
+        except ValueError as exc:
+            raise ValueError(f"date_format {fmt!r} is not a strftime format ({exc})") from None
+        return fmt
 
 
 class ValidationConfig(_Strict):
@@ -243,9 +272,10 @@ class PipelineConfig(_Strict):
     def _iso_currency(cls, code: str) -> str:
         import pycountry
 
-        if pycountry.currencies.get(alpha_3=code) is None:
+        normal = code.strip().upper()  # 'usd' is USD: the data's codes are compared in upper case
+        if len(normal) != 3 or pycountry.currencies.get(alpha_3=normal) is None:
             raise ValueError(f"{code!r} is not an ISO 4217 currency code")
-        return code
+        return normal
 
     def resolve(self, relative: str | Path) -> Path:
         """A path from the config: absolute as given, otherwise relative to ``data_dir``."""

@@ -27,12 +27,28 @@ from features.contract import CONTRACT, PII_COLUMNS, Column, value_checks
 from common.errors import DataError
 from common.files import replace_folder
 from common.privacy import load_suppressed, suppressed_mask
-from features.sources import read_source
+from features.sources import PROVENANCE, SOURCE_FILE, SOURCE_LINE, SOURCE_ROW, read_source
 
 # fx_rates first (transactions need it), customers second (other tables are checked against it)
 INGEST_ORDER = ("fx_rates", "customers", "transactions", "support_tickets", "surveys", "web_sessions",
                 "email_events", "subscriptions")
-_TZ_SUFFIX = re.compile(r"(?:Z|[+-]\d{2}:?\d{2})$")
+# A UTC offset ('Z', '+HH', '+HHMM' or '+HH:MM') ends a timestamp only right after its time of day (hh:mm[:ss[.f]]
+# or ISO's basic Thh[mm[ss]]): the '-2026' of '05-10-2026' is a year, not an offset of -20:26.
+_OFFSET = re.compile(r"(?:\d:\d{2}(?::\d{2}(?:[.,]\d+)?)?|T\d{2}(?:\d{2}(?:\d{2}(?:[.,]\d+)?)?)?)"
+                     r"\s?(?:Z|[+-]\d{2}(?::?\d{2})?)$")
+# How exports write a missing value; in these kinds of column they are missing, not text. Text columns (names,
+# categories, plans) keep them, since 'None' may be a real value there, and so do country codes ('NA' is Namibia).
+_MISSING = frozenset({"", "nan", "-nan", "nat", "null", "none", "n/a", "na", "<na>", "#n/a", "#na", "nil"})
+_MISSING_KINDS = frozenset({"id", "timestamp", "date", "float", "int", "bool", "currency"})
+# Money is summed in whole millionths of the base currency in 64-bit integers by the feature engine
+# (features.definitions.MICROS): one customer's total must stay below 2**63 / 1e6 = 9.2e12. An amount this large
+# is an error in the data (or in the exchange rate), not an order.
+MAX_AMOUNT = 1e12
+_MAX_AMOUNT_TEXT = "1e12"
+MONEY_COLUMNS = ("amount", "discount", "monthly_amount")
+# Whole numbers are exact in a 64-bit float (which every numeric column passes through) below 2**53.
+MAX_INT = 2**53
+_THOUSANDS = re.compile(r"^[+-]?\d{1,3}(?:[,.' ]\d{3})+(?:[.,]\d+)?$|^[+-]?\d+,\d+$")
 _ISO_CURRENCIES = frozenset(c.alpha_3 for c in pycountry.currencies)
 _ISO_COUNTRIES = frozenset(c.alpha_2 for c in pycountry.countries)
 _TRUE = frozenset({"true", "t", "yes", "y", "1"})
@@ -49,6 +65,7 @@ class TableReport:
     reasons: dict[str, int] = field(default_factory=dict)
     quarantine_path: Path | None = None
     suppressed: int = 0  # rows of forgotten customers dropped before validation (common.privacy)
+    hints: dict[str, str] = field(default_factory=dict)  # reason -> an example of a rejected value, what to do
 
     @property
     def rejected(self) -> int:
@@ -83,6 +100,11 @@ class _Reasons:
         current = self.values[mask]
         self.values[mask] = current.where(current.isna(), current + "; " + reason).fillna(reason)
 
+    def add_each(self, problems: pd.Series) -> None:
+        """Add each row's reason of ``problems`` (a reason text per row, missing where there is none)."""
+        for reason in problems.dropna().unique():
+            self.add(problems.eq(reason), str(reason))
+
     @property
     def rejected(self) -> pd.Series:
         return self.values.notna()
@@ -92,26 +114,79 @@ def _text(series: pd.Series) -> pd.Series:
     """Values as stripped text; empty strings become missing."""
     if pd.api.types.is_float_dtype(series) and series.dropna().mod(1).eq(0).all():
         series = series.astype("Int64")  # ids read as floats (a column with gaps) keep no trailing '.0'
+    elif series.dtype == object:  # files of a glob stacked with different types: 7 and 7.0 and '7' are one id
+        series = series.map(lambda v: int(v) if isinstance(v, float) and v.is_integer() else v)
     out = series.astype("str").str.strip()
     return out.where(series.notna() & out.ne(""))
 
 
-def _parse_datetime(series: pd.Series, fmt: str | None, tz: str) -> pd.Series:
-    """Naive timestamps in ``tz``. Values with an offset or 'Z' are converted to ``tz``."""
-    if isinstance(series.dtype, pd.DatetimeTZDtype):
-        return series.dt.tz_convert(tz).dt.tz_localize(None).astype("datetime64[us]")
-    if pd.api.types.is_datetime64_dtype(series):
-        return series.astype("datetime64[us]")
+def _present_text(series: pd.Series, kind: str) -> pd.Series:
+    """:func:`_text`, with the usual spellings of a missing value (``NULL``, ``None``, ``N/A``, ``nan``, ...) as
+    missing in the kinds of column where they cannot be a value."""
     text = _text(series)
+    if kind in _MISSING_KINDS:
+        text = text.where(~text.str.lower().isin(_MISSING))
+    return text
+
+
+def _to_naive(aware: pd.Series, tz: str) -> pd.Series:
+    return aware.dt.tz_convert(tz).dt.tz_localize(None).astype("datetime64[us]")
+
+
+def _parse_each(text: pd.Series, fmt: str | None, tz: str) -> pd.Series:
+    """Value by value (slow; only when a vectorised parse met offsets it was not told about)."""
+    def one(value: str):
+        try:
+            stamp = pd.Timestamp(pd.to_datetime(value, format=fmt or "ISO8601"))
+        except (ValueError, TypeError, OverflowError):
+            return pd.NaT
+        return stamp.tz_convert(tz).tz_localize(None) if stamp.tzinfo is not None else stamp
+
+    parsed = {v: one(v) for v in text.dropna().unique()}
+    return pd.Series([parsed.get(v, pd.NaT) if isinstance(v, str) else pd.NaT for v in text], index=text.index,
+                     dtype="datetime64[us]")
+
+
+def _parse_naive(text: pd.Series, fmt: str | None, tz: str) -> pd.Series:
+    try:
+        parsed = pd.to_datetime(text, errors="coerce", format=fmt or "ISO8601")
+    except (ValueError, TypeError):  # offsets mixed with naive values in a form the offset pattern does not know
+        return _parse_each(text, fmt, tz)
+    if isinstance(parsed.dtype, pd.DatetimeTZDtype):
+        return _parse_each(text, fmt, tz)
+    return parsed.astype("datetime64[us]")
+
+
+def _parse_datetime(series: pd.Series, fmt: str | None, tz: str, name: str) -> tuple[pd.Series, pd.Series]:
+    """Naive timestamps in ``tz`` and a reject reason per value that is present but cannot be read.
+
+    ISO 8601 unless ``fmt`` (a strptime format) is given. A value with a UTC offset ('Z', '+02', '+0200',
+    '+02:00' after the time of day) is converted to ``tz``; with a ``fmt`` that has no ``%z``, such a value is
+    rejected rather than guessed (its offset would be dropped, or its year read as one).
+    """
+    problems = pd.Series(pd.NA, index=series.index, dtype="object")
+    if isinstance(series.dtype, pd.DatetimeTZDtype):
+        return _to_naive(series, tz), problems
+    if pd.api.types.is_datetime64_dtype(series):
+        return series.astype("datetime64[us]"), problems
+    text = _present_text(series, "timestamp")
     out = pd.Series(pd.NaT, index=series.index, dtype="datetime64[us]")
-    has_tz = text.str.contains(_TZ_SUFFIX, na=False)
-    if has_tz.any():
-        aware = pd.to_datetime(text[has_tz], errors="coerce", format=fmt or "ISO8601", utc=True)
-        out[has_tz] = aware.dt.tz_convert(tz).dt.tz_localize(None).astype("datetime64[us]")
-    naive = ~has_tz & text.notna()
-    if naive.any():
-        out[naive] = pd.to_datetime(text[naive], errors="coerce", format=fmt or "ISO8601").astype("datetime64[us]")
-    return out
+    present = text.notna()
+    if fmt is not None and ("%z" in fmt or "%Z" in fmt):
+        out[present] = _to_naive(pd.to_datetime(text[present], errors="coerce", format=fmt, utc=True), tz)
+    elif fmt is not None:
+        out[present] = _parse_naive(text[present], fmt, tz)
+        offset = present & out.isna() & text.str.contains(_OFFSET, na=False)
+        problems[offset] = f"unparseable {name} (a UTC offset, but the date_format has no %z)"
+    else:
+        offset = text.str.contains(_OFFSET, na=False)
+        if offset.any():
+            out[offset] = _to_naive(pd.to_datetime(text[offset], errors="coerce", format="ISO8601", utc=True), tz)
+        naive = present & ~offset
+        if naive.any():
+            out[naive] = _parse_naive(text[naive], None, tz)
+    problems[present & out.isna() & problems.isna()] = f"unparseable {name}"
+    return out, problems
 
 
 def _parse_bool(series: pd.Series) -> pd.Series:
@@ -124,31 +199,63 @@ def _parse_bool(series: pd.Series) -> pd.Series:
     return out
 
 
+def _parse_number(series: pd.Series, col: Column) -> tuple[pd.Series, pd.Series]:
+    """Floats (or whole numbers, ``Int64``) and a reject reason per value that is present but no usable number.
+
+    Infinite values and whole numbers of magnitude 2**53 or more are out of range; money columns (infinite ones
+    too) are checked against :data:`MAX_AMOUNT` after conversion to the base currency (:func:`validate_table`).
+    """
+    problems = pd.Series(pd.NA, index=series.index, dtype="object")
+    if pd.api.types.is_bool_dtype(series) or not pd.api.types.is_numeric_dtype(series):
+        text = _present_text(series, col.kind)
+        present = text.notna()
+        typed = pd.to_numeric(text, errors="coerce").astype("float64")
+        not_number = present & typed.isna()
+        problems[not_number] = f"non-numeric {col.name}" if col.kind == "float" else f"non-integer {col.name}"
+        separated = not_number & text.str.match(_THOUSANDS, na=False)
+        problems[separated] = (f"non-numeric {col.name} (a thousands separator or decimal comma: write the "
+                               "number as 1234.5)")
+    else:
+        typed = series.astype("float64")
+    infinite = np.isinf(typed)
+    if col.kind == "int":
+        problems[typed.notna() & ~infinite & typed.mod(1).ne(0)] = f"non-integer {col.name}"
+        problems[typed.abs().ge(MAX_INT)] = f"{col.name} out of range (|{col.name}| >= 2^53)"
+        typed = typed.where(problems.isna() & typed.notna()).astype("Int64")
+    else:
+        if col.name not in MONEY_COLUMNS:  # money is checked once in the base currency (validate_table)
+            problems[infinite] = f"{col.name} out of range (not finite)"
+        typed = typed.where(problems.isna())
+    return typed, problems
+
+
 def _type_column(series: pd.Series, col: Column, fmt: str | None, tz: str) -> tuple[pd.Series, pd.Series]:
-    """Type one column; return the typed values and a mask of values that were present but invalid."""
-    present = series.notna() & ~(series.astype("str").str.strip() == "")
-    if col.kind in ("id", "str"):
-        typed = _text(series)
-    elif col.kind in ("timestamp", "date"):
-        typed = _parse_datetime(series, fmt, tz)
+    """Type one column; return the typed values and a reject reason per value that was present but invalid
+    (missing where there is none)."""
+    if col.kind in ("timestamp", "date"):
+        typed, problems = _parse_datetime(series, fmt, tz, col.name)
         if col.kind == "date":
             typed = typed.dt.normalize()
-    elif col.kind in ("float", "int"):
-        typed = pd.to_numeric(series, errors="coerce").astype("float64")
-        typed = typed.where(np.isfinite(typed))
-        if col.kind == "int":
-            typed = typed.where(typed.mod(1).eq(0)).astype("Int64")
+        return typed, problems
+    if col.kind in ("float", "int"):
+        return _parse_number(series, col)
+    text = _present_text(series, col.kind)
+    if col.kind in ("id", "str"):
+        typed = text
     elif col.kind == "bool":
         typed = _parse_bool(series)
     elif col.kind == "currency":
-        typed = _text(series).str.upper()
+        typed = text.str.upper()
         typed = typed.where(typed.isin(_ISO_CURRENCIES))
     elif col.kind == "country":
-        typed = _text(series).str.upper()
+        typed = text.str.upper()
         typed = typed.where(typed.isin(_ISO_COUNTRIES))
     else:  # pragma: no cover - the contract only uses the kinds above
         raise ValueError(f"unknown column kind {col.kind!r}")
-    return typed, present & typed.isna()
+    present = text.notna()
+    problems = pd.Series(pd.NA, index=series.index, dtype="object")
+    problems[present & typed.isna()] = f"{_INVALID[col.kind]} {col.name}"
+    return typed, problems
 
 
 _INVALID = {"id": "empty", "str": "empty", "timestamp": "unparseable", "date": "unparseable",
@@ -171,11 +278,23 @@ def _map_columns(raw: pd.DataFrame, cfg: PipelineConfig, table: str) -> dict[str
         elif col.required:
             raise DataError(f"{table}: column '{source_name}' is missing; found {list(map(str, raw.columns))} "
                             f"(set tables.{table}.columns.{col.name} in the config to the name of the column "
-                            f"that holds {col.name})")
+                            f"that holds {col.name}){_delimiter_hint(raw, cfg, table)}")
         elif col.name in mapping:
             raise DataError(f"{table}: tables.{table}.columns.{col.name} names '{source_name}', which is not a "
                             f"column of the source; found {list(map(str, raw.columns))}")
     return found
+
+
+def _delimiter_hint(raw: pd.DataFrame, cfg: PipelineConfig, table: str) -> str:
+    """When a CSV header was read as one column that holds another delimiter: say which setting to change."""
+    source = cfg.tables[table].source
+    if source.url or len(raw.columns) != 1:
+        return ""
+    found = [d for d in (";", "\t", "|", ",") if d != source.csv_delimiter and d in str(raw.columns[0])]
+    if not found:
+        return ""
+    return (f"; the header was read as a single column, so the file may be separated by {found[0]!r}, not "
+            f"{source.csv_delimiter!r}: set tables.{table}.source.csv_delimiter")
 
 
 def _derive_order_id(df: pd.DataFrame) -> pd.Series:
@@ -218,7 +337,8 @@ def validate_table(table: str, raw: pd.DataFrame, cfg: PipelineConfig, as_of: dt
     Parameters
     ----------
     raw
-        The table as read from its source (any column names; CSV columns as text).
+        The table as read from its source (any column names; CSV columns as text), with the provenance columns
+        of :func:`features.sources.read_source` when it has them (they are never mapped or passed on).
     as_of
         The data's as-of date: timestamps on or after the following day are rejected as future rows.
     fx
@@ -229,24 +349,33 @@ def validate_table(table: str, raw: pd.DataFrame, cfg: PipelineConfig, as_of: dt
     Returns
     -------
     clean, rejected
-        ``clean`` has the contract's column names and types; ``rejected`` has the original values of the
-        rejected rows plus ``reject_reason`` and ``source_row`` (0-based position in the source).
+        ``clean`` has the contract's column names and types; ``rejected`` has the original values (as text) of
+        the rejected rows plus ``reject_reason``, ``source_file``, ``source_line`` (1-based line of a CSV file the
+        row starts on; the header is line 1) and ``source_row`` (0-based position in its file or SQL result; in
+        ``raw`` when it has no provenance columns).
     """
     contract = CONTRACT[table]
     if raw.empty:
         raise DataError(f"{table}: the source has no rows (check tables.{table}.source, or remove the table "
                         "from the config if you do not have it)")
     raw = raw.reset_index(drop=True)
+    origin = pd.DataFrame({SOURCE_FILE: pd.Series(None, index=raw.index, dtype="object"),
+                           SOURCE_LINE: pd.Series(pd.NA, index=raw.index, dtype="Int64"),
+                           SOURCE_ROW: raw.index.to_numpy(dtype="int64")})
+    for column in PROVENANCE:
+        if column in raw.columns:
+            origin[column] = raw[column].to_numpy()
+    raw = raw.drop(columns=[c for c in PROVENANCE if c in raw.columns])
     mapping = _map_columns(raw, cfg, table)
     fmt = cfg.tables[table].date_format
     reasons = _Reasons(raw.index)
     df = pd.DataFrame(index=raw.index)
     for name, source_name in mapping.items():
         col = contract.column(name)
-        typed, invalid = _type_column(raw[source_name], col, fmt, cfg.timezone)
-        reasons.add(invalid, f"{_INVALID[col.kind]} {name}")
+        typed, problems = _type_column(raw[source_name], col, fmt, cfg.timezone)
+        reasons.add_each(problems)
         if not col.nullable:
-            reasons.add(typed.isna() & ~invalid, f"missing {name}")
+            reasons.add(typed.isna() & problems.isna(), f"missing {name}")
         df[name] = typed
 
     if table == "transactions" and "order_id" not in df.columns:
@@ -262,6 +391,9 @@ def validate_table(table: str, raw: pd.DataFrame, cfg: PipelineConfig, as_of: dt
         df = _convert_currency(df, "ts", ["amount", "discount"], fx, cfg, reasons)
     elif table == "subscriptions" and "monthly_amount" in df.columns:
         df = _convert_currency(df, "started_at", ["monthly_amount"], fx, cfg, reasons)
+    for column in (c for c in MONEY_COLUMNS if c in df.columns):
+        reasons.add(df[column].notna() & ~(df[column].abs() < MAX_AMOUNT),
+                    f"{column} out of range (|{column}| >= {_MAX_AMOUNT_TEXT} {cfg.base_currency}, or not finite)")
 
     ok = ~reasons.rejected
     try:
@@ -274,7 +406,9 @@ def validate_table(table: str, raw: pd.DataFrame, cfg: PipelineConfig, as_of: dt
     bad = reasons.rejected
     rejected = raw[bad].astype("str").where(raw[bad].notna())
     rejected = rejected.assign(reject_reason=reasons.values[bad].astype("str"),
-                               source_row=raw.index[bad].astype("int64"))
+                               source_file=origin.loc[bad, SOURCE_FILE].astype("object"),
+                               source_line=origin.loc[bad, SOURCE_LINE].astype("Int64"),
+                               source_row=origin.loc[bad, SOURCE_ROW].astype("int64"))
     return df[~bad].reset_index(drop=True), rejected.reset_index(drop=True)
 
 
@@ -328,6 +462,10 @@ def ingest(cfg: PipelineConfig, as_of: dt.date, run_id: str,
             drop = suppressed_mask(raw[id_column], forgotten)
             suppressed = int(drop.sum())
             raw = raw[~drop.to_numpy()].reset_index(drop=True)
+        if raw.empty and suppressed:
+            raise DataError(f"{name}: every one of its {suppressed:,} rows belongs to a customer on the suppression "
+                            "list (`churn forget`), so nothing is left to validate; remove the table from the config "
+                            "if that is expected")
         customers = tables.get("customers")
         known = customers["customer_id"] if customers is not None and name != "customers" else None
         clean, rejected = validate_table(name, raw, cfg, as_of, fx=tables.get("fx_rates"), known_customers=known)
@@ -338,6 +476,7 @@ def ingest(cfg: PipelineConfig, as_of: dt.date, run_id: str,
         tables[name] = clean
         report = TableReport(name, rows_in=len(raw), rows_ok=len(clean),
                              reasons=_count_reasons(rejected["reject_reason"]), suppressed=suppressed)
+        report.hints = _hints(name, rejected, report.reasons, cfg)
         if len(rejected) and write:
             report.quarantine_path = _write_quarantine(rejected, cfg, name, run_id)
         reports[name] = report
@@ -345,16 +484,82 @@ def ingest(cfg: PipelineConfig, as_of: dt.date, run_id: str,
             on_table(name, report)
     result = IngestResult(run_id, as_of, tables, contacts, reports)
     limit = cfg.validation.max_reject_share
-    failed = [r for r in reports.values() if r.rejected_share > limit]
-    if failed:
-        details = "; ".join(f"{r.table}: {r.rejected:,} of {r.rows_in:,} rows rejected ({r.rejected_share:.2%}), "
-                            f"see {r.quarantine_path}" for r in failed)
-        raise DataError(f"{details}. That is above validation.max_reject_share = {limit:.2%}: fix the source "
-                        "(the quarantine file gives each row's reject_reason) or raise the threshold in the "
-                        "config. The last validated tables were left untouched.")
+    over = [r for r in reports.values() if r.rejected_share > limit]
+    unusable = [r for r in reports.values() if r.rows_in and not r.rows_ok and r not in over]
+    if over or unusable:
+        advice = []
+        if over:
+            advice.append(f"That is above validation.max_reject_share = {limit:.2%}: fix the source (the quarantine "
+                          "file gives each row's reject_reason) or raise the threshold in the config")
+        if unusable:
+            advice.append(f"No row of {', '.join(r.table for r in unusable)} is valid, and a table without valid "
+                          "rows cannot be used whatever the threshold: fix the source (the quarantine file gives "
+                          "each row's reject_reason) or remove the table from the config")
+        details = "; ".join(_failure(r) for r in [*over, *unusable])
+        raise DataError(f"{details}. {'. '.join(advice)}. The last validated tables were left untouched.")
     if write:
         _write_validated(result, cfg)
     return result
+
+
+_REASON_COLUMN = re.compile(r"^(?:unparseable|non-numeric|non-integer|empty|not a boolean) (\w+)|^(\w+) out of range"
+                            r"|^unknown (?:currency|country) .* in (\w+)$")
+
+
+def _hints(table: str, rejected: pd.DataFrame, counts: dict[str, int], cfg: PipelineConfig) -> dict[str, str]:
+    """For the commonest reasons about a value: an example of the value as written, its column, and what to do."""
+    hints = {}
+    for reason in sorted(counts, key=counts.get, reverse=True)[:3]:
+        match = _REASON_COLUMN.match(reason)
+        column = next((g for g in match.groups() if g), None) if match else None
+        if column not in {c.name for c in CONTRACT[table].columns}:
+            continue
+        source_name = cfg.tables[table].columns.get(column, column)
+        rows = rejected["reject_reason"].str.split("; ").map(lambda found, reason=reason: reason in found)
+        values = rejected.loc[rows.astype(bool), source_name].dropna() if source_name in rejected else []
+        if not len(values):
+            continue
+        value = str(values.iloc[0])
+        hint = f"e.g. {value if len(value) <= 40 else value[:40] + '...'!r} in column '{source_name}'"
+        fmt = cfg.tables[table].date_format
+        if reason.startswith("unparseable") and CONTRACT[table].column(column).kind in ("timestamp", "date"):
+            if "UTC offset" in reason:
+                hint += f", which has a UTC offset: add %z to tables.{table}.date_format {fmt!r}"
+            elif fmt:
+                hint += f", which does not match tables.{table}.date_format {fmt!r}"
+            elif re.fullmatch(r"\d{4,6}(?:\.\d+)?", value):
+                hint += ", a number (an Excel serial date?): export the dates as text, e.g. 2026-10-05"
+            else:
+                hint += (", not ISO 8601 (such as 2026-10-05 or 2026-10-05T14:30:00+02:00): set "
+                         f"tables.{table}.date_format, e.g. '%d/%m/%Y'")
+        hints[reason] = hint
+    return hints
+
+
+def _failure(report: TableReport) -> str:
+    """One table's rejects in a sentence: counts, the commonest reasons with an example, the quarantine file."""
+    top = sorted(report.reasons, key=report.reasons.get, reverse=True)[:3]
+    reasons = ", ".join(f"{reason}: {report.reasons[reason]:,}"
+                        + (f" ({report.hints[reason]})" if reason in report.hints else "") for reason in top)
+    where = f", see {report.quarantine_path}" if report.quarantine_path else ""
+    return (f"{report.table}: {report.rejected:,} of {report.rows_in:,} rows rejected ({report.rejected_share:.2%})"
+            f"{': ' + reasons if reasons else ''}{where}")
+
+
+def check_validated(cfg: PipelineConfig, deep: bool = False) -> None:
+    """Every validated table in ``validated_dir`` can be opened as Parquet (``deep``: and read to the end);
+    otherwise a :class:`DataError` that names the file and says to validate again (a run only ever swaps in
+    complete files, so the file was changed or damaged afterwards)."""
+    import pyarrow.parquet as pq
+
+    for path in sorted(cfg.validated_dir.glob("*.parquet")):
+        try:
+            pq.read_table(path) if deep else pq.read_metadata(path)
+        except (OSError, ValueError) as exc:
+            detail = (str(exc).splitlines()[0] if str(exc) else type(exc).__name__).rstrip(".")
+            raise DataError(f"{path} cannot be read as Parquet ({detail}): it was damaged or changed after "
+                            "`churn validate` wrote it; run `churn validate` again to rewrite the validated "
+                            "tables") from None
 
 
 def _count_reasons(reasons: pd.Series) -> dict[str, int]:

@@ -310,18 +310,55 @@ def list_versions(cfg: PipelineConfig) -> list[dict]:
 
 
 def promote(cfg: PipelineConfig, name: str, version: str, note: str = "manual") -> None:
-    """Give ``name`` version ``version`` the ``champion`` alias by hand; recorded as tags on the version."""
-    _mlflow(cfg)
-    from mlflow import MlflowClient
+    """Give ``name`` version ``version`` the ``champion`` alias by hand; recorded as tags on the version.
+
+    The alias is written first and the tags after it, so a store that refuses writes (read-only files, a server
+    that says no) changes nothing; that, and any later failure, is a :class:`ChurnError` saying what was changed.
+    """
+    import sqlalchemy
+
     from mlflow.exceptions import MlflowException
 
-    client = MlflowClient()
+    failures = (MlflowException, sqlalchemy.exc.SQLAlchemyError, OSError)
+    where = cfg.mlflow.tracking_uri or str(cfg.data_dir / "mlflow")
+
+    def refused(what: str, done: list[str], exc: BaseException) -> ChurnError:
+        detail = (str(exc).splitlines() or [type(exc).__name__])[0]
+        changed = f"only {' and '.join(done)} {'was' if len(done) == 1 else 'were'} written" if done else \
+            "nothing was changed"
+        return ChurnError(f"cannot promote {name} version {version}: could not {what} in the MLflow store "
+                          f"({detail}); {changed}. Make {where} writable for the user running churn (its "
+                          "permissions and those of the files in it) and run `churn promote` again")
+
+    store_log = logging.getLogger("mlflow.store.db.utils")  # it logs each refused write with a traceback
+    level = store_log.level
+    store_log.setLevel(logging.CRITICAL)
     try:
-        client.get_model_version(name, version)
-    except MlflowException:
-        raise ChurnError(f"{name} has no version {version}; see `churn models`") from None
-    previous = _alias_version(client, name, "champion")
-    client.set_registered_model_alias(name, "champion", version)
-    client.set_model_version_tag(name, version, "decision", "promoted by hand")
-    client.set_model_version_tag(name, version, "decision_reason",
-                                 f"{note}; previous champion: {previous.version if previous else 'none'}")
+        try:
+            _mlflow(cfg)
+            from mlflow import MlflowClient
+
+            client = MlflowClient()
+            try:
+                client.get_model_version(name, version)
+            except MlflowException:
+                raise ChurnError(f"{name} has no version {version}; see `churn models`") from None
+            previous = _alias_version(client, name, "champion")
+        except failures as exc:
+            raise refused("read the registry", [], exc) from None
+        reason = f"{note}; previous champion: {previous.version if previous else 'none'}"
+        steps = [("set the champion alias", "the champion alias",
+                  lambda: client.set_registered_model_alias(name, "champion", version)),
+                 ("record the decision", "the decision tag",
+                  lambda: client.set_model_version_tag(name, version, "decision", "promoted by hand")),
+                 ("record the reason", "the reason tag",
+                  lambda: client.set_model_version_tag(name, version, "decision_reason", reason))]
+        done: list[str] = []
+        for what, written, step in steps:
+            try:
+                step()
+            except failures as exc:
+                raise refused(what, done, exc) from None
+            done.append(written)
+    finally:
+        store_log.setLevel(level)

@@ -183,26 +183,39 @@ def features(
     """Build a point-in-time feature snapshot (or the training stack) from the validated tables."""
 
     def body() -> None:
+        import duckdb
+        import pyarrow
+
+        from features.ingest import check_validated
         from features.snapshots import read_snapshots
         from pipelines import jobs
 
         cfg = _config(config, data_dir)
+        check_validated(cfg)  # a damaged validated file is named here, not deep in a DuckDB traceback
         start = time.perf_counter()
-        with _progress() as progress:
-            task = progress.add_task("opening the validated tables", total=2)
-            last_day = jobs.last_data_day(cfg)
-            if stack:
-                cutoffs = jobs.stack_cutoffs(cfg, last_day, as_of.date() if as_of else None)
-                name = "training_stack"
-            else:
-                cutoffs = [as_of.date() if as_of else jobs.scoring_cutoff(cfg, last_day)]
-                name = f"snapshot_{cutoffs[0].isoformat()}"
-            progress.update(task, advance=1, description="computing features")
-            folder = jobs.build_snapshot_folder(cfg, name, cutoffs, with_labels or stack, engine=engine)
-            if out_file:
-                out_file.parent.mkdir(parents=True, exist_ok=True)
-                read_snapshots(folder).to_parquet(out_file, index=False)
-            progress.update(task, advance=1, description="done")
+        try:
+            with _progress() as progress:
+                task = progress.add_task("opening the validated tables", total=2)
+                last_day = jobs.last_data_day(cfg)
+                if stack:
+                    cutoffs = jobs.stack_cutoffs(cfg, last_day, as_of.date() if as_of else None)
+                    name = "training_stack"
+                else:
+                    cutoffs = [as_of.date() if as_of else jobs.scoring_cutoff(cfg, last_day)]
+                    name = f"snapshot_{cutoffs[0].isoformat()}"
+                progress.update(task, advance=1, description="computing features")
+                folder = jobs.build_snapshot_folder(cfg, name, cutoffs, with_labels or stack, engine=engine)
+                if out_file:
+                    out_file.parent.mkdir(parents=True, exist_ok=True)
+                    read_snapshots(folder).to_parquet(out_file, index=False)
+                progress.update(task, advance=1, description="done")
+        except (duckdb.Error, pyarrow.ArrowException, OSError) as exc:
+            check_validated(cfg, deep=True)  # names the validated file when one is damaged beyond its footer
+            detail = (str(exc).splitlines() or [type(exc).__name__])[0].rstrip(".")
+            again = (f"; if {cfg.validated_dir} was changed since, run `churn validate` again"
+                     if str(cfg.validated_dir) in str(exc) else "")
+            raise ChurnError(f"building the features failed: {type(exc).__name__}: {detail}{again} (--debug shows "
+                             "the traceback)") from exc
         meta = json.loads((folder / "metadata.json").read_text())
         out.print(f"{sum(meta['rows_per_cutoff'].values()):,} rows x {len(meta['features'])} features at "
                   f"{len(meta['cutoffs'])} cutoff(s) ({meta['cutoffs'][0]} .. {meta['cutoffs'][-1]}) in "
