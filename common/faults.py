@@ -1,8 +1,9 @@
 """A test hook that makes a run fail at a named point, to prove that failures leave published outputs intact.
 
-Set ``CHURN_FAIL_AT`` to a point name (for example ``score.after_scoring`` or ``publish.after_first_list``); the
-run raises :class:`InjectedFailure` when it gets there. Set ``CHURN_KILL_AT`` instead and the process kills itself
-there with SIGKILL (as ``kill -9`` or a power cut would: no ``finally``, no rollback). Unset, the hook does nothing.
+Set ``CHURN_FAIL_AT`` to a point name (for example ``score.after_scoring``, ``publish.after_first_list`` or
+``forget.after_first_file``); the run raises :class:`InjectedFailure` when it gets there. Set ``CHURN_KILL_AT``
+instead and the process kills itself there with SIGKILL (as ``kill -9`` or a power cut would: no ``finally``, no
+rollback). Unset, the hook does nothing.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ KILL_ENV = "CHURN_KILL_AT"
 PUBLISH_POINTS = ("publish.after_first_list", "publish.while_staging", "publish.after_staging",
                   "publish.sql_after_first_list", "publish.after_sql_written", "publish.after_pointer",
                   "publish.after_commit", "publish.during_cleanup")
-POINTS = ("score.after_scoring", *PUBLISH_POINTS)
+FORGET_POINTS = ("forget.after_plan", "forget.after_published", "forget.after_first_file")  # serving/forget.py
+POINTS = ("score.after_scoring", *PUBLISH_POINTS, *FORGET_POINTS)
 
 
 class InjectedFailure(RuntimeError):

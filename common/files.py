@@ -74,6 +74,29 @@ def replace_all(folders: Mapping[Path, Callable[[Path], None]], files: Mapping[P
             _remove(tmp)
 
 
+def replace_file(target: Path, data: bytes) -> None:
+    """Replace one file by ``data`` with one atomic rename and no backup of the old version: after any stop the
+    file is the old one or the new one, and no copy of the old bytes is left beside it (what an erasure needs). A
+    stop before the rename can leave the new bytes in a hidden ``.<name>-*`` file beside it."""
+    target = Path(target)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}-", dir=target.parent)
+    try:
+        os.chmod(tmp, 0o666 & ~_umask())
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        _remove(Path(tmp))
+        raise
+    dir_fd = os.open(target.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)

@@ -440,28 +440,48 @@ def schedule(config: ConfigOpt = None, data_dir: DataDirOpt = None, debug: Debug
 
 @app.command()
 def forget(
-    customer_ids: Annotated[list[str], typer.Argument(help="the customers to forget")],
+    customer_ids: Annotated[Optional[list[str]], typer.Argument(help="the customers to forget")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="finish an erasure that stopped (a file it could not "
+                                                          "erase, or an interruption) from its plan, "
+                                                          "<data_dir>/privacy/forget-plan.json")] = False,
     config: ConfigOpt = None, data_dir: DataDirOpt = None, debug: DebugOpt = False,
 ) -> None:
     """Right to erasure: add customers to the suppression list every later run honours first, and delete their rows
-    from the validated tables, quarantine, feature snapshots, published lists and list tables."""
+    from the published lists and list tables, validated tables, quarantine and feature snapshots (never from the
+    configured sources). It works through a plan it writes first; if it stops, `churn forget --resume` finishes."""
 
-    def body() -> None:
-        from serving.forget import forget as erase
-        from serving.publish import sql_url
-
-        cfg = _config(config, data_dir)
-        outputs = cfg.resolve(cfg.outputs.dir)
-        report = erase(cfg.data_dir, customer_ids, outputs, sql_url(outputs, cfg.outputs.sql_url))
-        table = Table(title=f"forgot {len(customer_ids)} customer(s); {report.suppressed_total} on the "
-                            "suppression list")
+    def show(report) -> None:
+        who = f"forgot {len(customer_ids)} customer(s)" if customer_ids else "resumed the erasure"
+        table = Table(title=f"{who}; {report.suppressed_total} on the suppression list")
         table.add_column("where")
         table.add_column("rows removed", justify="right")
         for where, rows in report.rows_removed.items():
             table.add_row(where, f"{rows:,}")
         out.print(table)
-        out.print("later runs drop these customers when reading the sources; the raw sources themselves are yours "
-                  "to erase")
+        if report.remaining:
+            remaining = Table(title=f"not erased yet (the plan {report.plan})")
+            remaining.add_column("where")
+            remaining.add_column("why")
+            for where, why in report.remaining.items():
+                remaining.add_row(where, why)
+            out.print(remaining)
+        out.print(f"later runs drop these customers when reading the sources; the sources themselves "
+                  f"({', '.join(report.sources)}) are yours to erase", highlight=False)
+
+    def body() -> None:
+        from serving.forget import ForgetIncomplete, plan_path
+        from serving.forget import forget as erase
+
+        cfg = _config(config, data_dir)
+        if not customer_ids and resume and not plan_path(cfg.data_dir).exists():
+            out.print("nothing to resume: every `churn forget` so far has completed")
+            return
+        try:
+            report = erase(cfg, customer_ids or [], resume=resume)
+        except ForgetIncomplete as exc:
+            show(exc.report)
+            raise
+        show(report)
 
     _run(debug, body)
 
