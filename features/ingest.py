@@ -351,7 +351,8 @@ def validate_table(table: str, raw: pd.DataFrame, cfg: PipelineConfig, as_of: dt
     clean, rejected
         ``clean`` has the contract's column names and types; ``rejected`` has the original values (as text) of
         the rejected rows plus ``reject_reason``, ``source_file``, ``source_line`` (1-based line of a CSV file the
-        row starts on; the header is line 1) and ``source_row`` (0-based position in its file or SQL result; in
+        row starts on, the header being line 1; 1-based row number in a Parquet file or SQL result) and
+        ``source_row`` (0-based position in its file or SQL result; in
         ``raw`` when it has no provenance columns).
     """
     contract = CONTRACT[table]

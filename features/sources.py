@@ -1,9 +1,10 @@
 """Read one configured source (CSV or Parquet file or glob, or a SQL table or query) into a DataFrame.
 
 Every row keeps where it came from, in the hidden columns of :data:`PROVENANCE`, which validation reads and never
-passes on: the file (relative to ``data_dir`` when the configured path is; empty for SQL), the line of a CSV file
-the row starts on (1-based, the header is line 1; a quoted value may span several lines) and the row's position in
-its file or SQL result (0-based). They are attached here, before anything drops rows, so that they still point at
+passes on: the file (relative to ``data_dir`` when the configured path is; empty for SQL), where a person finds
+the row (1-based: in a CSV file the line it starts on, the header being line 1, a quoted value may span several
+lines; in a Parquet file or SQL result its row number, the first row being row 1) and the row's position in its
+file or SQL result (0-based). They are attached here, before anything drops rows, so that they still point at
 the source after the rows of forgotten customers were dropped (:mod:`common.privacy`).
 """
 
@@ -143,7 +144,7 @@ def _read_file(path: Path, source: SourceConfig, table: str, shown: str) -> pd.D
         else:
             frame = pd.read_parquet(path)
             _check_columns(list(frame.columns), table, f"'{path}'")
-            frame[SOURCE_LINE] = pd.array([pd.NA] * len(frame), dtype="Int64")
+            frame[SOURCE_LINE] = pd.array(np.arange(1, len(frame) + 1), dtype="Int64")  # no lines: row numbers
     except pd.errors.EmptyDataError:
         return pd.DataFrame()
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, lzma.LZMAError, pd.errors.ParserError) as exc:
@@ -217,7 +218,7 @@ def _read_sql(source: SourceConfig, table: str) -> pd.DataFrame:
     finally:
         engine.dispose()
     _check_columns(list(frame.columns), table, f"the result from '{shown}'")
-    return frame.assign(**{SOURCE_FILE: None, SOURCE_LINE: pd.array([pd.NA] * len(frame), dtype="Int64"),
+    return frame.assign(**{SOURCE_FILE: None, SOURCE_LINE: pd.array(np.arange(1, len(frame) + 1), dtype="Int64"),
                            SOURCE_ROW: np.arange(len(frame), dtype="int64")})
 
 

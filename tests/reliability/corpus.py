@@ -319,7 +319,7 @@ CASES: tuple[Case, ...] = (
                                                 "amount": [1.0, 2.0]}))},
          {"transactions": {"source": {"path": "p/*.parquet"}}}, settings={"validation": ALL}, kept=5,
          quarantined=1, reasons={"missing customer_id": 1}, check=lambda run: (
-             _customers({"7", "8", "9"})(run), _provenance([("p/c.parquet", None, 1)])(run))),
+             _customers({"7", "8", "9"})(run), _provenance([("p/c.parquet", 2, 1)])(run))),
     Case("row with an extra field", "a row with more fields than the header (an unquoted delimiter in a value)",
          {"tx.csv": HEADER + "A,2026-10-05,5,o1\nA,2026-10-05,5,o2,oops\n"},
          error=r"cannot read '.*tx\.csv' as CSV: Expected 4 fields in line 3, saw 5"),
@@ -334,10 +334,11 @@ CASES: tuple[Case, ...] = (
          {"shop.db": _sqlite([("A", "2026-10-05", 5.0, "o1")])},
          {"transactions": {"source": {"url": "sqlite:///{folder}/shop.db", "query": "selec * from orders"}}},
          error=r"transactions: cannot read from '.*shop\.db': .*syntax error; check tables\.transactions\.source"),
-    Case("SQL source provenance", "a bad row of a SQL result: its 0-based row in the result, no file",
+    Case("SQL source provenance", "a bad row of a SQL result: no file, its row number (1-based) and position "
+                                  "(0-based) in the result",
          {"shop.db": _sqlite([("A", "2026-10-05", 5.0, "o1"), ("B", "bad", 6.0, "o2")])},
          {"transactions": {"source": {"url": "sqlite:///{folder}/shop.db", "table": "orders"}}},
-         settings={"validation": ALL}, kept=1, quarantined=1, check=_provenance([(None, None, 1)])),
+         settings={"validation": ALL}, kept=1, quarantined=1, check=_provenance([(None, 2, 1)])),
     Case("every row of a table suppressed", "the only customer of the file was forgotten",
          {"tx.csv": HEADER + "F,2026-10-05,5,o1\n"}, forget=("F",),
          error=r"transactions: every one of its 1 rows belongs to a customer on the suppression list"),
