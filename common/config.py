@@ -162,6 +162,9 @@ class ScoringConfig(_Strict):
 
     as_of: dt.date | None = Field(None, description="the scoring cutoff; default: the day after the latest "
                                                     "transaction")
+    allow_as_of_after_data: bool = Field(False, description="score at an as-of date later than the day after the "
+                                                            "data's last day (every customer then looks silent "
+                                                            "for the gap); `--force-as-of` sets it for one run")
     at_risk_probability: float = Field(0.5, gt=0, lt=1, description="active customers with a churn probability at "
                                                                     "or above this are counted as at risk")
     reasons_file: str | None = Field(None, description="reason templates (relative to data_dir); default: the "

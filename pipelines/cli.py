@@ -367,11 +367,13 @@ AsOfOpt = Annotated[Optional[dt.datetime], typer.Option(
     "--as-of", formats=["%Y-%m-%d"], help="scoring cutoff: orders before this date count (default: scoring.as_of, "
                                           "else the day after the latest transaction)")]
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="compute everything, publish and register nothing")]
+ForceAsOfOpt = Annotated[bool, typer.Option("--force-as-of", help="score at an --as-of later than the day after the "
+                                                                  "data's last day (refused otherwise)")]
 
 
 @app.command()
-def run(as_of: AsOfOpt = None, dry_run: DryRunOpt = False, config: ConfigOpt = None, data_dir: DataDirOpt = None,
-        debug: DebugOpt = False) -> None:
+def run(as_of: AsOfOpt = None, dry_run: DryRunOpt = False, force_as_of: ForceAsOfOpt = False,
+        config: ConfigOpt = None, data_dir: DataDirOpt = None, debug: DebugOpt = False) -> None:
     """The whole pipeline as one Prefect flow: ingest, build features, train (skipped when nothing changed),
     score and publish the at-risk and win-back lists."""
 
@@ -379,7 +381,8 @@ def run(as_of: AsOfOpt = None, dry_run: DryRunOpt = False, config: ConfigOpt = N
         flows = _flows(config, data_dir)
         start = time.perf_counter()
         result = _call_flow("the pipeline", lambda: flows.churn_pipeline(
-            **_flow_args(config, data_dir), as_of=as_of.date() if as_of else None, dry_run=dry_run))
+            **_flow_args(config, data_dir), as_of=as_of.date() if as_of else None, dry_run=dry_run,
+            force_as_of=force_as_of))
         print_training(result["train"])
         print_scoring(result["score"])
         out.print(f"pipeline finished in {time.perf_counter() - start:.1f} s")
@@ -407,15 +410,22 @@ def train(force: Annotated[bool, typer.Option("--force", help="retrain even when
 
 
 @app.command()
-def score(as_of: AsOfOpt = None, dry_run: DryRunOpt = False, config: ConfigOpt = None, data_dir: DataDirOpt = None,
-          debug: DebugOpt = False) -> None:
+def score(as_of: AsOfOpt = None, dry_run: DryRunOpt = False, force_as_of: ForceAsOfOpt = False,
+          config: ConfigOpt = None, data_dir: DataDirOpt = None, debug: DebugOpt = False) -> None:
     """Score every customer with the champion models and publish the at-risk and win-back lists."""
 
     def body() -> None:
+        from pipelines import jobs
+
+        cfg = _config(config, data_dir, **{"scoring.as_of": as_of.date().isoformat() if as_of else None,
+                                           "scoring.allow_as_of_after_data": True if force_as_of else None})
+        if cfg.scoring.as_of is not None:  # a date the data cannot support: refused before the flow starts
+            jobs.scoring_cutoff(cfg, jobs.last_data_day(cfg))
         flows = _flows(config, data_dir)
         start = time.perf_counter()
         summary = _call_flow("scoring", lambda: flows.score(**_flow_args(config, data_dir),
-                                                           as_of=as_of.date() if as_of else None, dry_run=dry_run))
+                                                           as_of=as_of.date() if as_of else None, dry_run=dry_run,
+                                                           force_as_of=force_as_of))
         print_scoring(summary)
         out.print(f"finished in {time.perf_counter() - start:.1f} s")
 

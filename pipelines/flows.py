@@ -38,9 +38,11 @@ def _retry_io_only(task, task_run, state) -> bool:
 IO = dict(retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=_retry_io_only, cache_policy=NO_CACHE)
 
 
-def _config(config_path: str | None, data_dir: str | None, as_of: dt.date | None = None) -> PipelineConfig:
+def _config(config_path: str | None, data_dir: str | None, as_of: dt.date | None = None,
+            force_as_of: bool = False) -> PipelineConfig:
     """The validated config with the flow's overrides (a bad value fails the flow with a message naming it)."""
-    return load_config(config_path, {"data_dir": data_dir, "scoring.as_of": as_of.isoformat() if as_of else None})
+    return load_config(config_path, {"data_dir": data_dir, "scoring.as_of": as_of.isoformat() if as_of else None,
+                                     "scoring.allow_as_of_after_data": True if force_as_of else None})
 
 
 def _results(cfg: PipelineConfig) -> Path:
@@ -148,10 +150,11 @@ def ingest(config_path: str | None = None, data_dir: str | None = None) -> dict:
 
 
 @flow(name="build-features")
-def build_features(config_path: str | None = None, data_dir: str | None = None, as_of: dt.date | None = None
-                   ) -> dict[str, str]:
-    """The training snapshots (labeled, at the backtest's cutoffs) and the scoring snapshot at ``as_of``."""
-    cfg = _config(config_path, data_dir, as_of)
+def build_features(config_path: str | None = None, data_dir: str | None = None, as_of: dt.date | None = None,
+                   force_as_of: bool = False) -> dict[str, str]:
+    """The training snapshots (labeled, at the backtest's cutoffs) and the scoring snapshot at ``as_of``
+    (``force_as_of``: even when it is after the day after the data's last day)."""
+    cfg = _config(config_path, data_dir, as_of, force_as_of)
     last_day = jobs.last_data_day(cfg)
     cutoff = jobs.scoring_cutoff(cfg, last_day)
     training, _ = _snapshot(cfg, "training_snapshots", jobs.training_cutoffs(cfg, last_day), True)
@@ -201,10 +204,11 @@ def train(config_path: str | None = None, data_dir: str | None = None, force: bo
 
 @flow(name="score")
 def score(config_path: str | None = None, data_dir: str | None = None, as_of: dt.date | None = None,
-          dry_run: bool = False) -> dict:
+          dry_run: bool = False, force_as_of: bool = False) -> dict:
     """Score active and lapsed customers with the champions as of ``as_of`` (default: the day after the latest
-    data) and publish the at-risk and win-back lists (``dry_run``: score and summarise, publish nothing)."""
-    return _score(_config(config_path, data_dir, as_of), dry_run)
+    data) and publish the at-risk and win-back lists (``dry_run``: score and summarise, publish nothing;
+    ``force_as_of``: score even when ``as_of`` is after the day after the data's last day)."""
+    return _score(_config(config_path, data_dir, as_of, force_as_of), dry_run)
 
 
 def _dry_train(cfg: PipelineConfig) -> tuple[dict, dict]:
@@ -252,18 +256,18 @@ def _score(cfg: PipelineConfig, dry_run: bool, unregistered: dict | None = None)
 
 @flow(name="churn-pipeline")
 def churn_pipeline(config_path: str | None = None, data_dir: str | None = None, as_of: dt.date | None = None,
-                   dry_run: bool = False) -> dict:
+                   dry_run: bool = False, force_as_of: bool = False) -> dict:
     """ingest -> build-features -> train -> score. ``dry_run``: the lists are scored but not published and no model
     is registered; without champions the models trained by the dry run score the lists."""
     ingest(config_path, data_dir)
-    build_features(config_path, data_dir, as_of)
+    build_features(config_path, data_dir, as_of, force_as_of)
     if dry_run:  # in this flow run: the unregistered models are handed to scoring in memory
-        cfg = _config(config_path, data_dir, as_of)
+        cfg = _config(config_path, data_dir, as_of, force_as_of)
         trained, unregistered = _dry_train(cfg)
         scored = _score(cfg, True, unregistered)
     else:
         trained = train(config_path, data_dir)
-        scored = score(config_path, data_dir, as_of)
+        scored = score(config_path, data_dir, as_of, force_as_of=force_as_of)
     training = "backtest only (dry run)" if trained["dry_run"] else (
         "not retrained: nothing changed" if trained["cached"] else "retrained; " + ", ".join(
             f"{m['model']} v{m['version']} {m['decision']}" for m in trained["models"]))

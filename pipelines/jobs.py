@@ -178,8 +178,19 @@ def training_cutoffs(cfg: PipelineConfig, last_day: dt.date) -> list[dt.date]:
 
 
 def scoring_cutoff(cfg: PipelineConfig, last_day: dt.date) -> dt.date:
-    """``scoring.as_of``, else the day after the latest transaction (so that the latest day counts)."""
-    return cfg.scoring.as_of or last_day + dt.timedelta(days=1)
+    """``scoring.as_of``, else the day after the latest transaction (so that the latest day counts).
+
+    A ``scoring.as_of`` later than that is refused (unless ``scoring.allow_as_of_after_data``): the data says
+    nothing about the days in between, so every customer would look silent for them and the lists would be made
+    of that gap, not of behaviour."""
+    latest = last_day + dt.timedelta(days=1)
+    as_of = cfg.scoring.as_of or latest
+    if as_of > latest and not cfg.scoring.allow_as_of_after_data:
+        raise ChurnError(f"cannot score as of {as_of}: the data ends on {last_day}, so the latest as-of date it "
+                         f"supports is {latest} ({(as_of - latest).days} days earlier); without data for the days "
+                         "in between every customer would look silent for them. Load newer data, use an earlier "
+                         "--as-of, or pass --force-as-of (scoring.allow_as_of_after_data: true) to score anyway")
+    return as_of
 
 
 def build_snapshot_folder(cfg: PipelineConfig, name: str, cutoffs: list[dt.date], with_labels: bool,

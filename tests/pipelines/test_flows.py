@@ -149,6 +149,20 @@ def test_an_unchanged_rerun_publishes_identical_lists_and_keeps_the_champions(pi
     assert run_json["flow_run_id"] != json.loads(pipeline["run_json_first"])["flow_run_id"]
 
 
+def test_scoring_after_the_data_is_refused_before_anything_runs_unless_forced(pipeline):
+    """`churn score --as-of 2030-01-01` on data that ends in 2026: one line, and the published lists stay."""
+    before = _digests(pipeline["outputs"])
+    refused = runner.invoke(app, ["score", "--as-of", "2030-01-01", "--config", str(pipeline["config"])])
+    assert refused.exit_code == 2, _failure(refused)
+    assert "cannot score as of 2030-01-01: the data ends on 2026-10-31" in refused.output
+    assert "--force-as-of" in refused.output and "Traceback" not in refused.output
+    assert _digests(pipeline["outputs"]) == before
+    forced = runner.invoke(app, ["score", "--as-of", "2030-01-01", "--force-as-of", "--dry-run", "--config",
+                                 str(pipeline["config"])])
+    assert forced.exit_code == 0, _failure(forced)
+    assert "dry run: nothing published" in forced.output and _digests(pipeline["outputs"]) == before
+
+
 @pytest.mark.parametrize("point", ["score.after_scoring", "publish.after_staging", "publish.sql_after_first_list",
                                    "publish.after_first_list"])
 def test_an_injected_failure_leaves_the_published_lists_untouched(pipeline, point, monkeypatch, tmp_path):
