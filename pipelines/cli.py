@@ -11,6 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -163,6 +164,7 @@ def validate(
                 out.print(_table(f"validation as of {as_of_date.isoformat()} (run {run_id})", INGEST_COLUMNS, rows,
                                  right=("rows", "kept", "rejected")))
         out.print(f"validated tables in {cfg.validated_dir}; rejected rows (if any) in {cfg.quarantine_dir}")
+        _warn_consent(cfg)
 
     _run(debug, body)
 
@@ -348,7 +350,15 @@ def print_training(result: dict) -> None:
     out.print(_table(title, TRAINING_COLUMNS, training_rows(result)))
 
 
-def print_scoring(summary: dict) -> None:
+def _warn_consent(cfg) -> None:
+    from pipelines import jobs
+
+    warning = jobs.consent_warning(cfg)
+    if warning:
+        out.print(f"[bold yellow]warning:[/] {escape(warning)}")
+
+
+def print_scoring(summary: dict, cfg=None) -> None:
     from pipelines.summaries import CAMPAIGN_COLUMNS, campaign_rows, scoring_rows
 
     out.print(_table(f"batch scoring as of {summary['as_of']} (run {summary['run_id']})", ["measure", "value"],
@@ -357,6 +367,13 @@ def print_scoring(summary: dict) -> None:
     if rows:
         out.print(_table("campaigns (treatment is contacted; control is withheld to measure uplift)",
                          CAMPAIGN_COLUMNS, rows, right=tuple(CAMPAIGN_COLUMNS[2:])))
+    campaigns = summary.get("campaigns", {})
+    if campaigns and not sum(c["treatment"] for c in campaigns.values()):
+        from pipelines import jobs
+
+        why = (jobs.consent_warning(cfg) if cfg is not None else None) or (
+            "every candidate was held back (no consent, budgets or playbooks); see the campaigns table")
+        out.print(f"[bold yellow]0 targeted:[/] {escape(why)}")
     for name, path in summary["published"].items():
         out.print(f"{name} list: {path}")
     if summary["dry_run"]:
@@ -378,13 +395,15 @@ def run(as_of: AsOfOpt = None, dry_run: DryRunOpt = False, force_as_of: ForceAsO
     score and publish the at-risk and win-back lists."""
 
     def body() -> None:
+        cfg = _config(config, data_dir)
+        _warn_consent(cfg)  # before a long run: nobody will be contacted
         flows = _flows(config, data_dir)
         start = time.perf_counter()
         result = _call_flow("the pipeline", lambda: flows.churn_pipeline(
             **_flow_args(config, data_dir), as_of=as_of.date() if as_of else None, dry_run=dry_run,
             force_as_of=force_as_of))
         print_training(result["train"])
-        print_scoring(result["score"])
+        print_scoring(result["score"], cfg)
         out.print(f"pipeline finished in {time.perf_counter() - start:.1f} s")
 
     _run(debug, body)
@@ -426,7 +445,7 @@ def score(as_of: AsOfOpt = None, dry_run: DryRunOpt = False, force_as_of: ForceA
         summary = _call_flow("scoring", lambda: flows.score(**_flow_args(config, data_dir),
                                                            as_of=as_of.date() if as_of else None, dry_run=dry_run,
                                                            force_as_of=force_as_of))
-        print_scoring(summary)
+        print_scoring(summary, cfg)
         out.print(f"finished in {time.perf_counter() - start:.1f} s")
 
     _run(debug, body)

@@ -287,6 +287,31 @@ def publish(cfg: PipelineConfig, lists: dict, as_of: dt.date, run_meta: dict) ->
                          lock_timeout=cfg.outputs.sql_lock_timeout_seconds)
 
 
+def consent_warning(cfg: PipelineConfig) -> str | None:
+    """Why nobody will be contacted when consent is unknown and required (None when consent can be known)."""
+    if not cfg.targeting.require_consent:
+        return None
+    if "customers" not in cfg.tables:
+        missing = "no customers table is configured"
+    elif "marketing_consent" not in cfg.tables["customers"].columns and _validated_lacks(cfg, "marketing_consent"):
+        missing = "the customers table has no marketing_consent column"
+    else:
+        return None
+    return (f"{missing}, so nobody's marketing consent is known and targeting.require_consent is true: the lists "
+            "are scored but nobody is selected for contact (0 targeted). Add marketing_consent to a customers "
+            "table (tables.customers.columns.marketing_consent names the column), or set "
+            "targeting.require_consent: false if consent is checked downstream")
+
+
+def _validated_lacks(cfg: PipelineConfig, column: str) -> bool:
+    path = cfg.validated_dir / "customers.parquet"
+    if not path.exists():
+        return False  # not validated yet: nothing to say
+    import pyarrow.parquet as pq
+
+    return column not in pq.ParquetFile(path).schema_arrow.names
+
+
 def recover_outputs(cfg: PipelineConfig) -> list[str]:
     """Repair what an interrupted publish or erasure left under the outputs (one line per repair)."""
     from serving.publish import recover, sql_url

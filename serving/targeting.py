@@ -157,9 +157,11 @@ def select(frame: pd.DataFrame, list_name: str, budget: float | None, control_sh
 def marketing_consent(validated_dir: Path) -> pd.Series | None:
     """customer_id -> marketing consent from the validated customers table (None when there is none); unknown
     consent counts as no consent."""
+    import pyarrow.parquet as pq
+
     path = Path(validated_dir) / "customers.parquet"
-    if not path.exists():
-        return None
+    if not path.exists() or "marketing_consent" not in pq.ParquetFile(path).schema_arrow.names:
+        return None  # a customers table without the column knows no consent either
     consent = pd.read_parquet(path, columns=["customer_id", "marketing_consent"])
     return consent.set_index("customer_id")["marketing_consent"].astype("boolean").fillna(False).astype(bool)
 

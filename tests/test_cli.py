@@ -85,3 +85,35 @@ def test_features_snapshot_and_stack_match_the_engine(validated_dir):
     snap = pd.read_parquet(out)
     assert len(snap) == len(read_snapshots(folder / "features" / "snapshot_2026-03-01"))
     assert snap["churned"].notna().any()
+
+
+def test_validate_warns_loudly_when_nobody_can_be_contacted(tmp_path):
+    """Transactions only: consent is unknown and required, so the lists would target nobody; validate says so and
+    names the settings (issue 17, stumble 3). With a customers table that has consent it says nothing."""
+    tables = {name: {"source": {"path": f"raw/{name}.parquet"}} for name in ("transactions", "customers", "fx_rates")}
+    cfg = write_config(tmp_path, tables, as_of="2026-11-01", generator={"customers": 200, "seed": 1})
+    assert runner.invoke(app, ["generate", "--config", str(cfg)]).exit_code == 0
+    with_consent = runner.invoke(app, ["validate", "--config", str(cfg)])
+    assert with_consent.exit_code == 0 and "warning" not in with_consent.output
+    only_tx = write_config(tmp_path, {k: v for k, v in tables.items() if k != "customers"}, as_of="2026-11-01")
+    result = runner.invoke(app, ["validate", "--config", str(only_tx)])
+    assert result.exit_code == 0, result.output
+    text = _flat(result.output)
+    assert ("warning: no customers table is configured, so nobody's marketing consent is known and "
+            "targeting.require_consent is true" in text)
+    assert "tables.customers.columns.marketing_consent" in text and "targeting.require_consent: false" in text
+    relaxed = write_config(tmp_path, {k: v for k, v in tables.items() if k != "customers"}, as_of="2026-11-01",
+                           targeting={"require_consent": False})
+    assert "warning" not in runner.invoke(app, ["validate", "--config", str(relaxed)]).output
+
+
+def test_a_customers_table_without_consent_is_named_too(tmp_path):
+    from common.config import load_config
+    from pipelines import jobs
+
+    cfg = load_config(write_config(tmp_path, {"transactions": {"source": {"path": "t.csv"}},
+                                              "customers": {"source": {"path": "c.csv"}}}))
+    assert jobs.consent_warning(cfg) is None  # not validated yet: nothing known
+    cfg.validated_dir.mkdir(parents=True)
+    pd.DataFrame({"customer_id": ["C1"], "country": ["DE"]}).to_parquet(cfg.validated_dir / "customers.parquet")
+    assert jobs.consent_warning(cfg).startswith("the customers table has no marketing_consent column")
