@@ -117,3 +117,22 @@ def test_a_customers_table_without_consent_is_named_too(tmp_path):
     cfg.validated_dir.mkdir(parents=True)
     pd.DataFrame({"customer_id": ["C1"], "country": ["DE"]}).to_parquet(cfg.validated_dir / "customers.parquet")
     assert jobs.consent_warning(cfg).startswith("the customers table has no marketing_consent column")
+
+
+def test_a_run_that_targets_nobody_says_why(tmp_path, capsys):
+    from common.config import load_config
+    from pipelines.cli import print_scoring
+
+    cfg = load_config(write_config(tmp_path, {"transactions": {"source": {"path": "t.csv"}}}))
+    campaign = {"campaign_id": "retention-at_risk-2026-11-01", "treatment": 0, "control": 0,
+                "held_back_no_consent": 514, "cost": 0.0, "expected_saved_value": 0.0, "expected_net_return": 0.0}
+    summary = {"as_of": "2026-11-01", "run_id": "r1", "customers_scored": 600, "active_customers": 514,
+               "lapsed_customers": 86, "at_risk_customers": 40, "value_at_risk": 1.0, "expected_winback_value": 1.0,
+               "champion_versions": {"churn-classifier": "1"}, "campaigns": {"at_risk": campaign},
+               "published": {}, "dry_run": True}
+    print_scoring(summary, cfg)
+    text = _flat(capsys.readouterr().out)
+    assert "0 targeted: no customers table is configured, so nobody's marketing consent is known" in text
+    summary["campaigns"]["at_risk"] = {**campaign, "treatment": 3}
+    print_scoring(summary, cfg)
+    assert "0 targeted" not in capsys.readouterr().out
