@@ -66,6 +66,18 @@ class TableReport:
     quarantine_path: Path | None = None
     suppressed: int = 0  # rows of forgotten customers dropped before validation (common.privacy)
     hints: dict[str, str] = field(default_factory=dict)  # reason -> an example of a rejected value, what to do
+    unmapped: list[str] = field(default_factory=list)  # source columns no contract column reads
+    unfilled: list[str] = field(default_factory=list)  # optional contract columns the source does not provide
+
+    @property
+    def unmapped_message(self) -> str | None:
+        """What the unused source columns are and the config key that would map one (None when all are used)."""
+        if not self.unmapped:
+            return None
+        options = (f"; this table's contract columns without a source column: {', '.join(self.unfilled)}"
+                   if self.unfilled else "")
+        return (f"{self.table}: source column(s) {', '.join(repr(c) for c in self.unmapped)} not used; to use one, "
+                f"set tables.{self.table}.columns.<contract column>: <source column>{options}")
 
     @property
     def rejected(self) -> int:
@@ -478,6 +490,7 @@ def ingest(cfg: PipelineConfig, as_of: dt.date, run_id: str,
         report = TableReport(name, rows_in=len(raw), rows_ok=len(clean),
                              reasons=_count_reasons(rejected["reject_reason"]), suppressed=suppressed)
         report.hints = _hints(name, rejected, report.reasons, cfg)
+        report.unmapped, report.unfilled = _unused_columns(raw, cfg, name)
         if len(rejected) and write:
             report.quarantine_path = _write_quarantine(rejected, cfg, name, run_id)
         reports[name] = report
@@ -561,6 +574,16 @@ def check_validated(cfg: PipelineConfig, deep: bool = False) -> None:
             raise DataError(f"{path} cannot be read as Parquet ({detail}): it was damaged or changed after "
                             "`churn validate` wrote it; run `churn validate` again to rewrite the validated "
                             "tables") from None
+
+
+def _unused_columns(raw: pd.DataFrame, cfg: PipelineConfig, table: str) -> tuple[list[str], list[str]]:
+    """Source columns no contract column reads, and the optional contract columns the source does not provide."""
+    mapping = cfg.tables[table].columns
+    wanted = {c.name: mapping.get(c.name, c.name) for c in CONTRACT[table].columns}
+    present = [str(c) for c in raw.columns if c not in PROVENANCE]
+    unmapped = [c for c in present if c not in wanted.values()]
+    unfilled = [name for name, source in wanted.items() if source not in present]
+    return unmapped, unfilled
 
 
 def _count_reasons(reasons: pd.Series) -> dict[str, int]:

@@ -153,8 +153,12 @@ def validate(
         with _progress() as progress:
             task = progress.add_task("validating", total=len(cfg.tables))
 
+            unmapped: list[str] = []
+
             def on_table(name, report) -> None:
                 rows.append(ingest_row(name, report))
+                if report.unmapped_message:
+                    unmapped.append(report.unmapped_message)
                 progress.update(task, advance=1, description=f"validated {name}")
 
             try:
@@ -164,6 +168,8 @@ def validate(
                 out.print(_table(f"validation as of {as_of_date.isoformat()} (run {run_id})", INGEST_COLUMNS, rows,
                                  right=("rows", "kept", "rejected")))
         out.print(f"validated tables in {cfg.validated_dir}; rejected rows (if any) in {cfg.quarantine_dir}")
+        for message in unmapped:
+            out.print(f"[yellow]note:[/] {escape(message)}")
         _warn_consent(cfg)
 
     _run(debug, body)

@@ -136,3 +136,19 @@ def test_a_run_that_targets_nobody_says_why(tmp_path, capsys):
     summary["campaigns"]["at_risk"] = {**campaign, "treatment": 3}
     print_scoring(summary, cfg)
     assert "0 targeted" not in capsys.readouterr().out
+
+
+def test_validate_names_unmapped_source_columns_and_the_key_that_maps_them(tmp_path):
+    """A quantity column under another name is not dropped without a word (issue 17, stumble 4)."""
+    (tmp_path / "tx.csv").write_text("customer_id,ts,amount,qty\nC1,2026-10-01,10.0,2\nC2,2026-10-02,5.0,1\n")
+    cfg = write_config(tmp_path, {"transactions": {"source": {"path": "tx.csv"}}}, as_of="2026-11-01")
+    result = runner.invoke(app, ["validate", "--config", str(cfg)])
+    assert result.exit_code == 0, result.output
+    text = _flat(result.output)
+    assert ("note: transactions: source column(s) 'qty' not used; to use one, set "
+            "tables.transactions.columns.<contract column>: <source column>") in text
+    assert "without a source column: order_id, currency, category, channel, quantity, discount" in text
+    mapped = write_config(tmp_path, {"transactions": {"source": {"path": "tx.csv"}, "columns": {"quantity": "qty"}}},
+                          as_of="2026-11-01")
+    again = runner.invoke(app, ["validate", "--config", str(mapped)])
+    assert again.exit_code == 0 and "not used" not in again.output
