@@ -33,10 +33,46 @@ DataDirOpt = Annotated[Optional[Path], typer.Option("--data-dir", help="override
 DebugOpt = Annotated[bool, typer.Option("--debug", help="show the full traceback on errors")]
 
 
+_DEBUG = {"on": False}  # --debug of the running command: flows show Prefect's tracebacks only then
+
+
+class _WithoutTraceback:
+    """A console log formatter that leaves out the traceback of a record (Prefect logs the same exception with its
+    whole traceback at each task and flow level); the record keeps it for the other handlers (Prefect's API)."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+
+    def format(self, record) -> str:
+        saved = record.exc_info, record.exc_text, record.stack_info
+        record.exc_info = record.exc_text = record.stack_info = None
+        try:
+            return self.inner.format(record)
+        finally:
+            record.exc_info, record.exc_text, record.stack_info = saved
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def _quiet_flow_tracebacks() -> None:
+    """Without --debug: Prefect's console handlers print each log line without its traceback."""
+    import logging
+
+    if _DEBUG["on"]:
+        return
+    for name in (None, "prefect", "prefect.flow_runs", "prefect.task_runs"):  # Prefect's console handler: root
+        for handler in logging.getLogger(name).handlers:
+            if isinstance(handler, logging.StreamHandler) and not isinstance(handler.formatter, _WithoutTraceback):
+                handler.setFormatter(_WithoutTraceback(handler.formatter or logging.Formatter()))
+
+
 def _run(debug: bool, fn) -> None:
     """Run ``fn``; print user errors as one red line (exit 2) unless --debug."""
     import logging
 
+    _DEBUG["on"] = debug
+    logging.raiseExceptions = debug  # a log handler that cannot write is no reason to print a traceback
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # MLflow's INFO lines would drown the progress bars
     try:
         fn()
@@ -333,7 +369,8 @@ UNCHANGED = {
 
 def _call_flow(what: str, fn) -> dict:
     """Run a flow; a failure that is not a user error is reported in one line (the flow run is marked failed,
-    Prefect's log above has the traceback)."""
+    Prefect's log has the traceback; the console shows it only with --debug)."""
+    _quiet_flow_tracebacks()
     try:
         return fn()
     except ChurnError:
