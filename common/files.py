@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 
@@ -36,13 +38,13 @@ def replace_all(folders: Mapping[Path, Callable[[Path], None]], files: Mapping[P
         for target, fill in folders.items():
             target.parent.mkdir(parents=True, exist_ok=True)
             staged[target] = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-            staged[target].chmod(0o777 & ~_umask())  # mkdtemp makes it private; published folders are not
+            staged[target].chmod(0o777 & ~umask())  # mkdtemp makes it private; published folders are not
             fill(staged[target])
         for target, data in (files or {}).items():
             target.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=f".{target.name}-", dir=target.parent)
             staged[target] = Path(tmp)
-            staged[target].chmod(0o666 & ~_umask())
+            staged[target].chmod(0o666 & ~umask())
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
                 f.flush()
@@ -81,7 +83,7 @@ def replace_file(target: Path, data: bytes) -> None:
     target = Path(target)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}-", dir=target.parent)
     try:
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, 0o666 & ~umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -90,11 +92,30 @@ def replace_file(target: Path, data: bytes) -> None:
     except BaseException:
         _remove(Path(tmp))
         raise
-    dir_fd = os.open(target.parent, os.O_RDONLY)
+    fsync_path(target.parent)
+
+
+def fsync_path(path: Path) -> None:
+    """Flush a file or a folder (its entries: renames, new files) to disk."""
+    fd = os.open(path, os.O_RDONLY)
     try:
-        os.fsync(dir_fd)
+        os.fsync(fd)
     finally:
-        os.close(dir_fd)
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def exclusive(lock_file: Path) -> Iterator[None]:
+    """An exclusive lock on ``lock_file`` (created if missing) for the block; held until the block ends or the
+    process does (``kill -9`` included: the kernel lets go of it)."""
+    lock_file = Path(lock_file)
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with lock_file.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _remove(path: Path) -> None:
@@ -104,7 +125,8 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
-def _umask() -> int:
+def umask() -> int:
+    """The process's file-creation mask (read without changing it)."""
     mask = os.umask(0)
     os.umask(mask)
     return mask

@@ -18,13 +18,10 @@ tables) are erased by :func:`serving.publish.remove_customers` only.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import glob
 import io
 import json
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,9 +31,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from common.config import PipelineConfig
-from common.errors import ChurnError
+from common.errors import ChurnError, shown_url
 from common.faults import checkpoint
-from common.files import replace_all, replace_file
+from common.files import exclusive, replace_all, replace_file
 from common.privacy import (SUPPRESSION_FILE, add_suppressed_hashes, forgotten_ids, id_hash, id_text,
                             load_suppressed, suppressed_mask)
 from features.snapshots import DAYS_FILE
@@ -90,7 +87,7 @@ def forget(cfg: PipelineConfig, customer_ids: list[str] | tuple[str, ...] = (), 
     with what remains. Resuming without a plan does nothing; no ids without ``resume`` is a :class:`ChurnError`.
     """
     data_dir = Path(cfg.data_dir)
-    with _exclusive(data_dir / PLAN_FILE.parent / ".forget.lock"):  # one erasure at a time: one plan, one list
+    with exclusive(data_dir / PLAN_FILE.parent / ".forget.lock"):  # one erasure at a time: one plan, one list
         return _forget(cfg, data_dir, sorted({str(c).strip() for c in customer_ids} - {""}), resume)
 
 
@@ -149,18 +146,6 @@ def _forget(cfg: PipelineConfig, data_dir: Path, ids: list[str], resume: bool) -
 
 
 # ---- the plan -------------------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _exclusive(lock_file: Path) -> Iterator[None]:
-    """Held until the block ends, or the process does (``kill -9`` included: the kernel lets go of it)."""
-    lock_file.parent.mkdir(parents=True, exist_ok=True)
-    with lock_file.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _targets(cfg: PipelineConfig) -> list[str]:
@@ -233,19 +218,10 @@ def _left_alone(cfg: PipelineConfig) -> list[str]:
     names = []
     for table in cfg.tables.values():
         source = table.source
-        name = source.path if source.path is not None else _safe_url(source.url)
+        name = source.path if source.path is not None else shown_url(source.url, "<sql source>")
         if name not in names:
             names.append(name)
     return names
-
-
-def _safe_url(url: str) -> str:
-    import sqlalchemy as sa
-
-    try:
-        return sa.engine.make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - only for a message
-        return "<sql source>"
 
 
 # ---- erasing --------------------------------------------------------------------------------------------------

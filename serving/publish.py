@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import fcntl
 import json
 import logging
 import os
@@ -43,7 +42,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from common.errors import ChurnError
+from common.errors import ChurnError, shown_url
+from common.files import exclusive, fsync_path, umask
 from common.faults import checkpoint
 from models.catalog import MODELS
 from serving.lists import LISTS
@@ -65,17 +65,6 @@ class PublishError(ChurnError):
     """The lists could not be published; the previously published lists are unchanged."""
 
 
-@contextlib.contextmanager
-def _exclusive(lock_file: Path) -> Iterator[None]:
-    lock_file.parent.mkdir(parents=True, exist_ok=True)
-    with lock_file.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _engine(url: str, lock_timeout: float):
     """An engine whose transactions take the write lock at BEGIN (SQLite: ``BEGIN EXCLUSIVE``, waiting at most
     ``lock_timeout`` for other connections; PostgreSQL: ``lock_timeout``), so that a commit cannot then fail on a
@@ -90,7 +79,7 @@ def _engine(url: str, lock_timeout: float):
             dbapi_connection.isolation_level = None  # the driver would BEGIN lazily, without the lock
 
         @sa.event.listens_for(engine, "begin")
-        def _begin_exclusive(connection) -> None:
+        def _beginexclusive(connection) -> None:
             connection.exec_driver_sql("BEGIN EXCLUSIVE")
     else:
         engine = sa.create_engine(url)
@@ -109,12 +98,7 @@ def _locked_message(url: str, exc: Exception, lock_timeout: float) -> str:
 
 
 def _safe_url(url: str) -> str:
-    import sqlalchemy as sa
-
-    try:
-        return sa.engine.make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - only for a message
-        return "<sql target>"
+    return shown_url(url, "<sql target>")
 
 
 @contextlib.contextmanager
@@ -185,14 +169,6 @@ def manifest(outputs_dir: Path) -> dict:
     return json.loads((version / MANIFEST).read_text())
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("wb") as handle:
@@ -253,12 +229,12 @@ def _fill(staging: Path, final: Path, base: Path | None, changes: dict[str, byte
                             else previous.get(spec.name, {}).get("latest"), "dates": dates}
     _write(staging / MANIFEST, (json.dumps({"publish_id": publish_id, **meta, "lists": lists}, indent=2,
                                            default=str) + "\n").encode())
-    mode = 0o777 & ~_umask()
+    mode = 0o777 & ~umask()
     for folder in [staging, *(p for p in staging.rglob("*") if p.is_dir())]:
         folder.chmod(mode)  # readable by the CRM import, not private
-        _fsync(folder)
+        fsync_path(folder)
     os.rename(staging, final)
-    _fsync(final.parent)
+    fsync_path(final.parent)
     return final
 
 
@@ -273,7 +249,7 @@ def _flip(outputs_dir: Path, version: Path | None) -> None:
         tmp = outputs_dir / f".{POINTER}-{uuid.uuid4().hex[:8]}"
         os.symlink(os.path.relpath(version, outputs_dir), tmp)
         os.replace(tmp, pointer)
-    _fsync(outputs_dir)
+    fsync_path(outputs_dir)
 
 
 def _ensure_links(outputs_dir: Path) -> None:
@@ -311,7 +287,7 @@ def recover(outputs_dir: Path, url: str | None = None, lock_timeout: float = DEF
     outputs_dir = Path(outputs_dir)
     if not outputs_dir.exists():
         return []
-    with _exclusive(outputs_dir / ".publish.lock"):
+    with exclusive(outputs_dir / ".publish.lock"):
         return _recover(outputs_dir, url, lock_timeout)
 
 
@@ -388,12 +364,6 @@ def _is_sql_error(exc: Exception) -> bool:
     return isinstance(exc, sa.exc.OperationalError)
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 # ---- publishing -----------------------------------------------------------------------------------------------
 
 
@@ -422,7 +392,7 @@ def publish_lists(lists: dict[str, pd.DataFrame], outputs_dir: Path, as_of: dt.d
     def after_stage() -> None:
         checkpoint("publish.after_staging")
 
-    with _exclusive(outputs_dir / ".publish.lock"):  # one publisher at a time (a scheduled and a manual run)
+    with exclusive(outputs_dir / ".publish.lock"):  # one publisher at a time (a scheduled and a manual run)
         _recover(outputs_dir, sql, lock_timeout)
         _commit(outputs_dir, sql, lock_timeout, changes, {"run_id": run_meta.get("run_id"),
                                                           "as_of": as_of.isoformat()},
@@ -556,7 +526,7 @@ def remove_customers(outputs_dir: Path, ids: set[str], sql_url: str | None = Non
     if not outputs_dir.exists():
         return {}
     removed: dict[str, int] = {}
-    with _exclusive(outputs_dir / ".publish.lock"):
+    with exclusive(outputs_dir / ".publish.lock"):
         if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
             url = None
         _recover(outputs_dir, url, lock_timeout)
