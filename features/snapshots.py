@@ -46,6 +46,7 @@ class Sources:
     channels: list[str]
     has_discount: bool
     days: ir.Table | None = None  # the stored per-customer-day rows (see write_purchase_days), when current
+    first_day: dt.date | None = None  # the first day with transactions (no cutoff on or before it is scheduled)
 
 
 def spark_session():
@@ -109,14 +110,14 @@ def _sources(backend: ibis.BaseBackend, tables: dict[str, ir.Table], where: str)
         if dates:
             tables[name] = table.mutate(**{c: table[c].cast("date") for c in dates})
     tx = tables["transactions"]
-    stats = tx.aggregate(last=tx.ts.max()).to_pandas()
+    stats = tx.aggregate(first=tx.ts.min(), last=tx.ts.max()).to_pandas()
     if pd.isna(stats["last"].iloc[0]):
         raise DataError(f"{where} has no rows; run `churn validate` on data with transactions")
     channels = []
     if "channel" in tx.columns:
         channels = sorted(str(c) for c in tx.select("channel").distinct().to_pandas()["channel"].dropna())
     return Sources(backend, tables, pd.Timestamp(stats["last"].iloc[0]).date(), channels,
-                   "discount" in tx.columns)
+                   "discount" in tx.columns, first_day=pd.Timestamp(stats["first"].iloc[0]).date())
 
 
 DAYS_FILE = "purchase_days.parquet"
@@ -274,17 +275,19 @@ def latest_labeled_cutoff(last_day: dt.date, horizon_days: int) -> dt.date:
     return last_day + dt.timedelta(days=1 - horizon_days)
 
 
-def cutoff_schedule(end: dt.date, cfg: SnapshotsConfig) -> list[dt.date]:
+def cutoff_schedule(end: dt.date, cfg: SnapshotsConfig, first_day: dt.date | None = None) -> list[dt.date]:
     """Cutoffs at the configured cadence going back ``lookback_months`` from ``end`` (inclusive), oldest first.
 
-    Monthly cutoffs are first days of months (the first one on or before ``end``); weekly ones are Mondays.
+    Monthly cutoffs are first days of months (the first one on or before ``end``); weekly ones are Mondays. With
+    ``first_day`` (the data's first transaction day) no cutoff on or before it is scheduled: a snapshot there has
+    no customers (a customer is someone with an order before the cutoff).
     """
     start = (pd.Timestamp(end) - pd.DateOffset(months=cfg.lookback_months)).date()
     if cfg.cadence == "monthly":
         dates = pd.date_range(start, end, freq="MS")
     else:
         dates = pd.date_range(start, end, freq="W-MON")
-    return [x.date() for x in dates if x.date() <= end]
+    return [x.date() for x in dates if x.date() <= end and (first_day is None or x.date() > first_day)]
 
 
 def fingerprint(path: Path) -> dict:

@@ -47,6 +47,16 @@ CHANNELS = ("web", "app", "store")
 TICKET_CATEGORIES = ("delivery", "billing", "product", "returns", "account")
 PLANS = ("basic", "plus", "premium")
 PLAN_PRICE_USD = (9.99, 19.99, 39.99)
+PLAN_SHARES = (0.5, 0.35, 0.15)  # plan chosen at signup
+RESUBSCRIBE_PLAN_SHARES = (0.6, 0.3, 0.1)  # plan chosen by a returning customer who subscribes again
+# Subscription changes, tied to engagement transitions (the same uniform draw decides either): a customer who starts
+# disengaging downgrades a plus or premium plan by one step with DOWNGRADE_PROB (the old subscription ends and the
+# lower one starts the next day); going dormant cancels any subscription; a dormant subscriber who comes back
+# subscribes again with RESUBSCRIBE_PROB (from the next day).
+DOWNGRADE_PROB = 0.4
+RESUBSCRIBE_PROB = 0.3
+# Category of the monthly subscription charges in transactions (scenarios with billing only).
+SUBSCRIPTION_CATEGORY = "subscription"
 
 
 @dataclass(frozen=True)
@@ -151,3 +161,28 @@ def dropout_hazard(params: SimulationParams, h0: np.ndarray, satisfaction: np.nd
     log_h = (params.beta_open_ticket * n_open - params.beta_satisfaction * satisfaction
              + params.beta_price * price_sensitivity * shock)
     return -np.expm1(-h0 * np.exp(log_h))
+
+
+def billing_days(params: SimulationParams, start: np.ndarray, stop: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Monthly billing days of subscriptions that start on day ``start`` and are active until ``stop`` (exclusive).
+
+    A subscription is charged on the day it starts and then on the same day of every following month, or on the
+    month's last day when that month is shorter (started on 31 January: charged 28 or 29 February, 31 March, ...).
+    Days are offsets from ``params.start_date``. Returns ``(row, day)``: the index into ``start`` and the billing
+    day of every charge in ``[start, stop)``, ordered by row and then day.
+    """
+    start = np.asarray(start, np.int64)
+    stop = np.asarray(stop, np.int64)
+    if len(start) == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    origin = np.datetime64(params.start_date, "D")
+    first = origin + start.astype("timedelta64[D]")
+    month = first.astype("datetime64[M]")
+    day_of_month = (first - month.astype("datetime64[D]")).astype(np.int64)  # 0-based
+    n_months = int(np.max(stop - start, initial=0)) // 28 + 2  # enough months to pass every stop
+    months = month[:, None] + np.arange(n_months)
+    month_start = months.astype("datetime64[D]")
+    month_length = ((months + 1).astype("datetime64[D]") - month_start).astype(np.int64)
+    days = (month_start + np.minimum(day_of_month[:, None], month_length - 1) - origin).astype(np.int64)
+    row, k = np.nonzero(days < stop[:, None])
+    return row, days[row, k]

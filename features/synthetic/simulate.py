@@ -1,9 +1,9 @@
-"""Simulate the synthetic global retailer and write every table of the data contract as Parquet.
+"""Simulate the synthetic global retailer and write the tables of the data contract as Parquet.
 
-The process is described in :mod:`features.synthetic.params`. Customers are simulated in fixed-size chunks, each
-with its own random stream derived from ``(seed, chunk index)``, and every table is streamed to its Parquet file
-chunk by chunk, so memory stays flat as the number of customers grows and the same seed gives byte-identical
-files.
+The process is described in :mod:`features.synthetic.params`, the named variants of it in
+:mod:`features.synthetic.scenarios`. Customers are simulated in fixed-size chunks, each with its own random stream
+derived from ``(seed, chunk index)``, and every table is streamed to its Parquet file chunk by chunk, so memory
+stays flat as the number of customers grows and the same seed gives byte-identical files.
 """
 
 from __future__ import annotations
@@ -30,23 +30,31 @@ from features.synthetic.params import (
     CURRENCY_DECIMALS,
     DISENGAGING,
     DORMANT,
+    DOWNGRADE_PROB,
     ENGAGED,
     FX_CENTRE,
     PLAN_PRICE_USD,
+    PLAN_SHARES,
     PLANS,
+    RESUBSCRIBE_PLAN_SHARES,
+    RESUBSCRIBE_PROB,
+    SUBSCRIPTION_CATEGORY,
     TICKET_CATEGORIES,
     SimulationParams,
+    billing_days,
     dropout_hazard,
     price_level,
     price_shock_active,
     season,
 )
+from features.synthetic.scenarios import SCENARIOS, TABLES, Scenario, get_scenario, scenario_tables
+
+__all__ = ["SCENARIOS", "TABLES", "GenerationResult", "Scenario", "generate", "scenario_tables"]
 
 NOT_JOINED = 3
 US_PER_DAY = 86_400_000_000
-TABLES = ("customers", "transactions", "support_tickets", "surveys", "web_sessions", "email_events",
-          "subscriptions", "fx_rates")
-TRUTH_TABLES = ("customers", "transitions", "tickets")
+TRUTH_TABLES = ("customers", "transitions", "tickets")  # plus "subscriptions" when the scenario bills them
+BILLING_MICROS = 3 * 3600 * 1_000_000  # subscription charges run at 03:00, before any order of the day
 
 _FIRST = ("Alex", "Maria", "Jan", "Eva", "Nikos", "Sofia", "Yuki", "Hiro", "Emma", "Lucas", "Anna", "Tom",
           "Petra", "Jakub", "Elena", "Chloe", "Noah", "Mia", "Liam", "Zoe")
@@ -86,6 +94,9 @@ _TRUTH_SCHEMAS = {
     # state in force from the start of ``day`` (days since params.start_date) until the next row
     "transitions": pa.schema([("customer_id", pa.string()), ("day", pa.int32()), ("state", pa.int8())]),
     "tickets": pa.schema([("customer_id", pa.string()), ("open_day", pa.int32()), ("resolve_day", pa.int32())]),
+    # every subscription, active on days [start_day, end_day); end_day missing = still active after the data
+    "subscriptions": pa.schema([("customer_id", pa.string()), ("plan", pa.int8()), ("start_day", pa.int32()),
+                                ("end_day", pa.int32())]),
 }
 
 
@@ -97,6 +108,7 @@ class GenerationResult:
     truth_dir: Path
     row_counts: dict[str, int]
     params: SimulationParams
+    scenario: str = "default"
 
 
 def _chunk_rng(seed: int, chunk: int) -> np.random.Generator:
@@ -133,8 +145,11 @@ def _rates_by_day(params: SimulationParams, fx_days: np.ndarray, fx: dict[str, n
     return out
 
 
-def _signup_days(rng: np.random.Generator, n: int, n_days: int) -> np.ndarray:
-    """A launch cohort (15% in the first 30 days), then growing acquisition (density rising 1 -> 2)."""
+def _signup_days(rng: np.random.Generator, n: int, n_days: int, window_days: int | None = None) -> np.ndarray:
+    """A launch cohort (15% in the first 30 days), then growing acquisition (density rising 1 -> 2); or, with
+    ``window_days``, a single cohort joining uniformly in the first ``window_days`` days."""
+    if window_days is not None:
+        return rng.integers(0, window_days, n).astype(np.int32)
     launch = rng.random(n) < 0.15
     u = rng.random(n)
     growing = (-1 + np.sqrt(1 + 3 * u)) * (n_days - 14)
@@ -161,8 +176,10 @@ def _date(params: SimulationParams, day: np.ndarray, mask: np.ndarray | None = N
 
 
 def _simulate_chunk(params: SimulationParams, seed: int, chunk: int, first_number: int, n: int,
-                    rates: np.ndarray) -> tuple[dict[str, pa.Table], dict[str, pa.Table]]:
-    """Simulate customers ``first_number .. first_number + n - 1``; return their tables and ground truth."""
+                    rates: np.ndarray, scenario: Scenario) -> tuple[dict[str, pa.Table], dict[str, pa.Table]]:
+    """Simulate customers ``first_number .. first_number + n - 1``; return their tables and ground truth.
+
+    Every table is returned whatever the scenario writes (the random streams must not depend on it)."""
     rng = _chunk_rng(seed, chunk)
     p = params
     n_days = p.n_days
@@ -170,7 +187,7 @@ def _simulate_chunk(params: SimulationParams, seed: int, chunk: int, first_numbe
 
     # --- latent customer parameters -------------------------------------------------------------------------
     country = rng.choice(len(COUNTRIES), size=n, p=np.array(COUNTRY_WEIGHTS) / sum(COUNTRY_WEIGHTS))
-    signup = _signup_days(rng, n, n_days)
+    signup = _signup_days(rng, n, n_days, scenario.signup_window_days)
     lam = rng.gamma(p.purchase_rate_shape, p.purchase_rate_mean / p.purchase_rate_shape, n)
     nu = rng.gamma(p.spend_q, 1 / p.spend_g, n)  # rate of the per-order Gamma
     h0 = rng.gamma(p.hazard_shape, p.hazard_mean / p.hazard_shape, n)
@@ -185,7 +202,7 @@ def _simulate_chunk(params: SimulationParams, seed: int, chunk: int, first_numbe
     fav_category = rng.integers(0, len(CATEGORIES), n)
     fav_channel = rng.choice(len(CHANNELS), size=n, p=[0.5, 0.3, 0.2])
     subscriber = rng.random(n) < p.subscriber_share
-    plan = np.where(subscriber, rng.choice(3, size=n, p=[0.5, 0.35, 0.15]), -1)
+    plan = np.where(subscriber, rng.choice(3, size=n, p=PLAN_SHARES), -1)
 
     season_d = season(p, np.arange(n_days))
     shock_cd = np.stack([price_shock_active(p, np.full(n_days, c), np.arange(n_days))
@@ -247,16 +264,16 @@ def _simulate_chunk(params: SimulationParams, seed: int, chunk: int, first_numbe
         to_e = (state == DORMANT) & (u < mu)
         if to_g.any() or to_d.any() or to_e.any():
             u_sub = rng.random(n)
-            downgrade = to_g & (plan > 0) & (u_sub < 0.4)
+            downgrade = to_g & (plan > 0) & (u_sub < DOWNGRADE_PROB)
             cancel = to_d & (plan >= 0)
-            resub = to_e & subscriber & (plan < 0) & (u_sub < 0.3)
+            resub = to_e & subscriber & (plan < 0) & (u_sub < RESUBSCRIBE_PROB)
             for mask, new_plan in ((downgrade, plan - 1), (cancel, np.full(n, -1))):
                 m_idx = np.flatnonzero(mask)
                 ev["sub"].append((m_idx, sub_start[m_idx], np.full(len(m_idx), d + 1), plan[m_idx]))
                 plan[m_idx] = new_plan[m_idx]
                 sub_start[m_idx] = np.where(new_plan[m_idx] >= 0, d + 1, -1)
             r_idx = np.flatnonzero(resub)
-            plan[r_idx] = rng.choice(3, size=len(r_idx), p=[0.6, 0.3, 0.1])
+            plan[r_idx] = rng.choice(3, size=len(r_idx), p=RESUBSCRIBE_PLAN_SHARES)
             sub_start[r_idx] = d + 1
             state[to_g] = DISENGAGING
             state[to_d] = DORMANT
@@ -280,6 +297,10 @@ def _simulate_chunk(params: SimulationParams, seed: int, chunk: int, first_numbe
         "email_events": _email_table(p, rng, ids, cat("email")),
         "subscriptions": _subscriptions_table(p, ids, chunk, cat("sub"), country, rates),
     }
+    if scenario.billing:
+        charges = _charges_table(p, ids, chunk, cat("sub"), country, rates)
+        tables["transactions"] = pa.concat_tables([tables["transactions"], charges]).sort_by(
+            [("customer_id", "ascending"), ("ts", "ascending")])
     t_cust, t_day, t_state = cat("trans")
     order = np.lexsort((t_day, t_cust))
     t_cust, t_day, t_state = t_cust[order], t_day[order], t_state[order]
@@ -299,6 +320,13 @@ def _simulate_chunk(params: SimulationParams, seed: int, chunk: int, first_numbe
         "tickets": pa.table({"customer_id": _take(ids, tk_cust), "open_day": tk_open.astype(np.int32),
                              "resolve_day": tk_resolve.astype(np.int32)}, schema=_TRUTH_SCHEMAS["tickets"]),
     }
+    if scenario.billing:
+        s_cust, s_start, s_end, s_plan = cat("sub")
+        order = np.lexsort((s_start, s_cust))
+        truth["subscriptions"] = pa.table({
+            "customer_id": _take(ids, s_cust), "plan": s_plan.astype(np.int8), "start_day": s_start.astype(np.int32),
+            "end_day": pa.array(s_end.astype(np.int32), mask=s_end < 0),
+        }, schema=_TRUTH_SCHEMAS["subscriptions"]).take(pa.array(order))
     return tables, truth
 
 
@@ -443,7 +471,9 @@ def _email_table(p, rng, ids, email_events) -> pa.Table:
     }, schema=_SCHEMAS["email_events"]).take(pa.array(order))
 
 
-def _subscriptions_table(p, ids, chunk, sub_events, country, rates) -> pa.Table:
+def _subscription_spells(p, sub_events, country, rates):
+    """The subscriptions that start within the data: customer, start, end (-1 = open), plan, monthly amount and
+    currency (the plan's USD price at the start day's rate, in the customer's currency)."""
     cust, start, end, plan = sub_events
     keep = (start >= 0) & (start < p.n_days)  # a change on the last day takes effect after the data
     cust, start, end, plan = cust[keep], start[keep], end[keep], plan[keep]
@@ -451,6 +481,11 @@ def _subscriptions_table(p, ids, chunk, sub_events, country, rates) -> pa.Table:
     decimals = np.array([CURRENCY_DECIMALS[COUNTRY_CURRENCY[c]] for c in COUNTRIES])[country[cust]]
     price_usd = np.array(PLAN_PRICE_USD)[plan]
     amount = np.round(price_usd / rates[country[cust], start] * 10.0**decimals) / 10.0**decimals
+    return cust, start, end, plan, amount, currency
+
+
+def _subscriptions_table(p, ids, chunk, sub_events, country, rates) -> pa.Table:
+    cust, start, end, plan, amount, currency = _subscription_spells(p, sub_events, country, rates)
     ended = (end >= 0) & (end < p.n_days)
     order = np.lexsort((start, cust))
     return pa.table({
@@ -461,19 +496,60 @@ def _subscriptions_table(p, ids, chunk, sub_events, country, rates) -> pa.Table:
     }, schema=_SCHEMAS["subscriptions"]).take(pa.array(order))
 
 
+def _charges_table(p, ids, chunk, sub_events, country, rates) -> pa.Table:
+    """Monthly subscription charges as transaction rows: one per billing day of every subscription, before its
+    end and within the data, for the subscription's ``monthly_amount`` and currency (no discount, never refunded)."""
+    cust, start, end, _, amount, currency = _subscription_spells(p, sub_events, country, rates)
+    stop = np.where((end >= 0) & (end < p.n_days), end, p.n_days)
+    row, day = billing_days(p, start, stop)
+    m = len(row)
+    return pa.table({
+        "order_id": chunk * 1_000_000_000 + 800_000_000 + np.arange(m) + 1,
+        "customer_id": _take(ids, cust[row]),
+        "ts": _ts(p, day, np.full(m, BILLING_MICROS)),
+        "amount": amount[row],
+        "currency": currency[row],
+        "category": np.full(m, SUBSCRIPTION_CATEGORY),
+        "channel": np.full(m, "web"),
+        "quantity": np.ones(m, np.int32),
+        "discount": np.zeros(m),
+    }, schema=_SCHEMAS["transactions"])
+
+
+def _written_schema(name: str, scenario: Scenario) -> pa.Schema:
+    schema = _SCHEMAS[name]
+    for column in scenario.dropped_columns.get(name, ()):
+        schema = schema.remove(schema.get_field_index(column))
+    return schema
+
+
 def generate(out_dir: str | Path, n_customers: int = 20_000, seed: int = 42,
              params: SimulationParams | None = None,
-             progress: Callable[[int, int], None] | None = None) -> GenerationResult:
-    """Simulate ``n_customers`` and write ``<table>.parquet`` for every contract table into ``out_dir``.
+             progress: Callable[[int, int], None] | None = None,
+             scenario: str = "default") -> GenerationResult:
+    """Simulate ``n_customers`` and write ``<table>.parquet`` for every table of the scenario into ``out_dir``.
 
-    Ground truth (latent parameters, state transitions, ticket days and ``params.json``) goes to
-    ``out_dir/truth/``; the pipeline never reads it. Files are written to a temporary folder and moved into place
-    at the end, so an interrupted run leaves earlier files untouched. ``progress(done, total)`` is called after
-    each chunk of customers.
+    ``scenario`` names an entry of :data:`features.synthetic.scenarios.SCENARIOS` (see
+    :func:`scenario_tables` for the tables it writes); its parameter overrides are applied on top of ``params``.
+    Contract tables the scenario does not write are removed from ``out_dir``, so no file of an earlier run is
+    mistaken for part of this one. Ground truth (latent parameters, state transitions, ticket days, for billing
+    scenarios every subscription, and ``params.json`` with the scenario's name) goes to ``out_dir/truth/``; the
+    pipeline never reads it. The default scenario leaves the name out of ``params.json``, so that its files stay
+    byte-identical to those of the generator before scenarios existed. Files are written to a temporary folder and
+    moved into place at the end, so an interrupted run leaves earlier files untouched. ``progress(done, total)``
+    is called after each chunk of customers.
+
+    Raises
+    ------
+    ConfigError
+        When ``scenario`` is not a known name (the message lists the known ones).
     """
+    scen = get_scenario(scenario)
     if n_customers < 1:
         raise ValueError(f"n_customers must be at least 1, got {n_customers}")
-    p = params or SimulationParams()
+    p = scen.params(params)
+    if scen.signup_window_days is not None and not 0 < scen.signup_window_days <= p.n_days:
+        raise ValueError(f"scenario {scen.name!r}: signup_window_days must be within the {p.n_days} simulated days")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".generate-", dir=out_dir))
@@ -481,18 +557,21 @@ def generate(out_dir: str | Path, n_customers: int = 20_000, seed: int = 42,
         (tmp / "truth").mkdir()
         fx_days, fx = fx_rate_table(p, seed)
         rates = _rates_by_day(p, fx_days, fx)
-        writers = {name: pq.ParquetWriter(tmp / f"{name}.parquet", _SCHEMAS[name], compression="zstd")
-                   for name in TABLES if name != "fx_rates"}
+        written = scen.tables
+        writers = {name: pq.ParquetWriter(tmp / f"{name}.parquet", _written_schema(name, scen), compression="zstd")
+                   for name in written if name != "fx_rates"}
+        truth_tables = TRUTH_TABLES + (("subscriptions",) if scen.billing else ())
         truth_writers = {name: pq.ParquetWriter(tmp / "truth" / f"{name}.parquet", _TRUTH_SCHEMAS[name],
-                                                compression="zstd") for name in TRUTH_TABLES}
-        counts = dict.fromkeys(TABLES, 0)
+                                                compression="zstd") for name in truth_tables}
+        counts = dict.fromkeys(written, 0)
         n_chunks = -(-n_customers // p.chunk_size)
         for chunk in range(n_chunks):
             first = chunk * p.chunk_size
             size = min(p.chunk_size, n_customers - first)
-            tables, truth = _simulate_chunk(p, seed, chunk, first, size, rates)
-            for name, table in tables.items():
-                writers[name].write_table(table)
+            tables, truth = _simulate_chunk(p, seed, chunk, first, size, rates, scen)
+            for name, writer in writers.items():
+                table = tables[name].drop_columns(list(scen.dropped_columns.get(name, ())))
+                writer.write_table(table)
                 counts[name] += table.num_rows
             for name, table in truth.items():
                 truth_writers[name].write_table(table)
@@ -506,16 +585,23 @@ def generate(out_dir: str | Path, n_customers: int = 20_000, seed: int = 42,
             "currency": np.repeat(fx_cur, len(fx_days)),
             "rate_to_base": np.concatenate([fx[c] for c in fx_cur]),
         }, schema=_SCHEMAS["fx_rates"])
-        pq.write_table(fx_table, tmp / "fx_rates.parquet", compression="zstd")
-        counts["fx_rates"] = fx_table.num_rows
-        (tmp / "truth" / "params.json").write_text(json.dumps(
-            {"seed": seed, "n_customers": n_customers, "params": p.to_json_dict()}, indent=2, sort_keys=True))
+        if "fx_rates" in written:
+            pq.write_table(fx_table, tmp / "fx_rates.parquet", compression="zstd")
+            counts["fx_rates"] = fx_table.num_rows
+        meta = {"seed": seed, "n_customers": n_customers, "params": p.to_json_dict()}
+        if scen.name != "default":
+            meta["scenario"] = scen.name
+        (tmp / "truth" / "params.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
         for name in TABLES:
-            os.replace(tmp / f"{name}.parquet", out_dir / f"{name}.parquet")
+            if name in written:
+                os.replace(tmp / f"{name}.parquet", out_dir / f"{name}.parquet")
+            else:
+                (out_dir / f"{name}.parquet").unlink(missing_ok=True)
         if (out_dir / "truth").exists():
             shutil.rmtree(out_dir / "truth")
         os.replace(tmp / "truth", out_dir / "truth")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return GenerationResult(out_dir=out_dir, truth_dir=out_dir / "truth", row_counts=counts, params=p)
+    return GenerationResult(out_dir=out_dir, truth_dir=out_dir / "truth", row_counts=counts, params=p,
+                            scenario=scen.name)
 
