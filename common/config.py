@@ -129,6 +129,11 @@ class ModelsConfig(_Strict):
                                                              "the validation cutoffs")
     validation_cutoffs: int = Field(2, gt=0, description="latest training cutoffs held out for early stopping "
                                                          "and calibration")
+    min_positives: int = Field(30, gt=0, description="a model whose training rows hold fewer positive outcomes "
+                                                     "than this (churned, reactivated, cancelled; CLTV: customers "
+                                                     "who bought) steps aside, with the reason, and the others "
+                                                     "go on (with fewer, a backtest AUC is too uncertain to "
+                                                     "compare with the baselines and the champion)")
     promotion_margin_auc: float = Field(0.005, description="a classifier challenger needs this much more ROC AUC "
                                                            "(and no worse ECE) to become champion")
     promotion_margin_gini: float = Field(0.005, description="a regressor challenger needs this much more "
@@ -229,6 +234,8 @@ class ScheduleConfig(_Strict):
 class GeneratorConfig(_Strict):
     customers: int = Field(20_000, gt=0, description="customers `churn generate` simulates")
     seed: int = Field(42, description="its random seed: the same seed gives byte-identical files")
+    scenario: str = Field("default", description="the kind of business simulated, one of the generator's named "
+                                                 "scenarios (docs/synthetic.md#scenarios)")
 
 
 TABLE_NAMES = ("transactions", "customers", "support_tickets", "surveys", "web_sessions", "email_events",

@@ -12,7 +12,7 @@ before it whose window is (``<section>.as_of`` in the report), trained on window
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,6 +25,8 @@ from models import training as tr
 from models.catalog import (ACTIVE, MODELS, BacktestData, ModelSpec, StepAside, btyd_at, evaluation_cutoff,
                             training_rows)
 
+OnModel = Callable[[ModelSpec], "Callable[[int, int], None] | None"]
+
 __all__ = ["BacktestResult", "backtest_data", "cltv_evaluation_cutoff", "needed_cutoffs", "run_backtest",
            "summary_rows", "training_rows"]
 
@@ -35,10 +37,16 @@ def cltv_evaluation_cutoff(as_of: dt.date, last_day: dt.date, cltv_days: int) ->
 
 
 def needed_cutoffs(as_of: dt.date, last_day: dt.date, horizons: HorizonsConfig,
-                   schedule: SnapshotsConfig, models: Sequence[ModelSpec] = MODELS) -> list[dt.date]:
-    """Every cutoff a backtest at ``as_of`` reads: each model's evaluation cutoff and its training schedule."""
-    ends = {spec.evaluation_cutoff(as_of, last_day, horizons) for spec in models} | {as_of}
-    return sorted({c for end in ends for c in cutoff_schedule(end, schedule)} | ends)
+                   schedule: SnapshotsConfig, models: Sequence[ModelSpec] = MODELS,
+                   first_day: dt.date | None = None) -> list[dt.date]:
+    """Every cutoff a backtest at ``as_of`` reads: each model's evaluation cutoff and its training schedule, none
+    on or before the data's ``first_day`` (a model whose evaluation cutoff would be there steps aside)."""
+    def inside(day: dt.date) -> bool:
+        return first_day is None or day > first_day
+
+    ends = {e for e in (spec.evaluation_cutoff(as_of, last_day, horizons) for spec in models) if inside(e)}
+    ends |= {as_of}
+    return sorted({c for end in ends for c in cutoff_schedule(end, schedule, first_day)} | ends)
 
 
 @dataclass
@@ -60,19 +68,30 @@ def _cutoff_rows(snapshots: pd.DataFrame, cutoff: dt.date) -> pd.DataFrame:
 
 
 def backtest_data(spec: ModelSpec, snapshots: pd.DataFrame, as_of: dt.date, last_day: dt.date,
-                  horizons: HorizonsConfig, schedule: SnapshotsConfig, btyd_by_cutoff: dict | None = None
-                  ) -> BacktestData:
+                  horizons: HorizonsConfig, schedule: SnapshotsConfig, btyd_by_cutoff: dict | None = None,
+                  first_day: dt.date | None = None) -> BacktestData:
     """``spec``'s training and evaluation rows for a backtest at ``as_of`` (see :class:`BacktestData`);
-    ``btyd_by_cutoff`` shares the BG/NBD fits between the models of one backtest."""
+    ``btyd_by_cutoff`` shares the BG/NBD fits between the models of one backtest. :class:`StepAside` when the
+    data cannot backtest the model (its label window does not fit after ``first_day``, no evaluation rows with
+    both outcomes)."""
     at = spec.evaluation_cutoff(as_of, last_day, horizons)
+    days = spec.horizon_days(horizons)
+    if first_day is not None and at <= first_day:
+        raise StepAside(spec.name, f"its {days}-day label window (horizons.{spec.horizon}) must end by the data's "
+                                   f"last day {last_day}, so its latest evaluation cutoff is {at}, not after the "
+                                   f"data's first day {first_day}; the history is too short for this horizon")
     cutoff_rows = _cutoff_rows(snapshots, at)
-    allowed = training_rows(snapshots, at, spec.horizon_days(horizons), cutoff_schedule(at, schedule))
+    allowed = training_rows(snapshots, at, days, cutoff_schedule(at, schedule, first_day))
     train = spec.rows(allowed, horizons)
     evaluation = spec.rows(cutoff_rows, horizons)
     evaluation = evaluation[evaluation[spec.label].notna()].copy()
     if evaluation.empty:
-        raise StepAside(f"{spec.name} steps aside: no {spec.population.name} customers with a known {spec.label} "
-                        f"at {at}")
+        raise StepAside(spec.name, f"no {spec.population.noun} with a known {spec.label} at its evaluation "
+                                   f"cutoff {at}")
+    if spec.kind == "classifier" and spec.positives(evaluation).nunique() < 2:
+        raise StepAside(spec.name, f"every one of the {len(evaluation):,} {spec.population.noun} at its "
+                                   f"evaluation cutoff {at} has {spec.label} = "
+                                   f"{bool(spec.positives(evaluation).iloc[0])}; both outcomes are needed")
     return BacktestData(snapshots, at, train, evaluation, cutoff_rows, horizons, schedule,
                         {} if btyd_by_cutoff is None else btyd_by_cutoff)
 
@@ -80,7 +99,8 @@ def backtest_data(spec: ModelSpec, snapshots: pd.DataFrame, as_of: dt.date, last
 def run_backtest(snapshots: pd.DataFrame, as_of: dt.date, last_day: dt.date, horizons: HorizonsConfig,
                  schedule: SnapshotsConfig, settings: ModelsConfig,
                  oracle_p_no_purchase: pd.Series | None = None,
-                 models: Sequence[ModelSpec] = MODELS) -> BacktestResult:
+                 models: Sequence[ModelSpec] = MODELS, first_day: dt.date | None = None,
+                 on_model: "OnModel | None" = None) -> BacktestResult:
     """Train every model of the catalogue on its allowed snapshots and evaluate it with its baselines at its
     evaluation cutoff (see the module docstring); the next-order estimates are evaluated on the active customers.
 
@@ -95,6 +115,11 @@ def run_backtest(snapshots: pd.DataFrame, as_of: dt.date, last_day: dt.date, hor
         The data's last day (labels are complete up to it).
     oracle_p_no_purchase
         True P(no purchase in the churn horizon) at ``as_of`` by ``customer_id`` (generated data only).
+    first_day
+        The data's first day: an evaluation cutoff on or before it makes its model step aside.
+    on_model
+        ``on_model(spec)`` before each model is fitted; it returns the ``on_round(done, total)`` callback of
+        its boosting rounds (progress bars) or None.
     """
     if as_of > latest_labeled_cutoff(last_day, horizons.churn_days):
         raise ValueError(f"cannot backtest at {as_of}: its {horizons.churn_days}-day churn window ends after the "
@@ -113,12 +138,12 @@ def run_backtest(snapshots: pd.DataFrame, as_of: dt.date, last_day: dt.date, hor
     btyd_by_cutoff: dict = {}  # one BG/NBD fit per evaluation cutoff, whichever model needs it
     for spec in models:
         try:
-            data = backtest_data(spec, snapshots, as_of, last_day, horizons, schedule, btyd_by_cutoff)
-            model = spec.fit(data.train, settings)
-        except ValueError as exc:
+            data = backtest_data(spec, snapshots, as_of, last_day, horizons, schedule, btyd_by_cutoff, first_day)
+            model = spec.fit(data.train, settings, on_model(spec) if on_model else None)
+        except StepAside as exc:
             if spec.required:
                 raise
-            report[spec.section] = {"skipped": str(exc).removeprefix(f"{spec.name} steps aside: ")}
+            report[spec.section] = {"skipped": exc.reason}
             continue
         rows, y = data.evaluation, spec.outcome(data.evaluation)
         rows["model"] = model.score(rows)

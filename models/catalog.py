@@ -6,9 +6,11 @@ challenger replaces the champion, and which scoring column it writes. :mod:`mode
 :mod:`models.tracking`, :func:`pipelines.jobs.train`, :mod:`serving.scoring` and the CLI iterate over
 :data:`MODELS`; adding a model is one entry here plus its tests.
 
-A model that is not ``required`` steps aside, with the reason in the backtest report, when its population or its
-label is missing from the data (for example no subscriptions table): the other models train and score as usual, and
-its scoring column stays empty.
+A model that is not ``required`` steps aside, with one line naming it and the reason (also in the backtest report),
+when the data cannot train it: its population or label is missing (no subscriptions table), its label window does
+not fit in the data's history, or its training rows have too few positive outcomes (``models.min_positives``). The
+other models train and score as usual, and its scoring column stays empty. :mod:`models.preflight` says the same
+before anything runs, with the setting that would make the model possible.
 """
 
 from __future__ import annotations
@@ -28,7 +30,12 @@ from models import training as tr
 
 
 class StepAside(ValueError):
-    """A model that is not required cannot be trained on this data (its population or label is missing)."""
+    """A model cannot be trained on this data (its population or label is missing, its label window does not fit,
+    too few positive outcomes). ``str()`` is the one line people read: ``<model> steps aside: <reason>``."""
+
+    def __init__(self, model: str, reason: str):
+        super().__init__(f"{model} steps aside: {reason}")
+        self.model, self.reason = model, reason
 
 
 # ---- populations ------------------------------------------------------------------------------------------------
@@ -238,15 +245,49 @@ class ModelSpec:
         """The population's rows of ``snapshots``, or :class:`StepAside` when the data cannot have any."""
         missing = self.population.missing(snapshots)
         if missing or self.label not in snapshots.columns:
-            raise StepAside(f"{self.name} steps aside: the snapshots have no {', '.join(missing or [self.label])} "
+            raise StepAside(self.name, f"the snapshots have no {', '.join(missing or [self.label])} "
                             f"(the {self.population.name} population needs it; is its table configured?)")
         return snapshots[self.population.mask(snapshots, horizons)]
 
-    def fit(self, rows: pd.DataFrame, settings: ModelsConfig) -> tr.ScoringModel:
-        """Train on ``rows`` (the population's labeled rows; unlabeled ones are dropped)."""
+    def positives(self, rows: pd.DataFrame) -> pd.Series:
+        """True for the labeled rows with a positive outcome (the event happened; CLTV: the customer bought)."""
+        values = rows[self.label].dropna()
+        return values.astype(bool) if self.kind == "classifier" else values > 0
+
+    def check_trainable(self, rows: pd.DataFrame, settings: ModelsConfig, where: str = "training") -> None:
+        """:class:`StepAside` when the population's labeled ``rows`` cannot train the model: too few cutoffs for
+        the temporal validation split, fewer than ``settings.min_positives`` positive outcomes, or a split
+        without both outcomes (classifiers)."""
+        labeled = rows[rows[self.label].notna()]
+        noun = self.population.noun
+        cutoffs = sorted(labeled["cutoff"].unique())
+        if len(cutoffs) <= settings.validation_cutoffs:
+            found = (f"only {len(cutoffs)} {where} cutoff{'s' if len(cutoffs) != 1 else ''} "
+                     f"({', '.join(_dates(cutoffs))})" if cutoffs else f"no {where} cutoff")
+            raise StepAside(self.name, f"{found} with {noun} whose {self.label} is known; it needs "
+                            f"more than models.validation_cutoffs ({settings.validation_cutoffs}) to train and "
+                            "validate over time")
+        positive = self.positives(labeled)
+        if int(positive.sum()) < settings.min_positives:
+            what = "customers who bought" if self.kind == "regressor" else f"{self.label} outcomes"
+            raise StepAside(self.name, f"{int(positive.sum()):,} {what} among {len(labeled):,} "
+                            f"{noun} in the {where} rows, fewer than models.min_positives "
+                            f"({settings.min_positives})")
         if self.kind == "classifier":
-            return tr.fit_classifier(rows, self.label, self.name, settings)
-        return tr.fit_cltv(rows, self.label, self.name, settings)
+            later = labeled["cutoff"].isin(cutoffs[-settings.validation_cutoffs:]).to_numpy()
+            for part, mask in (("validation", later), ("fitting", ~later)):
+                if positive[mask].nunique() < 2:
+                    raise StepAside(self.name, f"the {part} cutoffs' {noun} all have "
+                                    f"{self.label} = {bool(positive[mask].iloc[0])}; both outcomes are needed")
+
+    def fit(self, rows: pd.DataFrame, settings: ModelsConfig,
+            on_round: Callable[[int, int], None] | None = None) -> tr.ScoringModel:
+        """Train on ``rows`` (the population's labeled rows; unlabeled ones are dropped) after
+        :meth:`check_trainable`; ``on_round(done, total)`` after each boosting round."""
+        self.check_trainable(rows, settings)
+        if self.kind == "classifier":
+            return tr.fit_classifier(rows, self.label, self.name, settings, on_round)
+        return tr.fit_cltv(rows, self.label, self.name, settings, on_round)
 
     def outcome(self, rows: pd.DataFrame) -> np.ndarray:
         values = rows[self.label]
@@ -273,7 +314,7 @@ MODELS: tuple[ModelSpec, ...] = (
         baselines=(Baseline("btyd", "1 - BG/NBD's P(no purchase in the churn horizon)",
                             _btyd("p_no_purchase", invert=True)),
                    Baseline("recency_rule", RECENCY, _rule(tr.RECENCY_RULE))),
-        oracle=lambda p_no_purchase: 1 - p_no_purchase),
+        required=False, oracle=lambda p_no_purchase: 1 - p_no_purchase),
     ModelSpec(
         name="cltv-regressor", section="cltv", kind="regressor",
         description="expected net revenue over the next cltv_days (base currency), every customer",
@@ -282,7 +323,7 @@ MODELS: tuple[ModelSpec, ...] = (
                             _btyd("expected_cltv")),
                    Baseline("historical_formula", "average order value x purchase frequency x expected lifespan "
                                                   "(1 / annual churn rate)", _historical_formula)),
-        plot_prefix="cltv_"),
+        required=False, plot_prefix="cltv_"),
     ModelSpec(
         name="subscription-churn-classifier", section="subscription", kind="classifier",
         description="P(the subscription is cancelled within the next churn_days) for a customer with an active "
@@ -295,6 +336,10 @@ MODELS: tuple[ModelSpec, ...] = (
                             _rule(tr.SUBSCRIPTION_COLUMNS))),
         required=False, on_lists=True, plot_prefix="subscription_"),
 )
+
+
+def _dates(values) -> list[str]:
+    return [pd.Timestamp(v).date().isoformat() for v in values]
 
 
 def get(name: str) -> ModelSpec:

@@ -15,7 +15,7 @@ churn horizon, fitted on each cutoff's own snapshot (point in time by constructi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import lightgbm as lgb
@@ -31,6 +31,7 @@ from models.btyd import BetaGeo, GammaGamma
 KEY = ("customer_id", "cutoff")
 CALENDAR_LABELS = ("signup_cohort",)  # would let a model memorise periods; tenure_days carries the same information
 BTYD_FEATURES = ("p_alive", "expected_purchases_churn_horizon")
+OnRound = Callable[[int, int], None]  # (boosting rounds done, rounds at most)
 
 
 def not_features() -> set[str]:
@@ -164,10 +165,15 @@ class _TemporalSplit:
         categories = _categories(X_fit)
         return cls(rows, fit_rows, later, features, categories, X_fit, design_matrix(later, features, categories))
 
-    def fit(self, model, y_fit: np.ndarray, y_later: np.ndarray, metric: str, settings: ModelsConfig) -> int:
-        """Fit ``model`` with early stopping on the later cutoffs; returns the best iteration."""
+    def fit(self, model, y_fit: np.ndarray, y_later: np.ndarray, metric: str, settings: ModelsConfig,
+            on_round: OnRound | None = None) -> int:
+        """Fit ``model`` with early stopping on the later cutoffs; returns the best iteration.
+        ``on_round(done, total)`` after each boosting round."""
+        callbacks = [lgb.early_stopping(settings.early_stopping_rounds, verbose=False)]
+        if on_round is not None:
+            callbacks.append(lambda env: on_round(env.iteration + 1, env.end_iteration))
         model.fit(self.X_fit, y_fit, eval_X=(self.X_later,), eval_y=(y_later,), eval_metric=metric,
-                  callbacks=[lgb.early_stopping(settings.early_stopping_rounds, verbose=False)])
+                  callbacks=callbacks)
         return int(model.best_iteration_ or settings.max_rounds)
 
     def scoring_model(self, name: str, kind: str, label: str, booster: lgb.Booster,
@@ -179,7 +185,8 @@ class _TemporalSplit:
                                   "validation_cutoffs": sorted(self.later["cutoff"].unique())})
 
 
-def fit_classifier(snapshots: pd.DataFrame, label: str, name: str, settings: ModelsConfig) -> ScoringModel:
+def fit_classifier(snapshots: pd.DataFrame, label: str, name: str, settings: ModelsConfig,
+                   on_round: OnRound | None = None) -> ScoringModel:
     """LightGBM on the older cutoffs, early stopping and Platt calibration on the ``validation_cutoffs`` latest.
 
     ``snapshots`` are the labeled training rows (label not null); ``label`` is a boolean column.
@@ -189,14 +196,15 @@ def fit_classifier(snapshots: pd.DataFrame, label: str, name: str, settings: Mod
     if len(np.unique(y_fit)) < 2 or len(np.unique(y_later)) < 2:
         raise ValueError(f"{label}: both outcomes are needed in the training and the validation cutoffs")
     model = lgb.LGBMClassifier(**settings.lgb_params())
-    best = split.fit(model, y_fit, y_later, "binary_logloss", settings)
+    best = split.fit(model, y_fit, y_later, "binary_logloss", settings, on_round)
     raw_later = model.booster_.predict(split.X_later, raw_score=True, num_iteration=best)
     platt = LogisticRegression(C=1e6, max_iter=1000).fit(raw_later.reshape(-1, 1), y_later)
     return split.scoring_model(name, "classifier", label, model.booster_,
                                (float(platt.coef_[0, 0]), float(platt.intercept_[0])), best)
 
 
-def fit_cltv(snapshots: pd.DataFrame, label: str, name: str, settings: ModelsConfig) -> ScoringModel:
+def fit_cltv(snapshots: pd.DataFrame, label: str, name: str, settings: ModelsConfig,
+             on_round: OnRound | None = None) -> ScoringModel:
     """LightGBM with a Tweedie objective (zero-inflated, heavy-tailed spend) on net future revenue.
 
     Tweedie needs a non-negative target: the few customers whose refunds exceed their purchases in the window
@@ -207,7 +215,7 @@ def fit_cltv(snapshots: pd.DataFrame, label: str, name: str, settings: ModelsCon
     y_fit = split.fit_rows[label].clip(lower=0).to_numpy(dtype=float)
     y_later = split.later[label].to_numpy(dtype=float)
     model = lgb.LGBMRegressor(objective="tweedie", tweedie_variance_power=1.5, **settings.lgb_params())
-    best = split.fit(model, y_fit, y_later.clip(min=0), "tweedie", settings)
+    best = split.fit(model, y_fit, y_later.clip(min=0), "tweedie", settings, on_round)
     predicted = model.booster_.predict(split.X_later, num_iteration=best)
     factor = float(y_later.sum() / predicted.sum()) if predicted.sum() > 0 and y_later.sum() > 0 else 1.0
     return split.scoring_model(name, "regressor", label, model.booster_, (factor, 0.0), best)

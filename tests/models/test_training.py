@@ -188,3 +188,20 @@ def test_every_model_logs_its_global_shap_summary(trained):
     for row in [r for r in list_versions(cfg) if r["version"] == "1"]:
         logged = {a.path for a in client.list_artifacts(row["run_id"], "shap")}
         assert logged == {f"shap/shap_summary_{row['name']}.png", f"shap/shap_importance_{row['name']}.png"}
+
+
+def test_preflight_counts_the_rows_the_backtest_trains_on(trained):
+    """The preflight replays the backtest's schedule on counts from the purchase days: its rows per model are the
+    backtest's training rows, so what it promises is what training finds."""
+    import re
+
+    from common.config import load_config
+    from pipelines import jobs
+
+    cfg = load_config(trained[0])
+    report = json.loads(next((cfg.data_dir / "outputs" / "backtest").glob("*/report.json")).read_text())
+    checks = {c.model: c for c in jobs.preflight(cfg)}
+    for name, section in (("churn-classifier", "churn"), ("winback-classifier", "winback"),
+                          ("cltv-regressor", "cltv")):
+        rows = int(re.search(r"with ([\d,]+) rows", checks[name].detail).group(1).replace(",", ""))
+        assert rows == report["populations"]["training_rows"][section], (name, checks[name].detail)

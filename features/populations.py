@@ -1,0 +1,125 @@
+"""Who is in each population at a cutoff, and how many positive outcomes follow, counted straight from the
+validated purchase days (no snapshot is built): what :mod:`models.preflight` needs to say which models this data
+can train before anything runs.
+
+The definitions are the labels' (:mod:`features.definitions`): a customer exists at cutoff ``t`` with an order
+before ``t``; is *active* when the last order is at most ``activity_days`` before ``t``
+(``days_since_last_purchase <= activity_days``), else *lapsed*; *churned* when active and without an order in
+``[t, t + churn_days)``; *reactivated* when lapsed and with an order in that window; a *buyer* (the CLTV target is
+positive) with an order in ``[t, t + cltv_days)``. A label is counted only when its window lies inside the data
+(``t + H <= last_day + 1``). Subscribers have a subscription started before ``t`` and not cancelled by then; a
+cancellation in ``[t, t + churn_days)`` counts unless the customer starts another subscription that day (a plan
+change). Refunds are not orders, as in the features; the CLTV count ignores refunds (a buyer whose refunds exceed
+the window's orders still counts), so it is an upper bound.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+EPOCH = dt.date(1970, 1, 1)
+
+
+def _day(value: dt.date) -> int:
+    return (value - EPOCH).days
+
+
+@dataclass
+class PurchaseDays:
+    """Every customer's order days, sorted: ``keys = customer code x 2^32 + day`` (days since 1970-01-01)."""
+
+    keys: np.ndarray
+    n_customers: int
+    first_day: dt.date
+    last_day: dt.date
+    subscriptions: pd.DataFrame | None = None  # customer code, started, cancelled (days; cancelled -1 = open)
+    _at: dict = field(default_factory=dict)
+
+    @classmethod
+    def read(cls, validated_dir: str | Path) -> "PurchaseDays":
+        """From ``purchase_days.parquet`` when `churn validate` stored it, else from the transactions."""
+        folder = Path(validated_dir)
+        stored = folder / "purchase_days.parquet"
+        if stored.exists():
+            table = pq.read_table(stored, columns=["customer_id", "day", "orders"])
+            table = table.filter(pc.greater(table["orders"], 0))
+            ids, days = table["customer_id"], table["day"]
+        else:
+            table = pq.read_table(folder / "transactions.parquet", columns=["customer_id", "ts", "amount"])
+            table = table.filter(pc.greater_equal(table["amount"], 0))
+            ids, days = table["customer_id"], pc.cast(table["ts"], "date32")
+        everyone = pq.read_table(folder / "transactions.parquet", columns=["customer_id", "ts"])
+        stats = pc.min_max(everyone["ts"]).as_py()
+        codes = pc.dictionary_encode(pc.cast(ids, "string")).combine_chunks()
+        day = days.combine_chunks().cast("int32").to_numpy(zero_copy_only=False).astype(np.int64)
+        keys = np.unique(codes.indices.to_numpy(zero_copy_only=False).astype(np.int64) << 32 | day)
+        subs = None
+        path = folder / "subscriptions.parquet"
+        if path.exists():
+            raw = pq.read_table(path, columns=["customer_id", "started_at", "cancelled_at"]).to_pandas()
+            lookup = pd.Index(codes.dictionary.to_pylist())
+            subs = pd.DataFrame({
+                "code": lookup.get_indexer(raw["customer_id"].astype(str)),
+                "started": (pd.to_datetime(raw["started_at"]) - pd.Timestamp(EPOCH)).dt.days,
+                "cancelled": ((pd.to_datetime(raw["cancelled_at"]) - pd.Timestamp(EPOCH)).dt.days
+                              .fillna(-1).astype(np.int64))})
+        return cls(keys, len(codes.dictionary), pd.Timestamp(stats["min"]).date(),
+                   pd.Timestamp(stats["max"]).date(), subs)
+
+    def around(self, cutoff: dt.date) -> tuple[np.ndarray, np.ndarray]:
+        """Per customer code: the last order day before ``cutoff`` and the first on or after it (-1: none)."""
+        if cutoff not in self._at:
+            codes = np.arange(self.n_customers, dtype=np.int64) << 32
+            at = np.searchsorted(self.keys, codes | _day(cutoff))
+            before, after = np.full(self.n_customers, -1), np.full(self.n_customers, -1)
+            prev = at - 1
+            same = (prev >= 0) & ((self.keys[np.maximum(prev, 0)] >> 32) == codes >> 32)
+            before[same] = self.keys[prev[same]] & 0xFFFFFFFF
+            nxt = at < len(self.keys)
+            same = nxt.copy()
+            same[nxt] = (self.keys[at[nxt]] >> 32) == (codes[nxt] >> 32)
+            after[same] = self.keys[at[same]] & 0xFFFFFFFF
+            self._at[cutoff] = (before, after)
+        return self._at[cutoff]
+
+
+def counts(days: PurchaseDays, cutoffs: Sequence[dt.date], activity_days: int, churn_days: int,
+           cltv_days: int) -> pd.DataFrame:
+    """One row per cutoff: customers, active, lapsed, churned, reactivated, buyers, subscribers, cancelled
+    (a label's count is NaN where its window ends after the data; subscriber counts NaN without the table)."""
+    last = _day(days.last_day) + 1
+    rows = []
+    for cutoff in cutoffs:
+        t = _day(cutoff)
+        before, after = days.around(cutoff)
+        exists = before >= 0
+        active = exists & (t - before <= activity_days)
+        lapsed = exists & ~active
+        soon = (after >= 0) & (after < t + churn_days)
+        row = {"cutoff": cutoff, "customers": int(exists.sum()), "active": int(active.sum()),
+               "lapsed": int(lapsed.sum()), "churned": np.nan, "reactivated": np.nan, "buyers": np.nan,
+               "subscribers": np.nan, "cancelled": np.nan}
+        if t + churn_days <= last:
+            row["churned"] = int((active & ~soon).sum())
+            row["reactivated"] = int((lapsed & soon).sum())
+        if t + cltv_days <= last:
+            row["buyers"] = int((exists & (after >= 0) & (after < t + cltv_days)).sum())
+        if days.subscriptions is not None:
+            s = days.subscriptions
+            live = (s["started"] < t) & ((s["cancelled"] < 0) | (s["cancelled"] >= t))
+            row["subscribers"] = int(s.loc[live, "code"].nunique())
+            if t + churn_days <= last:
+                ends = s[live & (s["cancelled"] >= t) & (s["cancelled"] < t + churn_days)]
+                restarts = set(zip(s["code"], s["started"]))
+                real = [(c, e) not in restarts for c, e in zip(ends["code"], ends["cancelled"])]
+                row["cancelled"] = int(ends.loc[real, "code"].nunique())
+        rows.append(row)
+    return pd.DataFrame(rows)
