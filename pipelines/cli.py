@@ -106,6 +106,17 @@ def _progress() -> Progress:
                     console=console, transient=False)
 
 
+def _round_bars(progress):
+    """``on_model(spec)`` that shows each model's boosting rounds as a bar of ``progress`` (a rich Progress)."""
+    def on_model(spec, stage: str = "backtest"):
+        bar = progress.add_task(f"  {spec.name} ({stage}): boosting rounds", total=None)
+
+        def on_round(done: int, total: int) -> None:
+            progress.update(bar, completed=done, total=total)
+        return on_round
+    return on_model
+
+
 @app.command()
 def generate(
     customers: Annotated[Optional[int], typer.Option(help="number of customers (default: generator.customers)")] = None,
@@ -114,25 +125,28 @@ def generate(
                                                                  "of the config)")] = None,
     if_missing: Annotated[bool, typer.Option("--if-missing", help="do nothing when every table is already "
                                                                   "there")] = False,
+    scenario: Annotated[Optional[str], typer.Option(help="named kind of business (default: generator.scenario); "
+                                                         "the list: docs/synthetic.md#scenarios")] = None,
     config: ConfigOpt = None, data_dir: DataDirOpt = None, debug: DebugOpt = False,
 ) -> None:
-    """Generate the synthetic global retailer (every contract table, plus ground truth) as Parquet."""
+    """Generate the synthetic global retailer (the scenario's contract tables, plus ground truth) as Parquet."""
 
     def body() -> None:
-        from features.synthetic.simulate import TABLES
         from features.synthetic.simulate import generate as simulate
+        from features.synthetic.simulate import scenario_tables
 
         cfg = _config(config, data_dir)
         n = customers or cfg.generator.customers
         s = cfg.generator.seed if seed is None else seed
+        kind = scenario or cfg.generator.scenario
         target = out_dir or cfg.raw_path
-        if if_missing and all((target / f"{name}.parquet").exists() for name in TABLES):
+        if if_missing and all((target / f"{table}.parquet").exists() for table in scenario_tables(kind)):
             out.print(f"data already in {target}; not generated again (run `churn generate` to replace it)")
             return
         start = time.perf_counter()
         with _progress() as progress:
             task = progress.add_task(f"simulating {n:,} customers", total=None)
-            result = simulate(target, n_customers=n, seed=s,
+            result = simulate(target, n_customers=n, seed=s, scenario=kind,
                               progress=lambda done, total: progress.update(task, completed=done, total=total))
         table = Table()
         table.add_column("table")
@@ -140,8 +154,8 @@ def generate(
         for name, count in result.row_counts.items():
             table.add_row(name, f"{count:,}")
         out.print(table)
-        out.print(f"generated into {target} in {time.perf_counter() - start:.1f} s (seed {s}); data as of "
-                  f"{result.params.as_of.isoformat()}; ground truth in {result.truth_dir}")
+        out.print(f"generated into {target} in {time.perf_counter() - start:.1f} s (seed {s}, scenario {kind}); "
+                  f"data as of {result.params.as_of.isoformat()}; ground truth in {result.truth_dir}")
 
     _run(debug, body)
 
@@ -207,8 +221,25 @@ def validate(
         for message in unmapped:
             out.print(f"[yellow]note:[/] {escape(message)}")
         _warn_consent(cfg)
+        print_preflight(cfg)
 
     _run(debug, body)
+
+
+def print_preflight(cfg) -> list:
+    """Which models this data can train (and the setting that would make the others possible), then the
+    playbooks and reasons it cannot use. Returns the checks."""
+    from pipelines import jobs
+
+    checks = jobs.preflight(cfg)
+    span = jobs.data_span(cfg)
+    rows = [{"model": c.model, "trainable": "yes" if c.ok else ("NO (required)" if c.required else "no: skipped"),
+             "detail": c.detail + (f". {c.fix}" if c.fix else "")} for c in checks]
+    out.print(_table(f"preflight: models on data from {span.first_day} to {span.last_day}",
+                     ["model", "trainable", "detail"], rows))
+    for line in jobs.config_warnings(cfg):
+        out.print(f"[yellow]note:[/] {escape(line)}")
+    return checks
 
 
 @app.command()
@@ -240,12 +271,12 @@ def features(
         try:
             with _progress() as progress:
                 task = progress.add_task("opening the validated tables", total=2)
-                last_day = jobs.last_data_day(cfg)
+                span = jobs.data_span(cfg)
                 if stack:
-                    cutoffs = jobs.stack_cutoffs(cfg, last_day, as_of.date() if as_of else None)
+                    cutoffs = jobs.stack_cutoffs(cfg, span, as_of.date() if as_of else None)
                     name = "training_stack"
                 else:
-                    cutoffs = [as_of.date() if as_of else jobs.scoring_cutoff(cfg, last_day)]
+                    cutoffs = [as_of.date() if as_of else jobs.scoring_cutoff(cfg, span.last_day)]
                     name = f"snapshot_{cutoffs[0].isoformat()}"
                 progress.update(task, advance=1, description="computing features")
                 folder = jobs.build_snapshot_folder(cfg, name, cutoffs, with_labels or stack, engine=engine)
@@ -329,13 +360,24 @@ def backtest(
 
         cfg = _config(config, data_dir)
         start = time.perf_counter()
+        checks = jobs.preflight(cfg)
+        for check in checks:
+            if not check.ok:
+                out.print(f"[yellow]{escape(check.line)}[/]")
+        jobs.require_trainable(checks)
+        said = {c.model for c in checks if not c.ok}
         with _progress() as progress:
             task = progress.add_task("backtest", total=5)
 
             def step(message: str) -> None:
-                progress.update(task, advance=1, description=message)
+                if "steps aside" in message:
+                    if message.split(" ", 1)[0] not in said:  # the preflight said it, with the fix
+                        progress.console.print(f"[yellow]{escape(message)}[/]")
+                else:
+                    progress.update(task, advance=1, description=message)
 
-            run = jobs.backtest(cfg, as_of.date() if as_of else None, report, progress=step)
+            run = jobs.backtest(cfg, as_of.date() if as_of else None, report, progress=step,
+                                on_model=_round_bars(progress))
             progress.update(task, completed=5, description="done")
         print_backtest(jobs.read_report(run.report_path))
         out.print(f"report {run.report_path}; plots {', '.join(p.name for p in run.plots)} "
@@ -414,9 +456,15 @@ def print_scoring(summary: dict, cfg=None) -> None:
     if campaigns and not sum(c["treatment"] for c in campaigns.values()):
         from pipelines import jobs
 
-        why = (jobs.consent_warning(cfg) if cfg is not None else None) or (
+        unvalued = ("the CLTV model has no champion (it stepped aside), so value at risk and each contact's "
+                    "expected net value are unknown and none is positive: nobody is selected. `churn validate` "
+                    "names the setting that would let it train" if summary.get("value_at_risk") is None else None)
+        why = (jobs.consent_warning(cfg) if cfg is not None else None) or unvalued or (
             "every candidate was held back (no consent, budgets or playbooks); see the campaigns table")
         out.print(f"[bold yellow]0 targeted:[/] {escape(why)}")
+    for name in summary.get("models_without_champion") or []:
+        out.print(f"[yellow]{name} has no champion (it stepped aside in training, see `churn backtest`): the columns "
+                  "it fills are empty and a list made of its scores has no rows[/]")
     for name, path in summary["published"].items():
         out.print(f"{name} list: {path}")
     if summary["dry_run"]:

@@ -69,6 +69,20 @@ def ingest_tables(cfg: PipelineConfig) -> tuple[dict, list[dict]]:
     return counts, rows
 
 
+@task(name="preflight", cache_policy=NO_CACHE)
+def preflight_check(cfg: PipelineConfig) -> list[str]:
+    """Which models this data can train (one log line each, the reason and the fixing setting for those that
+    cannot) and the playbooks and reasons it cannot use; fails only when a required model cannot be trained."""
+    logger = get_run_logger()
+    checks = jobs.preflight(cfg)
+    for check in checks:
+        (logger.info if check.ok else logger.warning)(check.line)
+    for line in jobs.config_warnings(cfg):
+        logger.warning(line)
+    jobs.require_trainable(checks)
+    return [c.line for c in checks]
+
+
 @task(name="build-snapshots", cache_key_fn=lambda context, parameters: parameters["key"], persist_result=True)
 def build_snapshots(cfg: PipelineConfig, name: str, cutoffs: list[dt.date], with_labels: bool, key: str) -> str:
     """Build the snapshots at ``cutoffs`` into ``<data_dir>/features/<name>``; cached on ``key``."""
@@ -89,7 +103,8 @@ def train_models(cfg: PipelineConfig, snapshots_folder: str, key: str) -> list[d
     from features.snapshots import read_snapshots
 
     logger = get_run_logger()
-    registered = jobs.train(cfg, progress=logger.info, snapshots=read_snapshots(snapshots_folder))
+    registered = jobs.train(cfg, progress=logger.info, snapshots=read_snapshots(snapshots_folder),
+                            on_model=jobs.round_log(logger.info))
     return [{"model": r.name, "version": r.version, "decision": "champion" if r.decision.promote else "challenger",
              "reason": r.decision.reason} for r in registered]
 
@@ -98,7 +113,9 @@ def train_models(cfg: PipelineConfig, snapshots_folder: str, key: str) -> list[d
 def backtest_only(cfg: PipelineConfig, snapshots_folder: str) -> str:
     from features.snapshots import read_snapshots
 
-    run = jobs.backtest(cfg, None, progress=get_run_logger().info, snapshots=read_snapshots(snapshots_folder))
+    say = get_run_logger().info
+    run = jobs.backtest(cfg, None, progress=say, snapshots=read_snapshots(snapshots_folder),
+                        on_model=jobs.round_log(say))
     return str(run.report_path)
 
 
@@ -107,7 +124,9 @@ def train_unregistered(cfg: PipelineConfig, snapshots_folder: str) -> tuple[str,
     """Backtest and train every model as `train-models` does, registering nothing (a dry run without champions)."""
     from features.snapshots import read_snapshots
 
-    run, models = jobs.fit_final(cfg, progress=get_run_logger().info, snapshots=read_snapshots(snapshots_folder))
+    say = get_run_logger().info
+    run, models = jobs.fit_final(cfg, progress=say, snapshots=read_snapshots(snapshots_folder),
+                                 on_model=jobs.round_log(say))
     return str(run.report_path), models
 
 
@@ -155,9 +174,9 @@ def build_features(config_path: str | None = None, data_dir: str | None = None, 
     """The training snapshots (labeled, at the backtest's cutoffs) and the scoring snapshot at ``as_of``
     (``force_as_of``: even when it is after the day after the data's last day)."""
     cfg = _config(config_path, data_dir, as_of, force_as_of)
-    last_day = jobs.last_data_day(cfg)
-    cutoff = jobs.scoring_cutoff(cfg, last_day)
-    training, _ = _snapshot(cfg, "training_snapshots", jobs.training_cutoffs(cfg, last_day), True)
+    span = jobs.data_span(cfg)
+    cutoff = jobs.scoring_cutoff(cfg, span.last_day)
+    training, _ = _snapshot(cfg, "training_snapshots", jobs.training_cutoffs(cfg, span), True)
     scoring, _ = _snapshot(cfg, f"snapshot_{cutoff.isoformat()}", [cutoff], False)
     built = {"training": training, "scoring": scoring}
     rows = []
@@ -174,18 +193,20 @@ def build_features(config_path: str | None = None, data_dir: str | None = None, 
 
 @flow(name="train")
 def train(config_path: str | None = None, data_dir: str | None = None, force: bool = False,
-          dry_run: bool = False) -> dict:
+          dry_run: bool = False, checked: bool = False) -> dict:
     """Backtest at the latest labeled cutoff, train on every labeled snapshot, log to MLflow, decide champions.
 
     Skipped (cached) when data, code and settings are unchanged since the last training and every model has a
-    champion, unless ``force``. ``dry_run``: the backtest report only, nothing registered.
+    champion, unless ``force``. ``dry_run``: the backtest report only, nothing registered. The preflight runs
+    first unless ``checked`` (the parent flow ran it).
     """
     cfg = _config(config_path, data_dir)
+    if not checked:
+        preflight_check(cfg)
     if dry_run:
         return _dry_train(cfg)[0]
     logger = get_run_logger()
-    last_day = jobs.last_data_day(cfg)
-    folder, _ = _snapshot(cfg, "training_snapshots", jobs.training_cutoffs(cfg, last_day), True)
+    folder, _ = _snapshot(cfg, "training_snapshots", jobs.training_cutoffs(cfg, jobs.data_span(cfg)), True)
     before = champion_versions(cfg)
     refresh = force or any(before[spec.name] is None for spec in MODELS if spec.required)
     state = train_models.with_options(result_storage=_results(cfg), refresh_cache=refresh)(
@@ -215,7 +236,7 @@ def _dry_train(cfg: PipelineConfig) -> tuple[dict, dict]:
     """A dry run's training: the backtest report, and, when a required model has no champion yet, every model
     trained but not registered (what a real run would promote), for the dry run's scoring."""
     logger = get_run_logger()
-    folder, _ = _snapshot(cfg, "training_snapshots", jobs.training_cutoffs(cfg, jobs.last_data_day(cfg)), True)
+    folder, _ = _snapshot(cfg, "training_snapshots", jobs.training_cutoffs(cfg, jobs.data_span(cfg)), True)
     before = champion_versions(cfg)
     if all(before[spec.name] is not None for spec in MODELS if spec.required):
         report, models = backtest_only(cfg, folder), {}
@@ -260,13 +281,14 @@ def churn_pipeline(config_path: str | None = None, data_dir: str | None = None, 
     """ingest -> build-features -> train -> score. ``dry_run``: the lists are scored but not published and no model
     is registered; without champions the models trained by the dry run score the lists."""
     ingest(config_path, data_dir)
+    preflight_check(_config(config_path, data_dir))
     build_features(config_path, data_dir, as_of, force_as_of)
     if dry_run:  # in this flow run: the unregistered models are handed to scoring in memory
         cfg = _config(config_path, data_dir, as_of, force_as_of)
         trained, unregistered = _dry_train(cfg)
         scored = _score(cfg, True, unregistered)
     else:
-        trained = train(config_path, data_dir)
+        trained = train(config_path, data_dir, checked=True)
         scored = score(config_path, data_dir, as_of, force_as_of=force_as_of)
     training = "backtest only (dry run)" if trained["dry_run"] else (
         "not retrained: nothing changed" if trained["cached"] else "retrained; " + ", ".join(

@@ -26,6 +26,24 @@ def _quiet(_: str) -> None:
     pass
 
 
+def round_log(say: Progress, every_seconds: float = 10.0):
+    """``on_model(spec, stage)`` for :func:`fit_final` that reports a model's boosting rounds through ``say`` (a
+    log line when it starts, then at most one every ``every_seconds``): the flows' steady progress lines."""
+    import time
+
+    def on_model(spec, stage: str = "backtest"):
+        said = {"at": time.monotonic()}
+        say(f"{spec.name} ({stage}): boosting")
+
+        def on_round(done: int, total: int) -> None:
+            now = time.monotonic()
+            if now - said["at"] >= every_seconds:
+                said["at"] = now
+                say(f"{spec.name} ({stage}): round {done:,} of at most {total:,}")
+        return on_round
+    return on_model
+
+
 def new_run_id(now: dt.datetime | None = None) -> str:
     """A sortable, unique run id: UTC time plus a short random suffix."""
     import uuid
@@ -59,12 +77,14 @@ def backtest_folder(cfg: PipelineConfig, as_of: dt.date) -> Path:
 
 
 def backtest(cfg: PipelineConfig, as_of: dt.date | None = None, report_path: Path | None = None,
-             progress: Progress = _quiet, snapshots: pd.DataFrame | None = None) -> "BacktestRun":
+             progress: Progress = _quiet, snapshots: pd.DataFrame | None = None, on_model=None) -> "BacktestRun":
     """Backtest at ``as_of`` (default: the latest cutoff with a complete churn window); write the JSON report and
     the plots beside it. ``snapshots`` (labeled, at least at :func:`models.backtest.needed_cutoffs`) are built
-    when not given."""
+    when not given; ``on_model`` is :func:`models.backtest.run_backtest`'s (progress of the boosting rounds). A
+    model that steps aside says so through ``progress``; a required one that cannot be trained stops the run."""
     from features.synthetic.oracle import true_no_purchase_probability
     from models.backtest import needed_cutoffs, run_backtest
+    from models.catalog import MODELS, StepAside
 
     progress("opening the validated tables")
     src = open_sources(cfg.validated_dir, memory_limit=cfg.snapshots.duckdb_memory_limit)
@@ -74,7 +94,7 @@ def backtest(cfg: PipelineConfig, as_of: dt.date | None = None, report_path: Pat
         raise DataError(f"cannot backtest at {as_of}: its {cfg.horizons.churn_days}-day churn window ends after the "
                         f"data's last day {src.last_day}; use --as-of {latest} or earlier")
     if snapshots is None:
-        cutoffs = needed_cutoffs(as_of, src.last_day, cfg.horizons, cfg.snapshots)
+        cutoffs = needed_cutoffs(as_of, src.last_day, cfg.horizons, cfg.snapshots, first_day=src.first_day)
         progress(f"building {len(cutoffs)} labeled snapshots ({cutoffs[0]} .. {cutoffs[-1]})")
         snapshots = build_snapshots(src, cutoffs, cfg.horizons, with_labels=True)
     oracle = None
@@ -85,9 +105,16 @@ def backtest(cfg: PipelineConfig, as_of: dt.date | None = None, report_path: Pat
             "customer_id")["p_no_purchase"]
     progress("training and evaluating the models and baselines")
     try:
-        result = run_backtest(snapshots, as_of, src.last_day, cfg.horizons, cfg.snapshots, cfg.models, oracle)
+        result = run_backtest(snapshots, as_of, src.last_day, cfg.horizons, cfg.snapshots, cfg.models, oracle,
+                              first_day=src.first_day, on_model=on_model)
+    except StepAside as exc:
+        raise ChurnError(required_missing(exc)) from None
     except ValueError as exc:
         raise ChurnError(f"backtest at {as_of}: {exc}") from None
+    for spec in MODELS:
+        section = result.report.get(spec.section, {})
+        if "skipped" in section:
+            progress(f"{spec.name} steps aside: {section['skipped']}")
     report_path = Path(report_path) if report_path else backtest_folder(cfg, as_of) / "report.json"
     report_path.parent.mkdir(parents=True, exist_ok=True)
     report_path.write_text(json.dumps(result.report, indent=2, default=str))
@@ -106,41 +133,55 @@ class BacktestRun:
     last_day: dt.date
 
 
-def fit_final(cfg: PipelineConfig, progress: Progress = _quiet, snapshots: pd.DataFrame | None = None
-              ) -> tuple["BacktestRun", dict]:
+def required_missing(exc) -> str:
+    """The message of a required model (:class:`models.catalog.StepAside`) that the data cannot train."""
+    return (f"{exc.model} cannot be trained on this data: {exc.reason}. It is required (the at-risk list is made "
+            "of its scores); `churn validate` prints what the data allows and the settings that would make it "
+            "possible")
+
+
+def fit_final(cfg: PipelineConfig, progress: Progress = _quiet, snapshots: pd.DataFrame | None = None,
+              on_model=None) -> tuple["BacktestRun", dict]:
     """Backtest at the latest labeled cutoff, then train every model of the catalogue on all labeled snapshots.
     Returns the backtest and ``{model name: ScoringModel}``; a model that stepped aside is left out (the progress
-    messages say why). Nothing is logged or registered.
+    messages say why, once). Nothing is logged or registered.
 
-    ``snapshots``: the labeled snapshots at :func:`training_cutoffs` when already built (else built here)."""
-    from models.catalog import MODELS
+    ``snapshots``: the labeled snapshots at :func:`training_cutoffs` when already built (else built here);
+    ``on_model(spec, stage)`` returns the ``on_round`` callback of that model's boosting rounds (stage
+    ``backtest`` or ``final``) or None."""
+    from models.catalog import MODELS, StepAside
 
-    run = backtest(cfg, None, progress=progress, snapshots=snapshots)
+    def stage(name: str):
+        return (lambda spec: on_model(spec, name)) if on_model else None
+
+    run = backtest(cfg, None, progress=progress, snapshots=snapshots, on_model=stage("backtest"))
     report, result = run.result.report, run.result
     snapshots = result.snapshots  # BG/NBD features already added by the backtest
     final = {}
     for spec in MODELS:
         if spec.section not in result.evaluations:
-            progress(f"{spec.name} steps aside: {report[spec.section]['skipped']}")
-            continue
+            continue  # stepped aside in the backtest (said there)
         progress(f"training {spec.name} on every labeled snapshot")
         try:
-            final[spec.name] = spec.fit(spec.rows(snapshots, cfg.horizons), cfg.models)
-        except ValueError as exc:
+            final[spec.name] = spec.fit(spec.rows(snapshots, cfg.horizons), cfg.models,
+                                        on_model(spec, "final") if on_model else None)
+        except StepAside as exc:
             if spec.required:
-                raise ChurnError(f"training {spec.name}: {exc}") from None
-            progress(f"{spec.name} steps aside: {exc}")
+                raise ChurnError(required_missing(exc)) from None
+            progress(str(exc))
+            report[spec.section] = {"skipped": exc.reason}
     return run, final
 
 
-def train(cfg: PipelineConfig, progress: Progress = _quiet, snapshots: pd.DataFrame | None = None) -> list:
+def train(cfg: PipelineConfig, progress: Progress = _quiet, snapshots: pd.DataFrame | None = None,
+          on_model=None) -> list:
     """:func:`fit_final`, then log each model to MLflow, register it and decide the champion. Returns the
     :class:`models.tracking.Registered` versions."""
     from models import tracking
     from models.catalog import get
     from models.plots import write_shap_plots
 
-    run, final = fit_final(cfg, progress, snapshots)
+    run, final = fit_final(cfg, progress, snapshots, on_model)
     report, result = run.result.report, run.result
     fingerprint = keys.data_fingerprint(cfg, run.last_day)
     registered = []
@@ -164,17 +205,32 @@ def read_report(path: Path) -> dict:
     return json.loads(Path(path).read_text())
 
 
+@dataclass(frozen=True)
+class Span:
+    """The validated transactions' first and last day."""
+
+    first_day: dt.date
+    last_day: dt.date
+
+
+def data_span(cfg: PipelineConfig) -> Span:
+    """The first and latest transaction day of the validated data."""
+    src = open_sources(cfg.validated_dir, memory_limit=cfg.snapshots.duckdb_memory_limit)
+    return Span(src.first_day, src.last_day)
+
+
 def last_data_day(cfg: PipelineConfig) -> dt.date:
     """The latest transaction day of the validated data."""
-    return open_sources(cfg.validated_dir, memory_limit=cfg.snapshots.duckdb_memory_limit).last_day
+    return data_span(cfg).last_day
 
 
-def training_cutoffs(cfg: PipelineConfig, last_day: dt.date) -> list[dt.date]:
-    """The labeled cutoffs `train` reads: those of a backtest at the latest labeled cutoff."""
+def training_cutoffs(cfg: PipelineConfig, span: Span) -> list[dt.date]:
+    """The labeled cutoffs `train` reads: those of a backtest at the latest labeled cutoff (none on or before the
+    data's first day)."""
     from models.backtest import needed_cutoffs
 
-    return needed_cutoffs(latest_labeled_cutoff(last_day, cfg.horizons.churn_days), last_day, cfg.horizons,
-                          cfg.snapshots)
+    return needed_cutoffs(latest_labeled_cutoff(span.last_day, cfg.horizons.churn_days), span.last_day,
+                          cfg.horizons, cfg.snapshots, first_day=span.first_day)
 
 
 def scoring_cutoff(cfg: PipelineConfig, last_day: dt.date) -> dt.date:
@@ -213,11 +269,13 @@ def build_snapshot_folder(cfg: PipelineConfig, name: str, cutoffs: list[dt.date]
     return write_snapshots(frame, cfg, name, cfg.validated_dir, extra)
 
 
-def stack_cutoffs(cfg: PipelineConfig, last_day: dt.date, end: dt.date | None = None) -> list[dt.date]:
-    """The training stack's cutoffs: the configured cadence up to ``end`` (default: the latest labeled cutoff)."""
+def stack_cutoffs(cfg: PipelineConfig, span: Span, end: dt.date | None = None) -> list[dt.date]:
+    """The training stack's cutoffs: the configured cadence up to ``end`` (default: the latest labeled cutoff),
+    none on or before the data's first day."""
     from features.snapshots import cutoff_schedule
 
-    return cutoff_schedule(end or latest_labeled_cutoff(last_day, cfg.horizons.churn_days), cfg.snapshots)
+    return cutoff_schedule(end or latest_labeled_cutoff(span.last_day, cfg.horizons.churn_days), cfg.snapshots,
+                           span.first_day)
 
 
 # ---- scoring ------------------------------------------------------------------------------------------------------
@@ -285,6 +343,51 @@ def publish(cfg: PipelineConfig, lists: dict, as_of: dt.date, run_meta: dict) ->
         lists = with_contacts(cfg, lists)
     return publish_lists(lists, outputs, as_of, run_meta, sql=sql_url(outputs, cfg.outputs.sql_url),
                          lock_timeout=cfg.outputs.sql_lock_timeout_seconds)
+
+
+def preflight(cfg: PipelineConfig) -> list:
+    """:func:`models.preflight.preflight` on the validated data: one check per model."""
+    from features.populations import PurchaseDays
+    from models.preflight import preflight as check
+
+    return check(PurchaseDays.read(cfg.validated_dir), cfg.horizons, cfg.snapshots, cfg.models, set(cfg.tables))
+
+
+def require_trainable(checks: list) -> None:
+    """Stop (a clear error) when a required model cannot be trained; the others may step aside."""
+    blocked = [c for c in checks if c.required and not c.ok]
+    if blocked:
+        raise ChurnError("; ".join(c.line for c in blocked) + ". `churn validate` prints every model's preflight")
+
+
+def data_columns(cfg: PipelineConfig) -> tuple[set[str], set[str]]:
+    """What this data and config provide, from the validated tables (nothing is computed: the snapshot's schema):
+    the model features, and every column a playbook condition can read (snapshot columns, the scores of the
+    models whose population the data has, the list columns, risk tier and consent)."""
+    from features.snapshots import snapshot_expr
+    from models.catalog import MODELS
+    from models.training import BTYD_FEATURES, feature_columns
+    from serving.lists import LISTS
+
+    src = open_sources(cfg.validated_dir, memory_limit=cfg.snapshots.duckdb_memory_limit)
+    snapshot = set(snapshot_expr(src, [src.last_day + dt.timedelta(days=1)], cfg.horizons).columns)
+    snapshot |= set(BTYD_FEATURES)
+    features = set(feature_columns(pd.DataFrame(columns=sorted(snapshot))))
+    absent_scores = {spec.score_column for spec in MODELS if not set(spec.population.needs) <= snapshot}
+    listed = {c for spec in LISTS for c in spec.list_columns} - absent_scores
+    return features, snapshot | listed | {"risk_tier", "marketing_consent"}
+
+
+def config_warnings(cfg: PipelineConfig) -> list[str]:
+    """The playbooks that can never match and the reasons that can never be written on this data (one line
+    each): reported by `churn validate` and before a run, so a config is checked against the data before anything
+    is trained or registered. Neither stops a run."""
+    from serving.reasons import load_reasons, unwritable
+    from serving.targeting import load_playbooks, unmatchable
+
+    features, columns = data_columns(cfg)
+    return [*unmatchable(load_playbooks(playbooks_path(cfg)), columns),
+            *unwritable(load_reasons(reasons_path(cfg)), features, columns - {"risk_tier", "marketing_consent"})]
 
 
 def consent_warning(cfg: PipelineConfig) -> str | None:

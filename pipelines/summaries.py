@@ -24,12 +24,19 @@ def scoring_rows(summary: dict) -> list[dict[str, str]]:
         ("customers scored", f"{summary['customers_scored']:,}"),
         ("active / lapsed", f"{summary['active_customers']:,} / {summary['lapsed_customers']:,}"),
         ("at risk (churn probability >= threshold)", f"{summary['at_risk_customers']:,}"),
-        ("value at risk", f"{summary['value_at_risk']:,.2f}"),
-        ("expected win-back value", f"{summary['expected_winback_value']:,.2f}"),
+        ("value at risk", _money(summary["value_at_risk"])),
+        ("expected win-back value", _money(summary["expected_winback_value"])),
         ("champion versions", versions),
         ("run id", summary["run_id"]),
     ]
+    skipped = summary.get("models_without_champion") or []
+    if skipped:
+        rows.insert(-1, ("models without a champion (stepped aside)", ", ".join(skipped)))
     return [{"measure": measure, "value": value} for measure, value in rows]
+
+
+def _money(value: float | None) -> str:
+    return "unknown (no CLTV model)" if value is None else f"{value:,.2f}"
 
 
 def campaign_rows(summary: dict) -> list[dict[str, str]]:

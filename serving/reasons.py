@@ -242,3 +242,27 @@ def _pieces(text: str) -> tuple[tuple[str, str | None, str], ...]:
 def placeholders(text: str) -> tuple[str, ...]:
     """The field names a template text uses (parsed once per text, not once per customer)."""
     return tuple(name for _, name, _ in _pieces(text) if name)
+
+
+def unwritable(catalog: ReasonCatalog, features: set[str], columns: set[str]) -> list[str]:
+    """The model ``features`` whose reason cannot be written for anyone: no template, or every variant of a
+    language names a field outside ``columns`` (the snapshot's columns; the derived fields of the file's header
+    count when their source column is there). Such a driver is left out of the reasons."""
+    derived = {"last_nps_date": "days_since_last_nps", **CHANGES}
+    fixed = {"churn_horizon", "channel", "channel_share"}
+
+    def known(name: str) -> bool:
+        return name in columns or name in fixed or (name in derived and derived[name] in columns)
+
+    lines = []
+    for feature in sorted(features):
+        by_language = catalog.template(feature)
+        if by_language is None:
+            lines.append(f"no reason template for model feature {feature!r}: add one to the reasons file")
+            continue
+        for language, variants in sorted(by_language.items()):
+            if not any(all(known(n) for n in placeholders(t)) for t in variants):
+                absent = sorted({n for t in variants for n in placeholders(t) if not known(n)})
+                lines.append(f"the {language} reason for {feature!r} can never be written: no "
+                             f"{', '.join(absent)} in this data")
+    return lines

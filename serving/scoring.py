@@ -95,7 +95,9 @@ def _model_versions(champions: dict[str, Champion]) -> dict[str, str]:
 
 def build_lists(scores: pd.DataFrame, champions: dict[str, Champion], run_id: str) -> dict[str, pd.DataFrame]:
     """Every list of the catalogue: the customers its model scored (its ``probability`` is set), by its ``value``,
-    highest first, each with a 1-based ``rank``, the model versions and ``run_id``.
+    highest first, each with a 1-based ``rank``, the model versions and ``run_id``. A list whose model has no
+    champion (it stepped aside) has no rows; without a value (the CLTV model stepped aside: ``predicted_cltv`` and
+    the values built on it stay empty, never estimated otherwise) the list is ranked by its probability.
 
     Ties are broken by ``customer_id`` so that the same scores always give the same order.
     """
@@ -104,8 +106,9 @@ def build_lists(scores: pd.DataFrame, champions: dict[str, Champion], run_id: st
     for spec in LISTS:
         rows = scores[scores[spec.probability].notna()]
         rows = rows.assign(**{c: np.nan for c in spec.model_columns if c not in rows.columns})  # no such model
-        ranked = rows.sort_values([spec.value, "customer_id"], ascending=[False, True],
-                                  kind="stable")[spec.list_columns]
+        order = [spec.value, spec.probability, "customer_id"]  # no value (the CLTV model stepped aside): by P
+        ranked = rows.sort_values(order, ascending=[False, False, True], kind="stable",
+                                  na_position="last")[spec.list_columns]
         ranked.insert(0, "rank", np.arange(1, len(ranked) + 1))
         lists[spec.name] = ranked.assign(**versions, run_id=run_id).reset_index(drop=True)
     return lists
@@ -118,11 +121,16 @@ def add_reasons(lists: dict[str, pd.DataFrame], inputs: pd.DataFrame, champions:
     model inputs by customer."""
     from serving.explain import top_reasons
 
+    from serving.explain import reason_columns
+
     by_id = inputs.set_index("customer_id", drop=False)
     out = {}
     for spec in LISTS:
         rows = by_id.loc[lists[spec.name]["customer_id"]].reset_index(drop=True)
-        reasons = top_reasons(champions[spec.model.name].model, rows, catalog, currency, churn_days)
+        if spec.model.name in champions:
+            reasons = top_reasons(champions[spec.model.name].model, rows, catalog, currency, churn_days)
+        else:  # the model stepped aside: its list has no rows, and nothing is explained
+            reasons = pd.DataFrame(columns=reason_columns(), index=rows.index, dtype="object")
         frame = lists[spec.name].reset_index(drop=True)
         position = frame.columns.get_loc("country") + 1
         out[spec.name] = pd.concat([frame.iloc[:, :position], reasons, frame.iloc[:, position:]], axis=1)
@@ -162,7 +170,8 @@ def target_lists(lists: dict[str, pd.DataFrame], inputs: pd.DataFrame, consent: 
         chosen = tg.select(frame, spec.name, settings.budgets.get(spec.name), settings.control_share, campaign)
         campaigns[spec.name] = {"campaign_id": campaign, **tg.campaign_summary(
             chosen, spec.name, len(frame), int((~frame["marketing_consent"]).sum()))}
-        chosen = chosen.sort_values([spec.value, "customer_id"], ascending=[False, True], kind="stable")
+        chosen = chosen.sort_values([spec.value, spec.probability, "customer_id"], ascending=[False, False, True],
+                                    kind="stable", na_position="last")
         chosen.insert(0, "rank", np.arange(1, len(chosen) + 1))
         versions = [c for c in ranked.columns if c.endswith("_model_version")]
         out[spec.name] = chosen[[*LIST_ORDER[spec.name], *ACTION_COLUMNS, *versions, "run_id"]].reset_index(
@@ -179,10 +188,16 @@ def summarize(scores: pd.DataFrame, lists: dict[str, pd.DataFrame], champions: d
         "customers_scored": int(len(scores)),
         "active_customers": int(len(active)),
         "at_risk_customers": int((active["churn_probability"] >= at_risk_probability).sum()),
-        "value_at_risk": float(active["value_at_risk"].sum()),
+        "value_at_risk": _total(active["value_at_risk"]),
         "lapsed_customers": int((~scores["is_active"]).sum()),
-        "expected_winback_value": float(scores["expected_winback_value"].sum()),
+        "expected_winback_value": _total(scores["expected_winback_value"]),
         "list_rows": {name: int(len(frame)) for name, frame in lists.items()},
         "campaigns": campaigns or {},
         "champion_versions": {name: c.version for name, c in sorted(champions.items())},
+        "models_without_champion": [spec.name for spec in MODELS if spec.name not in champions],
     }
+
+
+def _total(values: pd.Series) -> float | None:
+    """The sum, or None when no value is known (its model stepped aside): unknown is not zero."""
+    return float(values.sum()) if values.notna().any() else None

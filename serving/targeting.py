@@ -43,9 +43,10 @@ class Condition(BaseModel):
     value: Any = None
 
     def mask(self, frame: pd.DataFrame) -> pd.Series:
+        """Where the condition holds; nowhere when ``frame`` has no such column (a feature of a table this data
+        does not have: :func:`unmatchable` names those playbooks before a run)."""
         if self.column not in frame.columns:
-            raise ConfigError(f"playbook condition on unknown column {self.column!r}; use a list column or a "
-                              "snapshot feature (docs/features.md)")
+            return pd.Series(False, index=frame.index)
         col = frame[self.column]
         if self.op == "is_missing":
             return col.isna()
@@ -89,6 +90,19 @@ class Playbooks(BaseModel):
 
     def for_list(self, name: str) -> list[Playbook]:
         return [p for p in self.playbooks if p.list == name]
+
+
+def unmatchable(playbooks: Playbooks, columns: set[str]) -> list[str]:
+    """One line per playbook that can never match because a condition reads a column outside ``columns`` (the
+    list columns and snapshot features this data and config provide): such a condition is false, and the next
+    playbook of the list applies."""
+    lines = []
+    for book in playbooks.playbooks:
+        absent = sorted({c.column for c in book.when} - columns)
+        if absent:
+            lines.append(f"playbook {book.name!r} ({book.list}) can never match: no {', '.join(absent)} in this "
+                         "data (a condition on an absent column is false); its customers get the next playbook")
+    return lines
 
 
 def load_playbooks(path: str | Path = DEFAULT_PLAYBOOKS) -> Playbooks:
