@@ -20,6 +20,8 @@ from pathlib import Path
 
 import yaml
 
+from models.catalog import LAPSED, MODELS
+
 ROOT = Path(__file__).resolve().parents[1]
 CHURN = str(Path(sys.executable).with_name("churn"))
 AS_OF = "2026-11-01"
@@ -42,9 +44,10 @@ def _row(scenario: str, report: dict) -> dict:
     row["churn AUC model / best baseline"] = f"{churn['roc_auc']:.3f} / {best[1]:.3f} ({best[0]}){mark}"
     limit = 0.02 if scenario == "default" else 0.03
     row["churn ECE"] = f"{churn['ece']:.3f}" + ("" if churn["ece"] <= limit else " ✗")
-    winback = report.get("winback", {})
+    lapsed = next(s.section for s in MODELS if s.population is LAPSED)  # the win-back model's report section
+    winback = report.get(lapsed, {})
     row["winback AUC model / btyd"] = (f"skipped: {winback['skipped'][:60]}" if "skipped" in winback else
-                                       f"{winback['roc_auc']:.3f} / {base['btyd']['winback']['roc_auc']:.3f}")
+                                       f"{winback['roc_auc']:.3f} / {base['btyd'][lapsed]['roc_auc']:.3f}")
     cltv = report.get("cltv", {})
     if "skipped" in cltv:
         row["CLTV Gini model / btyd"] = f"skipped: {cltv['skipped'][:60]}"
