@@ -138,6 +138,8 @@ class ModelsConfig(_Strict):
                                                            "(and no worse ECE) to become champion")
     promotion_margin_gini: float = Field(0.005, description="a regressor challenger needs this much more "
                                                             "normalized Gini to become champion")
+    promotion_margin_days: float = Field(0.1, ge=0, description="a next-order challenger needs a median absolute "
+                                                                "error this many days lower to become champion")
 
     def lgb_params(self) -> dict:
         """Keyword arguments of LightGBM's scikit-learn estimators (deterministic, row-wise histograms)."""

@@ -93,8 +93,9 @@ class PurchaseDays:
 
 def counts(days: PurchaseDays, cutoffs: Sequence[dt.date], activity_days: int, churn_days: int,
            cltv_days: int) -> pd.DataFrame:
-    """One row per cutoff: customers, active, lapsed, churned, reactivated, buyers, subscribers, cancelled
-    (a label's count is NaN where its window ends after the data; subscriber counts NaN without the table)."""
+    """One row per cutoff: customers, active, lapsed, churned, returned (active with an order inside the churn
+    window: the next-order label is known), reactivated, buyers, subscribers, cancelled (a label's count is NaN
+    where its window ends after the data; subscriber counts NaN without the table)."""
     last = _day(days.last_day) + 1
     rows = []
     for cutoff in cutoffs:
@@ -105,10 +106,12 @@ def counts(days: PurchaseDays, cutoffs: Sequence[dt.date], activity_days: int, c
         lapsed = exists & ~active
         soon = (after >= 0) & (after < t + churn_days)
         row = {"cutoff": cutoff, "customers": int(exists.sum()), "active": int(active.sum()),
-               "lapsed": int(lapsed.sum()), "churned": np.nan, "reactivated": np.nan, "buyers": np.nan,
+               "lapsed": int(lapsed.sum()), "churned": np.nan, "returned": np.nan, "reactivated": np.nan,
+               "buyers": np.nan,
                "subscribers": np.nan, "cancelled": np.nan}
         if t + churn_days <= last:
             row["churned"] = int((active & ~soon).sum())
+            row["returned"] = int((active & soon).sum())
             row["reactivated"] = int((lapsed & soon).sum())
         if t + cltv_days <= last:
             row["buyers"] = int((exists & (after >= 0) & (after < t + cltv_days)).sum())

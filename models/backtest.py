@@ -20,10 +20,8 @@ import pandas as pd
 
 from common.config import HorizonsConfig, ModelsConfig, SnapshotsConfig
 from features.snapshots import cutoff_schedule, latest_labeled_cutoff
-from models import metrics as m
 from models import training as tr
-from models.catalog import (ACTIVE, MODELS, BacktestData, ModelSpec, StepAside, btyd_at, evaluation_cutoff,
-                            training_rows)
+from models.catalog import MODELS, BacktestData, ModelSpec, StepAside, evaluation_cutoff, training_rows
 
 OnModel = Callable[[ModelSpec], "Callable[[int, int], None] | None"]
 
@@ -55,7 +53,6 @@ class BacktestResult:
     # per model section: its evaluation rows with the outcome and the model's ("model"), every baseline's and the
     # oracle's predictions (for plots and inspection); a model that stepped aside has none
     evaluations: dict[str, pd.DataFrame]
-    next_order: pd.DataFrame  # active customers at as_of with both next-order estimates
     snapshots: pd.DataFrame  # every snapshot row read, with the BG/NBD features added
     models: dict[str, tr.ScoringModel] = field(default_factory=dict)
 
@@ -98,11 +95,11 @@ def backtest_data(spec: ModelSpec, snapshots: pd.DataFrame, as_of: dt.date, last
 
 def run_backtest(snapshots: pd.DataFrame, as_of: dt.date, last_day: dt.date, horizons: HorizonsConfig,
                  schedule: SnapshotsConfig, settings: ModelsConfig,
-                 oracle_p_no_purchase: pd.Series | None = None,
+                 oracle: pd.DataFrame | None = None,
                  models: Sequence[ModelSpec] = MODELS, first_day: dt.date | None = None,
                  on_model: "OnModel | None" = None) -> BacktestResult:
     """Train every model of the catalogue on its allowed snapshots and evaluate it with its baselines at its
-    evaluation cutoff (see the module docstring); the next-order estimates are evaluated on the active customers.
+    evaluation cutoff (see the module docstring).
 
     A model that is not required and cannot be trained on this data steps aside: ``report[section]`` is then
     ``{"skipped": reason}`` and it has no evaluation rows.
@@ -113,8 +110,9 @@ def run_backtest(snapshots: pd.DataFrame, as_of: dt.date, last_day: dt.date, hor
         Labeled snapshots at (at least) :func:`needed_cutoffs`, with ``cutoff`` as a date column.
     last_day
         The data's last day (labels are complete up to it).
-    oracle_p_no_purchase
-        True P(no purchase in the churn horizon) at ``as_of`` by ``customer_id`` (generated data only).
+    oracle
+        The generator's truth at ``as_of`` by ``customer_id`` (generated data only): ``p_no_purchase`` (in the
+        churn horizon) and ``next_order_median_days``; each model's ``oracle`` reads what it needs.
     first_day
         The data's first day: an evaluation cutoff on or before it makes its model step aside.
     on_model
@@ -125,14 +123,14 @@ def run_backtest(snapshots: pd.DataFrame, as_of: dt.date, last_day: dt.date, hor
         raise ValueError(f"cannot backtest at {as_of}: its {horizons.churn_days}-day churn window ends after the "
                          f"data's last day {last_day}; the latest possible as-of date is "
                          f"{latest_labeled_cutoff(last_day, horizons.churn_days)}")
-    snapshots = tr.add_btyd_features(snapshots, horizons.churn_days)
+    snapshots = tr.add_btyd_features(snapshots, horizons.churn_days, horizons.cltv_days)
     evaluation = _cutoff_rows(snapshots, as_of)
     report: dict = {"as_of": as_of.isoformat(), "data_last_day": last_day.isoformat(),
                     "horizons": horizons.model_dump()}
     baselines: dict[str, dict] = {}
     populations: dict = {"customers": int(len(evaluation))}
     training: dict[str, int] = {}
-    oracle: dict[str, float] = {}
+    oracle_metrics: dict[str, float] = {}
     evaluations: dict[str, pd.DataFrame] = {}
     fitted: dict[str, tr.ScoringModel] = {}
     btyd_by_cutoff: dict = {}  # one BG/NBD fit per evaluation cutoff, whichever model needs it
@@ -155,9 +153,10 @@ def run_backtest(snapshots: pd.DataFrame, as_of: dt.date, last_day: dt.date, hor
             values, extra = baseline.score(data, spec.label)
             rows[baseline.name] = values
             baselines.setdefault(baseline.name, {})[spec.section] = {**spec.metrics(y, values), **extra}
-        if spec.oracle is not None and oracle_p_no_purchase is not None and data.as_of == as_of:
-            rows["oracle"] = spec.oracle(rows["customer_id"].map(oracle_p_no_purchase).to_numpy(dtype=float))
-            oracle.update({f"{spec.section}_{k}": v
+        if spec.oracle is not None and oracle is not None and data.as_of == as_of:
+            truth = oracle.reindex(rows["customer_id"].to_numpy())
+            rows["oracle"] = np.asarray(spec.oracle(truth), dtype=float)
+            oracle_metrics.update({f"{spec.section}_{k}": v
                            for k, v in spec.metrics(y, rows["oracle"].to_numpy(dtype=float)).items()})
         if spec.kind == "classifier":
             populations[spec.population.name] = int(len(rows))
@@ -168,25 +167,11 @@ def run_backtest(snapshots: pd.DataFrame, as_of: dt.date, last_day: dt.date, hor
         training[spec.section] = int(len(data.train))
         evaluations[spec.section], fitted[spec.name] = rows, model
 
-    # the expected next order date: active customers whose next order falls inside the churn window
-    active = evaluation[ACTIVE.mask(evaluation, horizons)].copy()
-    btyd = btyd_at(btyd_by_cutoff, as_of, evaluation, horizons)
-    active["next_order_btyd"] = btyd.loc[active.index, "next_order_days"]
-    active["next_order_typical_gap"] = tr.typical_gap_next_order_days(active)
-    actual_days = active["days_to_next_order"].astype(float).to_numpy()
-
-    def next_order(column: str) -> dict:
-        known = ~np.isnan(actual_days)
-        return {"median_abs_error_days": m.median_abs_error_days(actual_days, active[column].to_numpy(dtype=float)),
-                "n": int(known.sum())}
-
-    report["next_order"] = {**next_order("next_order_btyd"), "method": "BG/NBD median time to next order given alive"}
-    baselines["typical_gap"] = {"next_order": next_order("next_order_typical_gap")}
     report["baselines"] = baselines
     report["populations"] = {**populations, "training_rows": training}
-    if oracle:
-        report["oracle"] = oracle
-    return BacktestResult(report, evaluations, active, snapshots, fitted)
+    if oracle_metrics:
+        report["oracle"] = oracle_metrics
+    return BacktestResult(report, evaluations, snapshots, fitted)
 
 
 def _dates(values) -> list[str]:
@@ -195,22 +180,15 @@ def _dates(values) -> list[str]:
 
 def summary_rows(report: dict, models: Sequence[ModelSpec] = MODELS) -> list[tuple[str, str, dict[str, float | None]]]:
     """(target, metric, {model or baseline: value}) rows for a side-by-side table: each trained model's table
-    metrics next to its baselines and the oracle, then the next-order estimates."""
+    metrics next to its baselines and the oracle."""
     trained = [spec for spec in models if "skipped" not in report.get(spec.section, {"skipped": True})]
     baseline_names = list(dict.fromkeys(b.name for spec in trained for b in spec.baselines))
-    columns = ["model", *baseline_names, "typical_gap", "oracle"]
+    columns = ["model", *baseline_names, "oracle"]
     rows = []
-
-    def add(target, metric, values):
-        rows.append((target, metric, {c: values.get(c) for c in columns}))
-
     for spec in trained:
         for metric in spec.table_metrics:
-            add(spec.section, metric, {
-                "model": report[spec.section][metric],
-                **{b.name: report["baselines"][b.name][spec.section][metric] for b in spec.baselines},
-                "oracle": report.get("oracle", {}).get(f"{spec.section}_{metric}")})
-    add("next_order", "median_abs_error_days",
-        {"btyd": report["next_order"]["median_abs_error_days"],
-         "typical_gap": report["baselines"]["typical_gap"]["next_order"]["median_abs_error_days"]})
+            values = {"model": report[spec.section][metric],
+                      **{b.name: report["baselines"][b.name][spec.section][metric] for b in spec.baselines},
+                      "oracle": report.get("oracle", {}).get(f"{spec.section}_{metric}")}
+            rows.append((spec.section, metric, {c: values.get(c) for c in columns}))
     return rows

@@ -155,6 +155,10 @@ def _historical_formula(data: BacktestData, label: str) -> tuple[np.ndarray, dic
     return tr.historical_cltv(data.evaluation, data.horizons.cltv_days, rate), {"annual_churn_rate": rate}
 
 
+def _typical_gap(data: BacktestData, label: str) -> tuple[np.ndarray, dict]:
+    return tr.typical_gap_next_order_days(data.evaluation), {}
+
+
 def _tenure_plan(data: BacktestData, label: str) -> tuple[np.ndarray, dict]:
     return tr.fit_tenure_plan_rule(data.train, label).score(data.evaluation), {}
 
@@ -169,23 +173,37 @@ RFM = "logistic regression on log1p of recency, orders and net spend"
 @dataclass(frozen=True)
 class Promotion:
     """A challenger becomes champion when ``metric`` is at least the config's ``margin`` (a ModelsConfig field)
-    higher than the champion's on the same evaluation cutoff, and none of ``not_worse`` (lower is better) is
-    higher."""
+    better than the champion's on the same evaluation cutoff (higher, or lower with ``lower_is_better``), and
+    none of ``not_worse`` (lower is better) is higher."""
 
     metric: str
     label: str
     margin: str
     not_worse: tuple[str, ...] = ()
+    lower_is_better: bool = False
+
+    def gain(self, challenger: dict[str, float], champion: dict[str, float]) -> float:
+        """How much better the challenger's ``metric`` is (positive: better)."""
+        difference = challenger[self.metric] - champion[self.metric]
+        return -difference if self.lower_is_better else difference
 
 
 CLASSIFIER_PROMOTION = Promotion("roc_auc", "ROC AUC", "promotion_margin_auc", not_worse=("ece",))
 REGRESSOR_PROMOTION = Promotion("normalized_gini", "normalized Gini", "promotion_margin_gini")
+DURATION_PROMOTION = Promotion("median_abs_error_days", "reduction of the median absolute error (days)",
+                               "promotion_margin_days",
+                               lower_is_better=True)
+PROMOTIONS = {"classifier": CLASSIFIER_PROMOTION, "regressor": REGRESSOR_PROMOTION, "duration": DURATION_PROMOTION}
 
 # metrics logged with each registered version (and compared by promotion), and those in the backtest table
 LOGGED_METRICS = {"classifier": ("roc_auc", "pr_auc", "ece", "brier"),
-                  "regressor": ("normalized_gini", "spearman", "total_error")}
+                  "regressor": ("normalized_gini", "spearman", "total_error"),
+                  "duration": ("median_abs_error_days", "median_abs_error_days_unrounded", "mean_abs_error_days",
+                              "within_7_days")}
 TABLE_METRICS = {"classifier": ("roc_auc", "pr_auc", "brier", "ece", "top_decile_lift", "top_decile_capture"),
-                 "regressor": ("normalized_gini", "spearman", "decile_mape", "total_error")}
+                 "regressor": ("normalized_gini", "spearman", "decile_mape", "total_error"),
+                 "duration": ("median_abs_error_days", "median_abs_error_days_unrounded", "mean_abs_error_days",
+                              "within_7_days")}
 
 
 # ---- the model declaration ---------------------------------------------------------------------------------------
@@ -199,14 +217,15 @@ class ModelSpec:
     ``<section>_model_version`` column; ``horizon`` says which label window decides the cutoffs it may train on
     and its evaluation cutoff (the latest one on or before the backtest's as-of date whose window lies inside the
     data); ``score_column`` is what scoring writes for its population; ``on_lists`` also publishes that column on
-    every list (empty outside the population); ``oracle`` turns the generator's true P(no purchase) into the
-    model's target (generated data only); ``plot_prefix`` asks for backtest plots (``<prefix>roc.png`` ... for
+    every list (empty outside the population); ``oracle`` turns the generator's truth per evaluation row (the
+    frame of :func:`features.synthetic.oracle.true_no_purchase_probability`) into the model's best possible
+    prediction (generated data only); ``plot_prefix`` asks for backtest plots (``<prefix>roc.png`` ... for
     classifiers, ``<prefix>deciles.png`` for regressors).
     """
 
     name: str
     section: str
-    kind: Literal["classifier", "regressor"]
+    kind: Literal["classifier", "regressor", "duration"]  # duration: a number of days, L1 (the median)
     description: str
     population: Population
     label: str
@@ -215,12 +234,12 @@ class ModelSpec:
     horizon: Literal["churn_days", "cltv_days"] = "churn_days"
     required: bool = True
     on_lists: bool = False
-    oracle: Callable[[np.ndarray], np.ndarray] | None = None
+    oracle: Callable[[pd.DataFrame], np.ndarray] | None = None
     plot_prefix: str | None = None
 
     @property
     def promotion(self) -> Promotion:
-        return CLASSIFIER_PROMOTION if self.kind == "classifier" else REGRESSOR_PROMOTION
+        return PROMOTIONS[self.kind]
 
     @property
     def logged_metrics(self) -> tuple[str, ...]:
@@ -250,8 +269,11 @@ class ModelSpec:
         return snapshots[self.population.mask(snapshots, horizons)]
 
     def positives(self, rows: pd.DataFrame) -> pd.Series:
-        """True for the labeled rows with a positive outcome (the event happened; CLTV: the customer bought)."""
+        """True for the labeled rows with a positive outcome (the event happened; CLTV: the customer bought; a
+        duration: every row whose label is known, i.e. the event happened inside the window)."""
         values = rows[self.label].dropna()
+        if self.kind == "duration":
+            return pd.Series(True, index=values.index)
         return values.astype(bool) if self.kind == "classifier" else values > 0
 
     def check_trainable(self, rows: pd.DataFrame, settings: ModelsConfig, where: str = "training") -> None:
@@ -269,7 +291,8 @@ class ModelSpec:
                             "validate over time")
         positive = self.positives(labeled)
         if int(positive.sum()) < settings.min_positives:
-            what = "customers who bought" if self.kind == "regressor" else f"{self.label} outcomes"
+            what = {"regressor": "customers who bought", "duration": f"rows with a known {self.label}"}.get(
+                self.kind, f"{self.label} outcomes")
             raise StepAside(self.name, f"{int(positive.sum()):,} {what} among {len(labeled):,} "
                             f"{noun} in the {where} rows, fewer than models.min_positives "
                             f"({settings.min_positives})")
@@ -285,17 +308,16 @@ class ModelSpec:
         """Train on ``rows`` (the population's labeled rows; unlabeled ones are dropped) after
         :meth:`check_trainable`; ``on_round(done, total)`` after each boosting round."""
         self.check_trainable(rows, settings)
-        if self.kind == "classifier":
-            return tr.fit_classifier(rows, self.label, self.name, settings, on_round)
-        return tr.fit_cltv(rows, self.label, self.name, settings, on_round)
+        fit = {"classifier": tr.fit_classifier, "regressor": tr.fit_cltv, "duration": tr.fit_duration}[self.kind]
+        return fit(rows, self.label, self.name, settings, on_round)
 
     def outcome(self, rows: pd.DataFrame) -> np.ndarray:
         values = rows[self.label]
         return values.astype(int).to_numpy() if self.kind == "classifier" else values.to_numpy(dtype=float)
 
     def metrics(self, y: np.ndarray, score: np.ndarray) -> dict:
-        return (m.classification_metrics(y, score) if self.kind == "classifier"
-                else m.regression_metrics(y, score))
+        return {"classifier": m.classification_metrics, "regressor": m.regression_metrics,
+                "duration": m.duration_metrics}[self.kind](y, score)
 
 
 MODELS: tuple[ModelSpec, ...] = (
@@ -306,7 +328,7 @@ MODELS: tuple[ModelSpec, ...] = (
         baselines=(Baseline("btyd", BTYD_NO_PURCHASE, _btyd("p_no_purchase")),
                    Baseline("recency_rule", RECENCY, _rule(tr.RECENCY_RULE)),
                    Baseline("logistic_rfm", RFM, _rule(tr.RFM_COLUMNS))),
-        oracle=lambda p_no_purchase: p_no_purchase, plot_prefix=""),
+        oracle=lambda truth: truth["p_no_purchase"], plot_prefix=""),
     ModelSpec(
         name="winback-classifier", section="winback", kind="classifier",
         description="P(an order in the next churn_days) for a lapsed customer, calibrated",
@@ -314,7 +336,7 @@ MODELS: tuple[ModelSpec, ...] = (
         baselines=(Baseline("btyd", "1 - BG/NBD's P(no purchase in the churn horizon)",
                             _btyd("p_no_purchase", invert=True)),
                    Baseline("recency_rule", RECENCY, _rule(tr.RECENCY_RULE))),
-        required=False, oracle=lambda p_no_purchase: 1 - p_no_purchase),
+        required=False, oracle=lambda truth: 1 - truth["p_no_purchase"]),
     ModelSpec(
         name="cltv-regressor", section="cltv", kind="regressor",
         description="expected net revenue over the next cltv_days (base currency), every customer",
@@ -335,6 +357,17 @@ MODELS: tuple[ModelSpec, ...] = (
                                                    "recency, orders and net spend",
                             _rule(tr.SUBSCRIPTION_COLUMNS))),
         required=False, on_lists=True, plot_prefix="subscription_"),
+    ModelSpec(
+        name="next-order-regressor", section="next_order", kind="duration",
+        description="days from the cutoff to an active customer's next order, given that they order within "
+                    "churn_days (the conditional median); scoring's expected_next_order_date",
+        population=ACTIVE, label="days_to_next_order", score_column="expected_next_order_days",
+        baselines=(Baseline("btyd", "BG/NBD's median time to the next order given alive, fitted on the evaluation "
+                                    "cutoff", _btyd("next_order_days")),
+                   Baseline("typical_gap", "the customer's mean gap between orders minus the days since their last "
+                                           "(the population's median gap for one-time buyers), at least 0",
+                            _typical_gap)),
+        required=False, oracle=lambda truth: truth["next_order_median_days"]),
 )
 
 

@@ -144,3 +144,21 @@ def median_abs_error_days(actual_days, predicted_days) -> float:
     actual, predicted = _arrays(actual_days, predicted_days)
     known = ~np.isnan(actual)
     return float(np.median(np.abs(predicted[known] - actual[known]))) if known.any() else float("nan")
+
+
+def duration_metrics(actual_days, predicted_days) -> dict[str, float]:
+    """How far estimates of a number of days (the next order) are from what happened, over the rows whose actual
+    is known. An estimate is published as a date, so it is scored as one: rounded to the nearest whole day first.
+    ``median_abs_error_days`` and ``mean_abs_error_days`` of those whole days, ``within_7_days`` the share at most 7
+    days off, and ``median_abs_error_days_unrounded`` the median of the estimate before rounding, for comparison.
+    """
+    actual, predicted = _arrays(actual_days, predicted_days)
+    known = ~np.isnan(actual) & ~np.isnan(predicted)
+    if not known.any():
+        return {"median_abs_error_days": float("nan"), "mean_abs_error_days": float("nan"),
+                "within_7_days": float("nan"), "median_abs_error_days_unrounded": float("nan"), "n": 0}
+    error = np.abs(np.rint(predicted[known]) - actual[known])
+    return {"median_abs_error_days": float(np.median(error)), "mean_abs_error_days": float(error.mean()),
+            "within_7_days": float((error <= 7).mean()),
+            "median_abs_error_days_unrounded": float(np.median(np.abs(predicted[known] - actual[known]))),
+            "n": int(known.sum())}

@@ -118,7 +118,7 @@ def write_shap_plots(model, rows, folder: str | Path, max_rows: int = 2000, top:
     contributions = model.explain(sample)[model.features]
     importance = contributions.abs().mean().sort_values(ascending=False).head(top)
     names = list(importance.index[::-1])  # most important at the top
-    unit = "log-odds" if model.kind == "classifier" else "expected value"
+    unit = {"classifier": "log-odds", "duration": "log(1 + days)"}.get(model.kind, "expected value")
 
     fig, ax = plt.subplots(figsize=(8, 0.35 * len(names) + 1.5))
     rng = np.random.default_rng(seed)

@@ -23,9 +23,10 @@ from features.populations import PurchaseDays, counts
 from features.snapshots import cutoff_schedule, latest_labeled_cutoff
 from models.catalog import MODELS, ModelSpec
 
-# population name -> (members column, positives column) of features.populations.counts
-COLUMNS = {"active": ("active", "churned"), "lapsed": ("lapsed", "reactivated"), "customers": ("customers", "buyers"),
-           "subscribers": ("subscribers", "cancelled")}
+# a model's label -> (its population's members, its positives) as columns of features.populations.counts
+COLUMNS = {"churned": ("active", "churned"), "days_to_next_order": ("active", "returned"),
+           "reactivated": ("lapsed", "reactivated"), "future_net_revenue": ("customers", "buyers"),
+           "subscription_churned": ("subscribers", "cancelled")}
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,7 @@ def _why_not(spec: ModelSpec, days: PurchaseDays, s: Settings, tables: set[str])
         return (f"its {window}-day label window (horizons.{spec.horizon}) must end by the data's last day {last}, "
                 f"so its latest evaluation cutoff {at} is not after the data's first day {first}"), ""
     schedule = [c for c in cutoff_schedule(at, s.snapshots, first) if c + dt.timedelta(days=window) <= at]
-    members, positive = COLUMNS[spec.population.name]
+    members, positive = COLUMNS[spec.label]
     table = counts(days, [*schedule, at], h.activity_window_days, h.churn_days, h.cltv_days)
     train, evaluation = table.iloc[:-1], table.iloc[-1]
     usable = train[(train[members] > 0) & train[positive].notna()]
@@ -88,6 +89,8 @@ def _why_not(spec: ModelSpec, days: PurchaseDays, s: Settings, tables: set[str])
                 f"({s.models.min_positives})"), found
     if evaluation[members] == 0:
         return f"no {noun} at its evaluation cutoff {at}", found
+    if spec.kind == "duration" and evaluation[positive] == 0:
+        return f"no {noun} at its evaluation cutoff {at} order again inside the window", found
     if spec.kind == "classifier" and evaluation[positive] in (0, evaluation[members]):
         return f"all {int(evaluation[members]):,} {noun} at its evaluation cutoff {at} have the same outcome", found
     return None, found

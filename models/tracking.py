@@ -120,7 +120,7 @@ def decide_promotion(name: str, challenger: dict[str, float], champion: dict[str
                                "use `churn promote` to switch by hand")
     rule = catalog.get(name).promotion
     margin = getattr(margins, rule.margin)
-    gain = challenger[rule.metric] - champion[rule.metric]
+    gain = rule.gain(challenger, champion)  # positive: the challenger is better
     if gain < margin:
         return Decision(False, f"{rule.label} {gain:+.4f} < margin {margin}")
     for metric in rule.not_worse:
@@ -210,8 +210,8 @@ def log_and_register(cfg: PipelineConfig, model: ScoringModel, evaluation: dict,
                 mlflow.log_artifact(str(path), artifact_path="shap")
         # numbers as doubles (an integer column cannot hold a missing value), inferred from every evaluation row
         # so that columns with missing values are marked optional
-        inputs = input_example[model.features].astype({c: "float64" for c in model.features
-                                                       if pd.api.types.is_integer_dtype(input_example[c])})
+        inputs = input_example[model.input_columns].astype({c: "float64" for c in model.features
+                                                            if pd.api.types.is_integer_dtype(input_example[c])})
         signature = infer_signature(inputs, model.score(inputs))
         info = mlflow.pyfunc.log_model(name="model", python_model=_python_model_class()(model),
                                        signature=signature, input_example=inputs.head(5),

@@ -1,5 +1,6 @@
 """The estimators the model catalogue declares (LightGBM classifiers, the Tweedie CLTV regressor), trained on stacked
-point-in-time snapshots, the baselines they are compared with, and the BG/NBD next-order estimate.
+point-in-time snapshots, the next-order regressor (days to the next order, L1), the baselines they are compared with,
+and the BG/NBD next-order estimate.
 
 Time decides every split. A model trained on snapshots at cutoffs ``t_1 < ... < t_k`` fits its trees on the older
 cutoffs and uses the ``validation_cutoffs`` latest ones (never a random split across time) for early stopping and
@@ -31,27 +32,39 @@ from models.btyd import BetaGeo, GammaGamma
 KEY = ("customer_id", "cutoff")
 CALENDAR_LABELS = ("signup_cohort",)  # would let a model memorise periods; tenure_days carries the same information
 BTYD_FEATURES = ("p_alive", "expected_purchases_churn_horizon")
+# BG/NBD x Gamma-Gamma's expected net revenue over cltv_days, fitted on the row's own cutoff: not a feature (it is
+# another model's output), the total the CLTV model's predictions at that cutoff add up to
+BTYD_LEVEL = "btyd_expected_cltv"
 OnRound = Callable[[int, int], None]  # (boosting rounds done, rounds at most)
 
 
 def not_features() -> set[str]:
     """Columns that are never model inputs: the keys, every outcome of the label registry
     (:data:`features.definitions.LABEL_FAMILIES`, read at call time) and the calendar labels."""
-    return set(KEY) | set(label_columns()) | set(CALENDAR_LABELS)
+    return set(KEY) | set(label_columns()) | set(CALENDAR_LABELS) | {BTYD_LEVEL}
 
 
-def add_btyd_features(snapshots: pd.DataFrame, horizon_days: int) -> pd.DataFrame:
-    """Add ``p_alive`` and ``expected_purchases_churn_horizon`` from a BG/NBD model fitted on each cutoff's rows.
+def add_btyd_features(snapshots: pd.DataFrame, horizon_days: int, cltv_days: int | None = None) -> pd.DataFrame:
+    """Add ``p_alive`` and ``expected_purchases_churn_horizon`` from a BG/NBD model fitted on each cutoff's rows,
+    and with ``cltv_days`` also :data:`BTYD_LEVEL` (BG/NBD x Gamma-Gamma over ``cltv_days``, same fit).
 
-    ``snapshots`` needs ``cutoff``, ``frequency``, ``recency`` and ``T`` (days). Returns a new frame.
+    ``snapshots`` needs ``cutoff``, ``frequency``, ``recency`` and ``T`` (days; with ``cltv_days`` also
+    ``monetary_value``). Returns a new frame.
     """
     out = snapshots.copy()
     out["p_alive"] = np.nan
     out["expected_purchases_churn_horizon"] = np.nan
+    if cltv_days is not None:
+        out[BTYD_LEVEL] = np.nan
     for _, rows in out.groupby("cutoff", sort=True):
-        summary = rows[["frequency", "recency", "T"]].to_numpy(dtype=float)
         if len(rows) < 2:
             continue
+        if cltv_days is not None:
+            values = btyd_predictions(rows, horizon_days, cltv_days)
+            out.loc[rows.index, BTYD_LEVEL] = values["expected_cltv"]
+            out.loc[rows.index, list(BTYD_FEATURES)] = values[list(BTYD_FEATURES)].to_numpy()
+            continue
+        summary = rows[["frequency", "recency", "T"]].to_numpy(dtype=float)
         model = BetaGeo(horizon=horizon_days).fit(summary)
         values = model.transform(summary)
         out.loc[rows.index, "p_alive"] = values[:, 0]
@@ -110,7 +123,8 @@ def split_by_time(snapshots: pd.DataFrame, validation_cutoffs: int) -> tuple[pd.
 class ScoringModel:
     """A trained model ready to score snapshots: LightGBM booster plus its calibration.
 
-    ``kind`` is ``classifier`` (``score`` returns calibrated probabilities) or ``regressor`` (expected value).
+    ``kind`` is ``classifier`` (``score`` returns calibrated probabilities), ``regressor`` (expected value) or
+    ``duration`` (days, the conditional median, never negative).
     """
 
     name: str
@@ -119,21 +133,37 @@ class ScoringModel:
     features: list[str]
     categories: dict[str, list[str]]
     booster: lgb.Booster
-    calibration: tuple[float, float]  # classifier: Platt (slope, intercept) on log-odds; regressor: (factor, 0)
+    calibration: tuple[float, float]  # classifier: Platt (slope, intercept) on log-odds; regressor: (factor, 0);
+    # duration: (1, 0)
     training_cutoffs: list = field(default_factory=list)
     best_iteration: int = 0
     info: dict = field(default_factory=dict)
+    # regressor: "factor" multiplies by calibration[0]; "btyd_total" scales each cutoff's predictions to add up to
+    # that cutoff's BG/NBD x Gamma-Gamma total (the BTYD_LEVEL column), see fit_cltv
+    level: str = "factor"
+
+    @property
+    def input_columns(self) -> list[str]:
+        """What :meth:`score` reads: the features, and for a BTYD-levelled regressor the cutoff and its total."""
+        return [*self.features, *(["cutoff", BTYD_LEVEL] if self.kind == "regressor" and self.level == "btyd_total"
+                                  else [])]
 
     def raw_score(self, snapshots: pd.DataFrame) -> np.ndarray:
-        """Uncalibrated output: log-odds for a classifier, the expected value for a regressor."""
+        """Uncalibrated output: log-odds for a classifier, the expected value for a regressor, ``log(1 + days)`` for a
+        duration."""
         X = design_matrix(snapshots, self.features, self.categories)
         return self.booster.predict(X, raw_score=self.kind == "classifier", num_iteration=self.best_iteration)
 
     def score(self, snapshots: pd.DataFrame) -> np.ndarray:
-        """Calibrated probability (classifier) or expected value (regressor) per row of ``snapshots``."""
+        """Calibrated probability (classifier), expected value (regressor) or days (duration) per row of
+        ``snapshots``."""
         raw = self.raw_score(snapshots)
         a, b = self.calibration
-        return expit(a * raw + b) if self.kind == "classifier" else raw * a
+        if self.kind == "classifier":
+            return expit(a * raw + b)
+        if self.kind == "duration":
+            return np.maximum(np.expm1(raw), 0.0)
+        return raw * (a if self.level == "factor" else _btyd_level(snapshots, raw))
 
     def explain(self, snapshots: pd.DataFrame) -> pd.DataFrame:
         """TreeSHAP contributions in raw-score units (log-odds for classifiers), one column per feature plus
@@ -141,6 +171,19 @@ class ScoringModel:
         X = design_matrix(snapshots, self.features, self.categories)
         contrib = self.booster.predict(X, pred_contrib=True, num_iteration=self.best_iteration)
         return pd.DataFrame(contrib, columns=[*self.features, "base_value"], index=snapshots.index)
+
+
+def _btyd_level(snapshots: pd.DataFrame, raw: np.ndarray) -> np.ndarray:
+    """Per row, the factor that makes the predictions of its cutoff add up to that cutoff's BG/NBD x Gamma-Gamma
+    total (:data:`BTYD_LEVEL`)."""
+    if BTYD_LEVEL not in snapshots.columns:
+        raise ValueError(f"the CLTV model sets its level from {BTYD_LEVEL!r}, which these rows lack: score rows that "
+                         "went through models.training.add_btyd_features (with cltv_days) or "
+                         "serving.scoring.score_snapshot")
+    frame = pd.DataFrame({"cutoff": snapshots["cutoff"].to_numpy(), "raw": raw,
+                          "btyd": snapshots[BTYD_LEVEL].to_numpy(dtype=float)})
+    totals = frame.groupby("cutoff")[["raw", "btyd"]].transform("sum")
+    return np.where(totals["raw"] > 0, totals["btyd"] / totals["raw"].where(totals["raw"] > 0, 1.0), 1.0)
 
 
 @dataclass
@@ -208,8 +251,15 @@ def fit_cltv(snapshots: pd.DataFrame, label: str, name: str, settings: ModelsCon
     """LightGBM with a Tweedie objective (zero-inflated, heavy-tailed spend) on net future revenue.
 
     Tweedie needs a non-negative target: the few customers whose refunds exceed their purchases in the window
-    are trained at 0 (their revenue is still counted, negative, in the evaluation). A level factor fitted on the
-    later cutoffs makes the predicted total match the actual total there (spend levels drift over time).
+    are trained at 0 (their revenue is still counted, negative, in the evaluation).
+
+    The trees rank and share; the level comes from the cutoff being scored. Every training window closed at least
+    ``cltv_days`` before the latest data, so trees fitted on them carry the spend and purchase rates of that past
+    (a population that decays or grows since is predicted at the old level, whatever factor the validation cutoffs
+    give). BG/NBD x Gamma-Gamma fitted on the scored cutoff's own history (no labels) reads the population's
+    current rates: at each cutoff the predictions are scaled to add up to its total (:data:`BTYD_LEVEL`), and the
+    trees decide who gets what share. ``calibration[0]`` keeps the validation cutoffs' actual / predicted ratio for
+    reference; it is not applied.
     """
     split = _TemporalSplit.of(snapshots, label, settings)
     y_fit = split.fit_rows[label].clip(lower=0).to_numpy(dtype=float)
@@ -218,7 +268,26 @@ def fit_cltv(snapshots: pd.DataFrame, label: str, name: str, settings: ModelsCon
     best = split.fit(model, y_fit, y_later.clip(min=0), "tweedie", settings, on_round)
     predicted = model.booster_.predict(split.X_later, num_iteration=best)
     factor = float(y_later.sum() / predicted.sum()) if predicted.sum() > 0 and y_later.sum() > 0 else 1.0
-    return split.scoring_model(name, "regressor", label, model.booster_, (factor, 0.0), best)
+    fitted = split.scoring_model(name, "regressor", label, model.booster_, (factor, 0.0), best)
+    fitted.level = "btyd_total" if BTYD_LEVEL in snapshots.columns else "factor"
+    return fitted
+
+
+def fit_duration(snapshots: pd.DataFrame, label: str, name: str, settings: ModelsConfig,
+                 on_round: OnRound | None = None) -> ScoringModel:
+    """LightGBM with an L1 objective on ``log(1 + days)`` of a number of days (``days_to_next_order``). A median
+    survives any increasing transform, so ``exp(prediction) - 1`` is the conditional median of the days, which is
+    what the backtest's median absolute error rewards; on the log scale a tree's split weighs a 3-day miss on a
+    weekly buyer like a 30-day miss on a quarterly one. Rows without the label (no order inside its window) are not
+    trained on, exactly as they are not evaluated, so the prediction reads "if they order within the window".
+    Early stopping on the later cutoffs' L1 (log scale); no calibration. Its raw score and SHAP contributions are
+    in ``log(1 + days)``."""
+    split = _TemporalSplit.of(snapshots, label, settings)
+    y_fit = np.log1p(split.fit_rows[label].to_numpy(dtype=float))
+    y_later = np.log1p(split.later[label].to_numpy(dtype=float))
+    model = lgb.LGBMRegressor(objective="l1", **settings.lgb_params())
+    best = split.fit(model, y_fit, y_later, "l1", settings, on_round)
+    return split.scoring_model(name, "duration", label, model.booster_, (1.0, 0.0), best)
 
 
 # ---- BTYD: baselines and the expected next order date ------------------------------------------------------

@@ -101,8 +101,7 @@ def backtest(cfg: PipelineConfig, as_of: dt.date | None = None, report_path: Pat
     truth = truth_dir(cfg)
     if truth is not None:
         progress("computing the oracle's true probabilities")
-        oracle = true_no_purchase_probability(truth, as_of, cfg.horizons.churn_days).set_index(
-            "customer_id")["p_no_purchase"]
+        oracle = true_no_purchase_probability(truth, as_of, cfg.horizons.churn_days).set_index("customer_id")
     progress("training and evaluating the models and baselines")
     try:
         result = run_backtest(snapshots, as_of, src.last_day, cfg.horizons, cfg.snapshots, cfg.models, oracle,

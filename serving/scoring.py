@@ -8,14 +8,18 @@ Per customer (definitions used in both lists):
 
 * ``churn_probability`` (active): the churn champion's calibrated P(no order in the next ``churn_days``);
 * ``reactivation_probability`` (lapsed): the win-back champion's calibrated P(an order in the next ``churn_days``);
-* ``predicted_cltv``: the CLTV champion's expected net revenue over the next ``cltv_days`` (base currency);
+* ``predicted_cltv``: the CLTV champion's expected net revenue over the next ``cltv_days`` (base currency), its trees'
+  shares of the cutoff's BG/NBD x Gamma-Gamma total (see :func:`models.training.fit_cltv`);
 * ``value_at_risk`` (active) = ``churn_probability x predicted_cltv``: the revenue expected to be lost;
 * ``value_if_reactivated`` (lapsed): what the customer would spend over ``cltv_days`` if they were still buying,
   BG/NBD's posterior mean purchase rate ``(r + x) / (alpha + T)`` times ``cltv_days`` times Gamma-Gamma's expected
   spend per order (Fader, Hardie & Lee 2005; Fader & Hardie 2013); ``expected_winback_value`` =
   ``reactivation_probability x value_if_reactivated``;
-* ``expected_next_order_date`` (active): cutoff + BG/NBD's median time to the next order given alive, rounded up
-  to whole days (see :func:`models.training.btyd_predictions`).
+* ``expected_next_order_days`` (active): the next-order champion's median days to the next order *if the customer
+  orders within* ``churn_days`` (it is trained and evaluated on those who did); ``expected_next_order_date`` =
+  cutoff + those days rounded to the nearest whole day (0: on the cutoff day), or, without a next-order champion,
+  cutoff + BG/NBD's median time to the next order given alive, rounded the same way (see
+  :func:`models.training.btyd_predictions`); the backtest scores both estimates as these whole days.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import pandas as pd
 
 from common.config import HorizonsConfig
 from models.catalog import ACTIVE, MODELS
-from models.training import BTYD_FEATURES, ScoringModel, btyd_predictions
+from models.training import BTYD_FEATURES, BTYD_LEVEL, ScoringModel, btyd_predictions
 from serving.lists import LISTS
 
 
@@ -63,7 +67,8 @@ def score_snapshot(snapshot: pd.DataFrame, champions: dict[str, Champion], horiz
     as_of = pd.Timestamp(cutoffs[0]).date()
     snap = snapshot.sort_values("customer_id").reset_index(drop=True)
     btyd = btyd_predictions(snap, horizons.churn_days, horizons.cltv_days)  # one BG/NBD + Gamma-Gamma fit
-    snap = snap.assign(**{c: btyd[c] for c in BTYD_FEATURES})  # the models' BG/NBD features
+    snap = snap.assign(**{c: btyd[c] for c in BTYD_FEATURES},  # the models' BG/NBD features
+                       **{BTYD_LEVEL: btyd["expected_cltv"]})  # the CLTV model's level at this cutoff
     is_active = ACTIVE.mask(snap, horizons).to_numpy()
 
     out = pd.DataFrame({"customer_id": snap["customer_id"], "as_of": as_of, "is_active": is_active})
@@ -75,7 +80,9 @@ def score_snapshot(snapshot: pd.DataFrame, champions: dict[str, Champion], horiz
     out["value_at_risk"] = np.where(is_active, out["churn_probability"] * out["predicted_cltv"], np.nan)
     out["value_if_reactivated"] = np.where(is_active, np.nan, btyd["value_if_still_buying"])
     out["expected_winback_value"] = out["reactivation_probability"] * out["value_if_reactivated"]
-    next_days = np.ceil(btyd["next_order_days"].to_numpy(dtype=float))
+    days = next((out[spec.score_column] for spec in MODELS if spec.kind == "duration" and spec.name in champions),
+                btyd["next_order_days"])
+    next_days = np.rint(days.to_numpy(dtype=float))
     out["expected_next_order_date"] = [as_of + dt.timedelta(days=int(d)) if a and np.isfinite(d) else None
                                        for a, d in zip(is_active, next_days)]
     for column in ("rfm_segment", "country"):

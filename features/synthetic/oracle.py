@@ -96,6 +96,13 @@ def no_purchase_probability(state: pd.DataFrame, params: SimulationParams, cutof
     charges subscriptions in transactions), a charge counts as a purchase and ``state`` needs the subscription
     columns :func:`latent_state` adds for such scenarios; ``None`` means billing exactly when ``state`` has them.
     """
+    return no_purchase_curve(state, params, cutoff, horizon_days, billing)[:, -1]
+
+
+def no_purchase_curve(state: pd.DataFrame, params: SimulationParams, cutoff: dt.date,
+                      horizon_days: int, billing: bool | None = None) -> np.ndarray:
+    """``S[:, h - 1]`` = exact P(no purchase in ``[cutoff, cutoff + h)``) for ``h = 1 .. horizon_days``, one row per
+    customer of ``state`` (the recursion of :func:`no_purchase_probability`, read after every day)."""
     if billing is None:
         billing = "subscription_start_day" in state.columns
     n = len(state)
@@ -124,6 +131,7 @@ def no_purchase_probability(state: pd.DataFrame, params: SimulationParams, cutof
          subscribed] = 1.0
     # P(r of n open tickets resolve today), independent of everything else (memoryless resolution)
     resolve = {(o, r): comb(o, r) * rho**r * (1 - rho) ** (o - r) for o in range(k_max + 1) for r in range(o + 1)}
+    curve = np.empty((n, horizon_days))
     for d in range(day0, day0 + horizon_days):
         s_d = season(params, np.array([d]))[0]
         for s in (ENGAGED, DISENGAGING, DORMANT):
@@ -154,7 +162,21 @@ def no_purchase_probability(state: pd.DataFrame, params: SimulationParams, cutof
                     else:
                         new_mass[:, s_to, after] += base
         mass = new_mass
-    return mass.sum(axis=(1, 2, 3))
+        curve[:, d - day0] = mass.sum(axis=(1, 2, 3))
+    return curve
+
+
+def conditional_median_days(curve: np.ndarray) -> np.ndarray:
+    """The median of the days from the cutoff to the next order (0 = on the cutoff day) given that it falls in the
+    horizon, from :func:`no_purchase_curve`: the smallest ``k`` with ``(1 - S(k + 1)) / (1 - S(H)) >= 1/2``; NaN
+    for a customer certain not to buy in the horizon. It is the best constant guess under absolute error, so no
+    estimate of the next-order date can have a lower expected absolute error for that customer."""
+    bought = 1 - curve  # P(next order within k + 1 days) at column k
+    within = bought[:, -1]
+    share = np.divide(bought, within[:, None], out=np.zeros_like(bought), where=within[:, None] > 0)
+    median = np.argmax(share >= 0.5 - 1e-12, axis=1).astype(float)
+    median[within <= 0] = np.nan
+    return median
 
 
 def _subscription_move(m: np.ndarray, s_from: int, s_to: int, downgrade: np.ndarray, resubscribe: np.ndarray,
@@ -179,16 +201,18 @@ def _subscription_move(m: np.ndarray, s_from: int, s_to: int, downgrade: np.ndar
 def true_no_purchase_probability(truth_dir: str | Path, cutoff: dt.date, horizon_days: int = 90) -> pd.DataFrame:
     """True probability that each customer who joined before ``cutoff`` makes no purchase in the horizon.
 
-    Returns ``customer_id``, ``latent_state`` (engaged / disengaging / dormant), ``open_tickets`` and
-    ``p_no_purchase``. For customers active at ``cutoff`` this is the true churn probability; for lapsed ones,
-    one minus it is the true reactivation probability.
+    Returns ``customer_id``, ``latent_state`` (engaged / disengaging / dormant), ``open_tickets``,
+    ``p_no_purchase`` and ``next_order_median_days`` (:func:`conditional_median_days`). For customers active at
+    ``cutoff`` ``p_no_purchase`` is the true churn probability; for lapsed ones, one minus it is the true
+    reactivation probability.
     """
     params = load_params(truth_dir)
     state = latent_state(truth_dir, cutoff)
-    p = no_purchase_probability(state, params, cutoff, horizon_days, billing=load_scenario(truth_dir).billing)
+    curve = no_purchase_curve(state, params, cutoff, horizon_days, billing=load_scenario(truth_dir).billing)
     return pd.DataFrame({
         "customer_id": state["customer_id"],
         "latent_state": pd.Categorical.from_codes(state["state"], categories=list(STATE_NAMES)),
         "open_tickets": state["open_tickets"],
-        "p_no_purchase": p,
+        "p_no_purchase": curve[:, -1],
+        "next_order_median_days": conditional_median_days(curve),
     })

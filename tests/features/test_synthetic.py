@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.synthetic.oracle import load_params, no_purchase_probability, true_no_purchase_probability
+from features.synthetic.oracle import (conditional_median_days, load_params, no_purchase_curve,
+                                       no_purchase_probability, true_no_purchase_probability)
 from features.synthetic.params import DORMANT, ENGAGED, SimulationParams, season
 from features.synthetic.simulate import TABLES, generate
 
@@ -82,6 +83,26 @@ def test_oracle_recursion_matches_hand_computed_cases():
     p = no_purchase_probability(state, params, cutoff, horizon_days=30)
     expected_c1 = math.exp(-0.05 * season(params, np.arange(day0, day0 + 30)).sum())
     assert p == pytest.approx([expected_c1, 1.0], rel=1e-12)
+
+
+def test_the_oracle_next_order_median_by_hand():
+    """The curve of a customer without dropout is exp(-lambda * cumulative season) day by day; its last column is
+    P(no purchase in the horizon). Conditional medians by hand: S = (0.8, 0.6, 0.5) -> P(order by day k | order) =
+    (0.4, 0.8, 1): median 1 (the second day); S = (0.2, ...) -> 0.8 / 1 on day 0: median 0; never buys: NaN."""
+    params = SimulationParams()
+    cutoff = dt.date(2025, 3, 1)
+    day0 = (cutoff - params.start_date).days
+    state = pd.DataFrame({
+        "customer_id": ["c1", "c2"], "country": ["US", "US"], "purchase_rate": [0.05, 0.5],
+        "hazard_h0": [0.0, 0.01], "satisfaction": [0.0, 0.0], "price_sensitivity": [0.0, 0.0],
+        "return_hazard": [0.0, 0.0], "ticket_rate": [0.0, 0.0], "state": [ENGAGED, DORMANT],
+        "open_tickets": [0, 0]})
+    curve = no_purchase_curve(state, params, cutoff, horizon_days=30)
+    expected = np.exp(-0.05 * np.cumsum(season(params, np.arange(day0, day0 + 30))))
+    assert curve[0] == pytest.approx(expected, rel=1e-12) and curve[1] == pytest.approx(np.ones(30))
+    assert curve[:, -1] == pytest.approx(no_purchase_probability(state, params, cutoff, horizon_days=30))
+    medians = conditional_median_days(np.array([[0.8, 0.6, 0.5], [0.2, 0.1, 0.0], [1.0, 1.0, 1.0]]))
+    assert medians[:2].tolist() == [1.0, 0.0] and np.isnan(medians[2])
 
 
 def test_oracle_is_calibrated_against_what_the_simulation_did(generated):

@@ -62,6 +62,13 @@ def test_promotion_follows_each_declaration():
     assert decide_promotion(name, {"roc_auc": 0.811, "ece": 0.02}, champion, margins).reason == (
         "ROC AUC +0.0110 >= margin 0.01, ECE not worse")
     assert not decide_promotion(name, {"roc_auc": 0.809, "ece": 0.01}, champion, margins).promote
+    # the next-order model: lower median absolute error is better, by at least promotion_margin_days
+    days = ModelsConfig(promotion_margin_days=0.5)
+    assert decide_promotion("next-order-regressor", {"median_abs_error_days": 4.0},
+                            {"median_abs_error_days": 5.0}, days).reason == (
+        "reduction of the median absolute error (days) +1.0000 >= margin 0.5")
+    assert not decide_promotion("next-order-regressor", {"median_abs_error_days": 5.0},
+                                {"median_abs_error_days": 4.0}, days).promote
 
 
 def test_tenure_plan_rule_by_hand():
@@ -105,6 +112,40 @@ def test_subscription_model_is_backtested_against_its_baselines(labeled):
     table = {(target, metric): values for target, metric, values in summary_rows(result.report, [spec])}
     assert table[("subscription", "roc_auc")]["model"] == section["roc_auc"]
     assert result.report["populations"]["subscribers"] == len(rows)
+
+
+def test_next_order_model_is_backtested_on_active_customers_who_order_again(labeled):
+    snapshots, as_of, last_day = labeled
+    spec = catalog.get("next-order-regressor")
+    result = run_backtest(snapshots, as_of, last_day, HorizonsConfig(), SnapshotsConfig(),
+                          ModelsConfig(min_child_samples=20), models=[spec])
+    rows, section = result.evaluations[spec.section], result.report[spec.section]
+    at = snapshots[snapshots["cutoff"] == as_of]
+    at = at[catalog.ACTIVE.mask(at, HorizonsConfig())]
+    # active at the as-of date and ordered within the churn window: the label is known exactly for them
+    assert len(rows) == at["days_to_next_order"].notna().sum() == section["n"]
+    assert (rows["days_to_next_order"] < 90).all() and (rows["model"] >= 0).all()
+    for baseline in ("btyd", "typical_gap"):
+        assert result.report["baselines"][baseline][spec.section]["n"] == len(rows)
+    assert section["median_abs_error_days"] == float(np.median(np.abs(np.rint(rows["model"])
+                                                                       - rows["days_to_next_order"])))
+
+
+def test_cltv_predictions_add_up_to_the_btyd_total_of_their_cutoff(labeled):
+    from models.training import BTYD_LEVEL, _btyd_level
+
+    # by hand: cutoff 1 raw (1, 3), totals 4 vs BG/NBD 8 -> x2; cutoff 2 raw 2, BG/NBD 1 -> x0.5
+    rows = pd.DataFrame({"cutoff": ["c1", "c1", "c2"], BTYD_LEVEL: [4.0, 4.0, 1.0]})
+    assert (np.array([1.0, 3.0, 2.0]) * _btyd_level(rows, np.array([1.0, 3.0, 2.0]))).tolist() == [2.0, 6.0, 1.0]
+    snapshots, as_of, last_day = labeled
+    spec = catalog.get("cltv-regressor")
+    result = run_backtest(snapshots, as_of, last_day, HorizonsConfig(), SnapshotsConfig(),
+                          ModelsConfig(min_child_samples=20), models=[spec])
+    rows = result.evaluations[spec.section]
+    assert result.models[spec.name].level == "btyd_total"
+    assert rows["model"].sum() == pytest.approx(rows["btyd"].sum(), rel=1e-9)  # the level; the trees share it
+    assert result.report[spec.section]["total_error"] == pytest.approx(
+        result.report["baselines"]["btyd"][spec.section]["total_error"], abs=1e-9)
 
 
 def test_subscription_model_steps_aside_without_subscriptions(labeled):

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.metrics import (classification_metrics, decile_mape, decile_table, expected_calibration_error,
+from models.metrics import (classification_metrics, duration_metrics, decile_mape, decile_table, expected_calibration_error,
                             median_abs_error_days, normalized_gini, regression_metrics, top_decile_capture,
                             top_decile_lift)
 
@@ -58,6 +58,14 @@ def test_classification_metrics_keys_and_one_class():
 
 def test_median_abs_error_ignores_unknown_outcomes():
     assert median_abs_error_days(np.array([10, np.nan, 30, 5]), np.array([12, 99, 20, 5])) == 2.0
+
+
+def test_duration_metrics_score_whole_days_by_hand():
+    # estimates 12.4 -> 12, 18.6 -> 19, 4.5 -> 4 (to even), 40 against 10, 20, 5, unknown: errors 2, 1, 1
+    m = duration_metrics(np.array([10, 20, 5, np.nan]), np.array([12.4, 18.6, 4.5, 40.0]))
+    assert m["median_abs_error_days"] == 1.0 and m["mean_abs_error_days"] == pytest.approx(4 / 3)
+    assert m["median_abs_error_days_unrounded"] == pytest.approx(1.4)  # |2.4|, |1.4|, |0.5|
+    assert m["within_7_days"] == 1.0 and m["n"] == 3
 
 
 @settings(max_examples=50, deadline=None)

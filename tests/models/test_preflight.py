@@ -36,6 +36,7 @@ def test_population_counts_by_hand(tmp_path):
     # churned: C (active, nothing in [Mar 1, Mar 31)); reactivated: nobody (B's refund is no order);
     # buyers in [Mar 1, Apr 30): A only
     assert (at["churned"], at["reactivated"], at["buyers"]) == (1, 0, 1)
+    assert at["returned"] == 1  # A ordered 4 days after: their days_to_next_order is known
     assert np.isnan(at["subscribers"])  # no subscriptions table
     late = table.loc[dt.date(2026, 4, 15)]
     # Apr 15 + 30 days = May 15 > the day after the data's last day: no label is counted there

@@ -44,6 +44,17 @@ def _champions() -> dict[str, Champion]:
     }
 
 
+def test_the_next_order_champion_sets_the_date_in_whole_days():
+    # A 3.4 days -> 3 days after the cutoff, B 0.4 -> the cutoff day itself; lapsed customers get no date
+    champions = {**_champions(), "next-order-regressor": Champion(
+        "next-order-regressor", "1", FixedModel({"A": 3.4, "B": 0.4, "C": 9.0, "D": 9.0}))}
+    scores = score_snapshot(_snapshot(), champions, HorizonsConfig())
+    assert scores.loc[:1, "expected_next_order_date"].tolist() == [CUTOFF + dt.timedelta(days=3), CUTOFF]
+    assert scores.loc[:1, "expected_next_order_days"].tolist() == [3.4, 0.4]
+    assert scores.loc[2:, "expected_next_order_date"].isna().all()
+    assert scores.loc[2:, "expected_next_order_days"].isna().all()
+
+
 def test_scores_values_and_lists_by_hand():
     scores = score_snapshot(_snapshot(), _champions(), HorizonsConfig())
     assert list(scores["customer_id"]) == ["A", "B", "C", "D"]
@@ -52,7 +63,7 @@ def test_scores_values_and_lists_by_hand():
     assert scores.loc[:1, "value_at_risk"].tolist() == pytest.approx([100.0, 60.0])
     assert scores.loc[2:, "value_at_risk"].isna().all() and scores.loc[:1, "reactivation_probability"].isna().all()
     # next order: the cutoff plus BG/NBD's median days to the next order, only for active customers
-    assert all(d > CUTOFF for d in scores.loc[:1, "expected_next_order_date"])
+    assert all(d >= CUTOFF for d in scores.loc[:1, "expected_next_order_date"])
     assert scores.loc[2:, "expected_next_order_date"].isna().all()
     assert (scores.loc[2:, "expected_winback_value"]
             == scores.loc[2:, "reactivation_probability"] * scores.loc[2:, "value_if_reactivated"]).all()
