@@ -77,7 +77,7 @@ def main() -> None:
 
     catalog = load_reasons(jobs.reasons_path(cfg))
     start = time.perf_counter()
-    explained = add_reasons(published, inputs, champions, catalog, cfg.base_currency, cfg.horizons.churn_days)
+    explained = add_reasons(published, inputs, champions, catalog, cfg.base_currency, cfg.horizons)
     figures["explain_and_reasons_s"] = round(time.perf_counter() - start, 1)
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -219,7 +219,8 @@ class ModelSpec:
     data); ``score_column`` is what scoring writes for its population; ``on_lists`` also publishes that column on
     every list (empty outside the population); ``oracle`` turns the generator's truth per evaluation row (the
     frame of :func:`features.synthetic.oracle.true_no_purchase_probability`) into the model's best possible
-    prediction (generated data only); ``plot_prefix`` asks for backtest plots (``<prefix>roc.png`` ... for
+    prediction (generated data only); ``explains`` says what a higher score means, for the reasons: churn
+    risk, or (win-back) the chance that the customer buys again; ``plot_prefix`` asks for backtest plots (``<prefix>roc.png`` ... for
     classifiers, ``<prefix>deciles.png`` for regressors).
     """
 
@@ -235,6 +236,7 @@ class ModelSpec:
     required: bool = True
     on_lists: bool = False
     oracle: Callable[[pd.DataFrame], np.ndarray] | None = None
+    explains: Literal["risk", "return"] = "risk"  # what a higher score means: churn risk, or the chance to return
     plot_prefix: str | None = None
 
     @property
@@ -336,7 +338,7 @@ MODELS: tuple[ModelSpec, ...] = (
         baselines=(Baseline("btyd", "1 - BG/NBD's P(no purchase in the churn horizon)",
                             _btyd("p_no_purchase", invert=True)),
                    Baseline("recency_rule", RECENCY, _rule(tr.RECENCY_RULE))),
-        required=False, oracle=lambda truth: 1 - truth["p_no_purchase"]),
+        required=False, oracle=lambda truth: 1 - truth["p_no_purchase"], explains="return"),
     ModelSpec(
         name="cltv-regressor", section="cltv", kind="regressor",
         description="expected net revenue over the next cltv_days (base currency), every customer",

@@ -328,9 +328,11 @@ def score(cfg: PipelineConfig, snapshot: pd.DataFrame, champions: dict, run_id: 
     check_budgets(cfg.targeting.budgets)
     lists, campaigns = target_lists(ranked, inputs, marketing_consent(cfg.validated_dir), cfg.targeting,
                                     playbooks, as_of)
+    audit: dict = {}
     lists = add_reasons(lists, inputs, champions, load_reasons(reasons_path(cfg)), cfg.base_currency,
-                        cfg.horizons.churn_days)  # only the published customers are explained
-    return lists, summarize(scores, lists, champions, cfg.scoring.at_risk_probability, campaigns)
+                        cfg.horizons, audit)  # only the published customers are explained
+    summary = summarize(scores, lists, champions, cfg.scoring.at_risk_probability, campaigns)
+    return lists, {**summary, "reason_audit": audit}
 
 
 def publish(cfg: PipelineConfig, lists: dict, as_of: dt.date, run_meta: dict) -> dict[str, Path]:

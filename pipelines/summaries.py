@@ -29,6 +29,10 @@ def scoring_rows(summary: dict) -> list[dict[str, str]]:
         ("champion versions", versions),
         ("run id", summary["run_id"]),
     ]
+    defects = {f"{name}: {count:,} {what.replace('_', ' ')}" for name, counts in summary.get("reason_audit", {}).items()
+               for what, count in counts.items() if count}
+    if defects:  # the whole-list check of the reasons (serving.explain.audit_reasons) found something
+        rows.insert(-1, ("reason defects (should be none)", "; ".join(sorted(defects))))
     skipped = summary.get("models_without_champion") or []
     if skipped:
         rows.insert(-1, ("models without a champion (stepped aside)", ", ".join(skipped)))

@@ -1,6 +1,7 @@
 """Reason codes in plain language: the features that push a customer's score up, written from templates.
 
-The templates live outside the code, in ``configs/reasons.yaml`` (one entry per model feature and language; see the
+The templates live outside the code, in ``configs/reasons.yaml`` (one entry per model feature: the direction in
+which it raises the churn risk, the group of drivers stating the same fact, and its texts per language; see the
 file's header for the fields and formats). Numbers, money, durations and dates are formatted with Babel (CLDR) for
 the customer's language and country: "143 days" in English, "143 dnů" in Czech, "Sep 14, 2026" or "14. 9. 2026".
 A customer's language comes from their country (``country_languages``), English by default.
@@ -18,6 +19,8 @@ from babel import Locale, UnknownLocaleError
 from babel.dates import format_date
 from babel.numbers import format_currency, format_decimal, format_percent
 from babel.units import format_unit
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, PrivateAttr, model_validator
 
 from common.yamlio import load_yaml_model
@@ -28,32 +31,71 @@ FORMATS = ("days", "months", "int", "num", "pct", "signed", "money", "date", "ye
 CHANNEL_PREFIX = "channel_share_"
 
 
+PLURAL_CATEGORIES = ("zero", "one", "two", "few", "many", "other")
+
+
+class Template(BaseModel):
+    """One feature's reason: when it may be written (``risk``, ``neutral``, ``missing``), the group of drivers that
+    state the same fact, and its variants per language (see the reasons file's header)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    risk: Literal["higher", "lower", "category", "never"]
+    group: str | None = None
+    neutral: float | None = None
+    missing: Literal["risky"] | None = None
+    text: dict[str, list[str]]
+    zero: dict[str, str] | None = None  # per language, the text when the feature's value is exactly 0
+
+    @property
+    def directed(self) -> bool:
+        return self.risk in ("higher", "lower")
+
+
 class ReasonCatalog(BaseModel):
-    """``configs/reasons.yaml``: templates per feature and language, value words, the language per country."""
+    """``configs/reasons.yaml``: templates per feature and language, value words, count nouns, the language per
+    country."""
 
     model_config = ConfigDict(extra="forbid")
 
     default_language: str = "en"
     country_languages: dict[str, str] = {}
     values: dict[str, dict[str, dict[str, str]]] = {}
-    templates: dict[str, dict[str, list[str]]]
+    nouns: dict[str, dict[str, dict[str, str]]] = {}
+    templates: dict[str, Template]
     _formatters: dict = PrivateAttr(default_factory=dict)  # one formatter per (language, country, currency)
 
     @model_validator(mode="after")
     def _consistent(self) -> "ReasonCatalog":
         languages = self.languages
-        for feature, by_language in self.templates.items():
+        for noun, by_language in self.nouns.items():
+            missing = languages - set(by_language)
+            if missing:
+                raise ValueError(f"noun {noun!r} has no forms in {sorted(missing)}")
+            for language, forms in by_language.items():
+                unknown = set(forms) - set(PLURAL_CATEGORIES)
+                if unknown or "other" not in forms:
+                    raise ValueError(f"noun {noun!r} ({language}): give CLDR plural forms ({', '.join(PLURAL_CATEGORIES)}),"
+                                     f" at least 'other'; got {sorted(forms)}")
+                needed = set(Locale.parse(language).plural_form.tags) - set(forms)
+                if needed:
+                    raise ValueError(f"noun {noun!r} ({language}) lacks the plural form(s) {sorted(needed)} of "
+                                     f"that language")
+        for feature, template in self.templates.items():
+            by_language = template.text
             missing = languages - set(by_language)
             if missing:
                 raise ValueError(f"template {feature!r} has no text in {sorted(missing)}")
+            if template.zero is not None and languages - set(template.zero):
+                raise ValueError(f"template {feature!r} has no zero text in {sorted(languages - set(template.zero))}")
             for language, variants in by_language.items():
                 if not variants:
                     raise ValueError(f"template {feature!r} ({language}) is empty")
                 for text in variants:
                     for _, field, spec in _pieces(text):
-                        if field is not None and spec and spec not in FORMATS:
+                        if field is not None and spec and spec not in FORMATS and spec not in self.nouns:
                             raise ValueError(f"template {feature!r} ({language}): unknown format {spec!r} in "
-                                             f"{{{field}:{spec}}}; use one of {FORMATS}")
+                                             f"{{{field}:{spec}}}; use one of {FORMATS} or a noun of `nouns`")
         for language in languages:
             try:
                 Locale.parse(language)
@@ -65,12 +107,18 @@ class ReasonCatalog(BaseModel):
     def languages(self) -> set[str]:
         return {self.default_language, *self.country_languages.values()}
 
-    def template(self, feature: str) -> dict[str, list[str]] | None:
+    def entry(self, feature: str) -> Template | None:
+        """The template of ``feature`` (``channel_share_*`` for every channel share), or None."""
         if feature in self.templates:
             return self.templates[feature]
         if feature.startswith(CHANNEL_PREFIX):
             return self.templates.get(CHANNEL_PREFIX + "*")
         return None
+
+    def template(self, feature: str) -> dict[str, list[str]] | None:
+        """The texts of ``feature`` per language, or None."""
+        entry = self.entry(feature)
+        return entry.text if entry is not None else None
 
     def language_for(self, country: str | None) -> str:
         return self.country_languages.get(country or "", self.default_language)
@@ -110,7 +158,7 @@ class _Formatter(string.Formatter):
         if spec == "num":
             return format_decimal(float(value), format="#,##0.##", locale=loc)
         if spec == "pct":
-            return format_percent(float(value), locale=loc)
+            return _share(float(value), loc)
         if spec == "signed":
             return format_percent(float(value), format="+#,##0%;-#,##0%", locale=loc)
         if spec == "money":
@@ -119,6 +167,11 @@ class _Formatter(string.Formatter):
             return format_date(value, format="medium", locale=loc)
         if spec == "yesno":
             return self._word("yesno", "true" if bool(value) else "false")
+        if spec in self.catalog.nouns:
+            n = int(round(float(value)))
+            forms = self.catalog.nouns[spec][self.language]
+            form = forms["zero"] if n == 0 and "zero" in forms else forms.get(loc.plural_form(n), forms["other"])
+            return form.format(n=format_decimal(n, locale=loc))
         return str(value)
 
     def _word(self, field: str, raw: str) -> str:
@@ -129,6 +182,17 @@ class _Formatter(string.Formatter):
         if isinstance(value, str) and key in self.catalog.values:
             return self._word(key, value)
         return value
+
+
+def _share(value: float, loc: Locale) -> str:
+    """A share as a percentage that never reads 0% or 100% when it is neither: whole percent, else one decimal
+    ("0.4%"), else "<0.1%" / ">99.9%"."""
+    if not (0 < value < 0.005 or 0.995 < value < 1):
+        return format_percent(value, locale=loc)
+    if 0.0005 <= value <= 0.9995:
+        return format_percent(value, format="#,##0.0%", locale=loc)
+    bound = 0.001 if value < 0.5 else 0.999
+    return ("<" if value < 0.5 else ">") + format_percent(bound, format="#,##0.0%", locale=loc)
 
 
 def _formatter(catalog: ReasonCatalog, language: str, country: str | None, currency: str) -> _Formatter:
@@ -187,9 +251,13 @@ def render_rows(catalog: ReasonCatalog, feature: str, rows: pd.DataFrame, curren
     first variant whose fields all have a value; None where no variant can be written (e.g. every field is
     missing). Rows are handled by language and country at once and each distinct value is formatted once, so a
     long list costs little more than its distinct values."""
-    by_language = catalog.template(feature)
-    if by_language is None:
+    entry = catalog.entry(feature)
+    if entry is None:
         raise KeyError(f"no reason template for feature {feature!r} in the reasons file; add one")
+    by_language = entry.text
+    is_zero = np.zeros(len(rows), bool)
+    if entry.zero is not None and feature in rows.columns:
+        is_zero = (pd.to_numeric(rows[feature], errors="coerce") == 0).fillna(False).to_numpy(dtype=bool)
     # a numpy array, not a Series: assigning into an object Series turns the None of the rows left out into NaN
     out = np.full(len(rows), None, dtype="object")
     countries = (rows["country"].astype("object").fillna("") if "country" in rows.columns
@@ -204,6 +272,11 @@ def render_rows(catalog: ReasonCatalog, feature: str, rows: pd.DataFrame, curren
         language = catalog.language_for(country)
         formatter = _formatter(catalog, language, country, currency)
         remaining = where.to_numpy()
+        if is_zero[remaining].any():  # "Has never returned an order" rather than "Returned 0% of their orders"
+            zero = remaining[is_zero[remaining]]
+            text = entry.zero[language]
+            out[zero] = [text[:1].upper() + text[1:]] * len(zero)
+            remaining = remaining[~is_zero[remaining]]
         for text in by_language[language]:
             needed = placeholders(text)
             ok = np.ones(len(remaining), bool)
@@ -225,7 +298,8 @@ def _render_text(formatter: _Formatter, text: str, fields: dict[str, pd.Series],
         if name:
             parts.append(_format_column(formatter, name, spec, fields[name].iloc[at]))
     columns = [p if isinstance(p, list) else [p] * len(at) for p in parts]
-    return ["".join(pieces) for pieces in zip(*columns)] if columns else [""] * len(at)
+    texts = ["".join(pieces) for pieces in zip(*columns)] if columns else [""] * len(at)
+    return [t[:1].upper() + t[1:] for t in texts]  # a reason is a sentence ("No orders ...")
 
 
 def render(catalog: ReasonCatalog, feature: str, row: dict, currency: str, churn_days: int = 90) -> str | None:
@@ -256,11 +330,13 @@ def unwritable(catalog: ReasonCatalog, features: set[str], columns: set[str]) ->
 
     lines = []
     for feature in sorted(features):
-        by_language = catalog.template(feature)
-        if by_language is None:
+        entry = catalog.entry(feature)
+        if entry is None:
             lines.append(f"no reason template for model feature {feature!r}: add one to the reasons file")
             continue
-        for language, variants in sorted(by_language.items()):
+        if entry.risk == "never":
+            continue  # never a reason, so nothing is lost
+        for language, variants in sorted(entry.text.items()):
             if not any(all(known(n) for n in placeholders(t)) for t in variants):
                 absent = sorted({n for t in variants for n in placeholders(t) if not known(n)})
                 lines.append(f"the {language} reason for {feature!r} can never be written: no "

@@ -122,20 +122,28 @@ def build_lists(scores: pd.DataFrame, champions: dict[str, Champion], run_id: st
 
 
 def add_reasons(lists: dict[str, pd.DataFrame], inputs: pd.DataFrame, champions: dict[str, Champion],
-                catalog, currency: str, churn_days: int) -> dict[str, pd.DataFrame]:
+                catalog, currency: str, horizons: HorizonsConfig,
+                audit: dict | None = None) -> dict[str, pd.DataFrame]:
     """``reason_1..3`` for the rows of each list (only those: explanations cost), from the model that defines the
     list (the churn model for the at-risk list, the win-back model for the win-back list); ``inputs`` are the
-    model inputs by customer."""
-    from serving.explain import top_reasons
-
-    from serving.explain import reason_columns
+    model inputs of every customer. A reason agrees with the score it explains: its value is compared with the
+    median of the model's whole population at the cutoff (not of the list, which holds the riskiest). ``audit``,
+    when given, receives :func:`serving.explain.audit_reasons` per list (every count should be 0)."""
+    from serving.explain import audit_reasons, reason_columns, reference_values, top_reasons
 
     by_id = inputs.set_index("customer_id", drop=False)
     out = {}
     for spec in LISTS:
         rows = by_id.loc[lists[spec.name]["customer_id"]].reset_index(drop=True)
         if spec.model.name in champions:
-            reasons = top_reasons(champions[spec.model.name].model, rows, catalog, currency, churn_days)
+            model, raises = champions[spec.model.name].model, spec.model.explains
+            population = inputs[spec.model.population.mask(inputs, horizons).to_numpy()]
+            reference = reference_values(population, model.features)
+            found = top_reasons(model, rows, catalog, currency, horizons.churn_days, raises=raises,
+                                reference=reference, with_drivers=True)
+            if audit is not None:
+                audit[spec.name] = audit_reasons(found, rows, catalog, raises, reference)
+            reasons = found[reason_columns()]
         else:  # the model stepped aside: its list has no rows, and nothing is explained
             reasons = pd.DataFrame(columns=reason_columns(), index=rows.index, dtype="object")
         frame = lists[spec.name].reset_index(drop=True)

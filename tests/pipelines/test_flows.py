@@ -125,6 +125,14 @@ def test_churn_run_publishes_both_lists_with_the_champions(pipeline):
     czech = at_risk[at_risk["country"] == "CZ"].head(5)
     assert len(czech) and czech["reason_1"].str.contains("ů|á|í|é|ý|č|ř|ž|š").all()
     assert winback["reason_1"].notna().mean() > 0.9
+    # the whole-list check over every published row (serving.explain.audit_reasons): no reason contradicts the
+    # score, none is trivia or another model's output, no fact twice, no "0 times", "-35 days", "1 orders", "0%"
+    meta = json.loads((out / "at_risk" / f"as_of={SCORING_AS_OF}" / "run.json").read_text())
+    assert set(meta["reason_audit"]) == {"at_risk", "winback"}
+    assert {name: {k: v for k, v in counts.items() if v} for name, counts in meta["reason_audit"].items()} == {
+        "at_risk": {}, "winback": {}}
+    texts = pd.concat([published[c] for c in ("reason_1", "reason_2", "reason_3")]).dropna()
+    assert not texts.str.contains("chance that they still buy|Expected to order|buying history spans").any()
     champions = champion_versions(load_config(pipeline["config"]))
     assert set(at_risk["churn_model_version"]) == {champions["churn-classifier"]} == {"1"}
     pointer = json.loads((out / "at_risk" / "latest.json").read_text())

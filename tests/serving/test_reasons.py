@@ -11,7 +11,7 @@ import pytest
 
 from common.errors import ConfigError
 from models.training import ScoringModel
-from serving.explain import top_reasons
+from serving.explain import reference_values, top_reasons
 from serving.reasons import DEFAULT_REASONS, load_reasons, placeholders, render
 
 CATALOG = load_reasons(DEFAULT_REASONS)
@@ -81,11 +81,14 @@ def test_every_model_feature_has_a_text_in_every_language_with_known_fields(vali
 
 def test_a_bad_reasons_file_names_the_file_and_the_problem(tmp_path):
     bad = tmp_path / "reasons.yaml"
-    bad.write_text("country_languages: {CZ: cs}\ntemplates:\n  orders: {en: ['{orders:int} orders']}\n")
+    bad.write_text("country_languages: {CZ: cs}\ntemplates:\n  orders: {risk: lower, text: {en: ['{orders:int} orders']}}\n")
     with pytest.raises(ConfigError, match=r"reasons.yaml: .*'orders' has no text in \['cs'\]"):
         load_reasons(bad)
-    bad.write_text("templates:\n  orders: {en: ['{orders:weird} orders']}\n")
+    bad.write_text("templates:\n  orders: {risk: lower, text: {en: ['{orders:weird} orders']}}\n")
     with pytest.raises(ConfigError, match="unknown format 'weird'"):
+        load_reasons(bad)
+    bad.write_text("templates:\n  orders: {risk: sideways, text: {en: ['{orders:int} orders']}}\n")
+    with pytest.raises(ConfigError, match="templates.orders.risk"):
         load_reasons(bad)
 
 
@@ -127,37 +130,43 @@ def test_lightgbm_treeshap_equals_shap_and_adds_up_to_the_raw_score(model):
 
 def test_reasons_are_the_largest_positive_drivers_in_order(model):
     scoring, rows = model
+    reference = reference_values(rows, scoring.features)  # the population's medians
     risky = rows[(rows["days_since_last_purchase"] > 350) & (rows["orders_30d"] == 0)
                  & (rows["nps_group"] == "detractor")].head(5)
-    reasons = top_reasons(scoring, risky, CATALOG, "USD", 90)
+    reasons = top_reasons(scoring, risky, CATALOG, "USD", 90, reference=reference)
     contributions = scoring.explain(risky)[scoring.features]
-    for (i, row), (_, contrib) in zip(reasons.iterrows(), contributions.iterrows()):
+    for (i, got), (_, contrib) in zip(zip(risky.index, reasons.to_numpy().tolist()), contributions.iterrows()):
+        # every positive driver is on the risky side here: long silent, no recent orders, a detractor
         positive = contrib[contrib > 0].sort_values(ascending=False).index.tolist()
         expected = [render(CATALOG, f, risky.loc[i].to_dict(), "USD") for f in positive][:3]
-        assert [r for r in row.tolist() if r is not None] == expected
+        assert [r for r in got if r is not None] == expected
         assert any(r.startswith("No purchase for") for r in expected)
     safe = rows[(rows["days_since_last_purchase"] < 20) & (rows["orders_30d"] >= 4)].head(3)
-    # nothing raises a safe customer's risk much: whatever is listed has a positive contribution
-    assert top_reasons(scoring, safe, CATALOG, "USD", 90).shape == (len(safe), 3)
+    # a safe customer: no recency or order fact is on the risky side; only a detractor's answer can be said
+    said = top_reasons(scoring, safe, CATALOG, "USD", 90, reference=reference).to_numpy().ravel().tolist()
+    assert all(r is None or r.startswith("A detractor") for r in said) and said.count(None) >= 2 * len(safe)
 
 
 def test_a_driver_without_a_text_is_skipped_and_the_next_one_moves_up():
-    """Reasons fill reason_1 first: a driver whose fields are missing (no NPS answer) or that repeats an earlier
-    text leaves no gap, and the columns hold texts or None, never NaN."""
+    """Reasons fill reason_1 first: a driver whose fields are missing (no NPS answer), that states a fact already
+    given (two order counts) or that lies on the safe side leaves no gap, and the columns hold texts or None."""
 
     class Fixed:
-        features = ["last_nps", "days_since_last_purchase", "orders_30d", "orders_90d"]
+        features = ["last_nps", "days_since_last_purchase", "orders_30d", "orders_90d", "tenure_days"]
 
         def explain(self, rows):
-            return pd.DataFrame([[3.0, 2.0, 1.0, 0.5], [3.0, 2.0, -1.0, -2.0]], columns=self.features,
+            return pd.DataFrame([[3.0, 2.0, 1.0, 0.5, 0.2], [3.0, 2.0, -1.0, -2.0, 0.1]], columns=self.features,
                                 index=rows.index)
 
     rows = pd.DataFrame({"customer_id": ["A", "B"], "cutoff": CUTOFF, "country": ["US", "CZ"],
                          "last_nps": [np.nan, 3.0], "days_since_last_nps": [np.nan, 48], "nps_group": [None, "detractor"],
                          "days_since_last_purchase": [143, 1], "overdue_ratio": [np.nan, np.nan],
-                         "gap_mean_days": [np.nan, np.nan], "orders_30d": [0, 2], "orders_90d": [1, 4]})
-    got = top_reasons(Fixed(), rows, CATALOG, "USD", 90)
-    assert got.iloc[0].tolist() == ["No purchase for 143 days", "0 orders in the last 30 days",
-                                    "1 orders in the last 90 days"]
-    # B: two positive drivers only, in Czech; the rest stays empty (None)
-    assert got.iloc[1].tolist() == ["Ohodnotil nás 3/10 dne 14. 9. 2026 (kritik)", "Bez nákupu 1 den", None]
+                         "gap_mean_days": [np.nan, np.nan], "orders_30d": [0, 2], "orders_90d": [1, 4],
+                         "tenure_days": [40, 900]})
+    reference = pd.Series({"last_nps": 8.0, "days_since_last_purchase": 30.0, "orders_30d": 1.0, "orders_90d": 3.0,
+                           "tenure_days": 400.0})
+    got = top_reasons(Fixed(), rows, CATALOG, "USD", 90, reference=reference).to_numpy().tolist()
+    # A: no NPS answer; one order count only (the 30-day one, the larger driver); a short tenure
+    assert got[0] == ["No purchase for 143 days", "No orders in the last 30 days", "Signed up 40 days ago"]
+    # B, in Czech: a detractor; 1 day without an order and a long tenure lie on the safe side
+    assert got[1] == ["Ohodnotil nás 3/10 dne 14. 9. 2026 (kritik)", None, None]

@@ -1,0 +1,121 @@
+"""The whole-list check of the reasons (issue 18): every scenario through `churn run`, the defect counts of each
+published list, and the first rows of each list with every reason, read as a retention manager reads them.
+
+Usage: python bench/bench_reasons.py [--scenarios default,transactions-only] [--customers 5000] [--seed 7]
+                                     [--rows 10] [--work DIR]
+
+For each scenario (all by default) in ``WORK/<scenario>/``: ``churn generate --scenario``, a config naming only
+its tables (as ``bench/bench_scenarios.py`` writes it) plus ``targeting.require_consent: false`` (so that the
+scenarios without consent data publish lists too), ``churn validate`` and ``churn run``. The counts are those
+the scoring run computed over every published row (``reason_audit`` in the list's ``run.json``,
+:func:`serving.explain.audit_reasons`): reasons that contradict the score, reasons that are not facts (trivia or
+another model's output), the same fact twice in a row, "0 orders", negative durations, "1 orders", "0%". Every
+count should be 0. Then ``--rows`` rows of each list: rank, customer, country, score, tier and the reasons.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from bench_scenarios import churn, first_error_line, write_config  # noqa: E402
+
+from serving.explain import AUDIT_COUNTS  # noqa: E402
+from serving.lists import LISTS  # noqa: E402
+
+
+def run_scenario(name: str, work: Path, customers: int, seed: int) -> dict:
+    folder = work / name
+    folder.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    with open(folder / "commands.log", "w") as log:
+        steps = [["generate", "--scenario", name, "--customers", str(customers), "--seed", str(seed), "--out",
+                  str(folder / "raw")]]
+        for step in steps:
+            done = churn(step, log)
+            if done.returncode != 0:
+                return {"error": f"churn {step[0]}: {first_error_line(done)}"}
+        config = write_config(folder, name, {})
+        data = yaml.safe_load(config.read_text())
+        # scenarios without consent data publish nobody under require_consent: read every list anyway
+        data["targeting"] = {"require_consent": False}
+        config.write_text(yaml.safe_dump(data, sort_keys=False))
+        for command in ("validate", "run"):
+            done = churn([command, "--config", str(config)], log)
+            if done.returncode != 0:
+                return {"error": f"churn {command}: {first_error_line(done)}"}
+    out: dict = {"seconds": time.perf_counter() - started, "lists": {}}
+    for spec in LISTS:
+        latest = sorted((folder / "outputs" / spec.name).glob("as_of=*"))
+        if not latest:
+            out["lists"][spec.name] = {"error": "not published"}
+            continue
+        meta = json.loads((latest[-1] / "run.json").read_text())
+        frame = pd.read_parquet(next(latest[-1].glob("*.parquet")))
+        out["lists"][spec.name] = {"rows": len(frame), "audit": meta.get("reason_audit", {}).get(spec.name),
+                                   "frame": frame, "probability": spec.probability}
+    return out
+
+
+def main() -> None:
+    from features.synthetic.scenarios import SCENARIOS
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS))
+    parser.add_argument("--customers", type=int, default=5000)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--rows", type=int, default=10)
+    parser.add_argument("--work", type=Path, default=None)
+    args = parser.parse_args()
+    work = (args.work or Path(tempfile.mkdtemp(prefix="bench-reasons-"))).resolve()
+    command = shlex.join([Path(sys.executable).name, *sys.argv])
+    print(f"command: {command}\nwork folder: {work}\n", flush=True)
+    results = {}
+    for name in [n.strip() for n in args.scenarios.split(",") if n.strip()]:
+        results[name] = run_scenario(name, work, args.customers, args.seed)
+        result = results[name]
+        print(f"{name}: " + (result["error"] if "error" in result else f"{result['seconds']:.0f} s"), flush=True)
+
+    header = ["scenario", "list", "rows", *AUDIT_COUNTS]
+    print("\n| " + " | ".join(header) + " |\n|" + "|".join(" --- " for _ in header) + "|")
+    for name, result in results.items():
+        if "error" in result:
+            print(f"| {name} | FAILED: {result['error']} |")
+            continue
+        for list_name, got in result["lists"].items():
+            audit = got.get("audit") or {}
+            print(f"| {name} | {list_name} | {got.get('rows', '-')} | "
+                  + " | ".join(str(audit.get(c, "-")) for c in AUDIT_COUNTS) + " |")
+    pd.set_option("display.width", 250)
+    pd.set_option("display.max_colwidth", 110)
+    for name, result in results.items():
+        for list_name, got in result.get("lists", {}).items():
+            if "frame" not in got:
+                continue
+            frame = got["frame"]
+            columns = ["rank", "customer_id", "country", got["probability"], "risk_tier", "reason_1", "reason_2",
+                       "reason_3"]
+            print(f"\n{name} / {list_name}: first {args.rows} of {len(frame):,} rows")
+            for _, row in frame[[c for c in columns if c in frame.columns]].head(args.rows).iterrows():
+                print(f"  #{row['rank']} {row['customer_id']} {row.get('country')} p={row[got['probability']]:.3f} "
+                      f"{row.get('risk_tier', '')}")
+                for c in ("reason_1", "reason_2", "reason_3"):
+                    if isinstance(row.get(c), str):
+                        print(f"      - {row[c]}")
+    print(f"\ncommand: {command}")
+
+
+if __name__ == "__main__":
+    main()
