@@ -172,8 +172,10 @@ class ScoringConfig(_Strict):
     allow_as_of_after_data: bool = Field(False, description="score at an as-of date later than the day after the "
                                                             "data's last day (every customer then looks silent "
                                                             "for the gap); `--force-as-of` sets it for one run")
-    at_risk_probability: float = Field(0.5, gt=0, lt=1, description="active customers with a churn probability at "
-                                                                    "or above this are counted as at risk")
+    next_order_date_max_churn: float = Field(0.5, gt=0, le=1, description="an active customer gets an "
+                                                                         "expected next order date only when their "
+                                                                         "churn probability is below this (the "
+                                                                         "date assumes they still buy)")
     reasons_file: str | None = Field(None, description="reason templates (relative to data_dir); default: the "
                                                        "shipped configs/reasons.yaml")
 
@@ -192,6 +194,21 @@ class TargetingConfig(_Strict):
     campaign_prefix: str = Field("retention", description="campaign_id = <prefix>-<list>-<as_of>")
     require_consent: bool = Field(True, description="without a customers table (no consent known) nobody is "
                                                     "selected unless this is false")
+    min_tier: str | None = Field("medium", description="the at-risk list (and the summary's at-risk count) holds "
+                                                       "the active customers of this risk tier or a higher one; "
+                                                       "null: every tier, 'low' included")
+
+    @model_validator(mode="after")
+    def _known_tier(self) -> "TargetingConfig":
+        if self.min_tier is not None and self.min_tier not in self.risk_tiers:
+            raise ValueError(f"min_tier {self.min_tier!r} is not one of the risk_tiers {sorted(self.risk_tiers)}; "
+                             "name one of them or null (every tier)")
+        return self
+
+    @property
+    def at_risk_threshold(self) -> float:
+        """The churn probability from which an active customer is at risk (0: everyone, with no min_tier)."""
+        return self.risk_tiers[self.min_tier] if self.min_tier is not None else 0.0
 
     @field_validator("risk_tiers")
     @classmethod

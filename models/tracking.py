@@ -6,7 +6,8 @@ Embedded by default: a SQLite tracking store ``<data_dir>/mlflow/mlflow.db`` and
 Each model of :data:`models.catalog.MODELS` is registered under its name. A new version takes the alias
 ``challenger``; it takes ``champion`` only when there is none or when it beats the champion on the same evaluation
 cutoff by the margin its declaration names (:func:`decide_promotion`). The decision and both sets of
-numbers are tags on the new version.
+numbers are flat tags on the new version (``challenger.roc_auc``, ``champion.roc_auc``, ...), and its description
+says the same in one sentence (:func:`version_description`).
 """
 
 from __future__ import annotations
@@ -223,18 +224,50 @@ def log_and_register(cfg: PipelineConfig, model: ScoringModel, evaluation: dict,
     champion = _alias_version(client, model.name, "champion")
     champion_metrics = None
     if champion is not None:
-        logged = json.loads((champion.tags or {}).get("challenger_metrics") or "{}")
+        logged = metrics_from_tags(champion.tags or {}, "challenger")
         champion_metrics = champion_evaluation(evaluation, logged, lambda: load_champion(cfg, model.name)[1],
                                                champion_metrics_fn)
     decision = decide_promotion(model.name, evaluation, champion_metrics, cfg.models)
     tags = {"decision": "promoted" if decision.promote else "kept champion", "decision_reason": decision.reason,
-            "challenger_metrics": json.dumps(evaluation), "champion_version": champion.version if champion else "",
-            "champion_metrics": json.dumps(champion_metrics) if champion_metrics else ""}
+            "champion_version": champion.version if champion else "",
+            **{f"challenger.{k}": str(v) for k, v in evaluation.items()},
+            **{f"champion.{k}": str(v) for k, v in (champion_metrics or {}).items()}}
     for key, value in tags.items():
         client.set_model_version_tag(model.name, version, key, value)
+    client.update_model_version(model.name, version, description=version_description(
+        model.name, decision, evaluation, champion_metrics, champion.version if champion else None))
     if decision.promote:
         client.set_registered_model_alias(model.name, "champion", version)
     return Registered(model.name, str(version), run_id, decision)
+
+
+def metrics_from_tags(tags: dict[str, str], prefix: str) -> dict:
+    """The ``<prefix>.<metric>`` tags of a model version as numbers where they are (versions registered before the
+    tags were flat hold one JSON tag, ``<prefix>_metrics``, which is read the same way)."""
+    if f"{prefix}_metrics" in tags and tags[f"{prefix}_metrics"]:
+        return json.loads(tags[f"{prefix}_metrics"])
+    out: dict = {}
+    for key, value in tags.items():
+        if key.startswith(prefix + "."):
+            try:
+                out[key[len(prefix) + 1:]] = float(value)
+            except ValueError:
+                out[key[len(prefix) + 1:]] = value
+    return out
+
+
+def version_description(name: str, decision: Decision, challenger: dict, champion: dict | None,
+                        champion_version: str | None) -> str:
+    """One sentence for the registry: the decision and both figures of the metric that decided it."""
+    metric = catalog.get(name).promotion.metric
+    mine = f"{metric} {challenger[metric]:.4f} on the backtest at {challenger['eval_as_of']}"
+    if champion_version is None:
+        return f"Promoted to champion: the first {name}, {mine}."
+    theirs = (f"v{champion_version}'s {champion[metric]:.4f}" if champion and metric in champion
+              else f"v{champion_version} (no comparable figure)")
+    if decision.promote:
+        return f"Promoted to champion over v{champion_version}: {mine} against {theirs} ({decision.reason})."
+    return f"Not promoted, v{champion_version} stays champion: {mine} against {theirs} ({decision.reason})."
 
 
 def _leaves(prefix: str, value, out: dict) -> dict:
@@ -303,7 +336,8 @@ def list_versions(cfg: PipelineConfig) -> list[dict]:
             tags = v.tags or {}
             rows.append({"name": name, "version": str(v.version), "aliases": sorted(aliases.get(str(v.version), [])),
                          "created": pd.Timestamp(v.creation_timestamp, unit="ms").isoformat(timespec="seconds"),
-                         "metrics": json.loads(tags.get("challenger_metrics") or "{}"),
+                         "metrics": metrics_from_tags(tags, "challenger"),
+                         "description": v.description or "",
                          "decision": tags.get("decision", ""), "reason": tags.get("decision_reason", ""),
                          "run_id": v.run_id})
     return sorted(rows, key=lambda r: (r["name"], int(r["version"])))

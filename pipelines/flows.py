@@ -26,7 +26,8 @@ from common.errors import ChurnError
 from common.faults import InjectedFailure
 from models.catalog import MODELS
 from pipelines import jobs, keys
-from pipelines.summaries import INGEST_COLUMNS, TRAINING_COLUMNS, ingest_row, markdown, score_markdown
+from pipelines.summaries import (INGEST_COLUMNS, TRAINING_COLUMNS, backtest_markdown, ingest_row, markdown,
+                                 score_markdown)
 
 
 def _retry_io_only(task, task_run, state) -> bool:
@@ -191,7 +192,26 @@ def build_features(config_path: str | None = None, data_dir: str | None = None, 
     return built
 
 
-@flow(name="train")
+def _run_name() -> str:
+    """A dry run says so in its flow run's name (``dry-run-elite-manatee``); other runs get Prefect's kind of name."""
+    from prefect.runtime import flow_run
+    from prefect.utilities.names import generate_slug
+
+    return ("dry-run-" if flow_run.parameters.get("dry_run") else "") + generate_slug(2)
+
+
+def _tag_dry_run(dry_run: bool) -> None:
+    """Tag the running flow run ``dry-run`` as well (the Prefect UI filters runs by tag)."""
+    if not dry_run:
+        return
+    from prefect.client.orchestration import get_client
+    from prefect.runtime import flow_run
+
+    with get_client(sync_client=True) as client:
+        client.update_flow_run(flow_run.id, tags=sorted({*flow_run.tags, "dry-run"}))
+
+
+@flow(name="train", flow_run_name=_run_name)
 def train(config_path: str | None = None, data_dir: str | None = None, force: bool = False,
           dry_run: bool = False, checked: bool = False) -> dict:
     """Backtest at the latest labeled cutoff, train on every labeled snapshot, log to MLflow, decide champions.
@@ -201,6 +221,7 @@ def train(config_path: str | None = None, data_dir: str | None = None, force: bo
     first unless ``checked`` (the parent flow ran it).
     """
     cfg = _config(config_path, data_dir)
+    _tag_dry_run(dry_run)
     if not checked:
         preflight_check(cfg)
     if dry_run:
@@ -218,17 +239,22 @@ def train(config_path: str | None = None, data_dir: str | None = None, force: bo
         logger.info("data, code and settings unchanged since the last training: models not retrained")
     rows = [{**m, "champion": after[m["model"]]} for m in models]
     table = markdown(TRAINING_COLUMNS, rows)
+    report = jobs.default_report_path(cfg)
+    backtest = (f"\n\n### Backtest ({report})\n\n{backtest_markdown(jobs.read_report(report))}"
+                if report.exists() else "")
     create_markdown_artifact(f"## Training\n\n{'Cached: nothing changed since the last training.' if cached else ''}"
-                             f"\n\n{table}\n", key="train-summary", description="models trained and champions")
+                             f"\n\n{table}{backtest}\n", key="train-summary",
+                             description="models trained, champions and the backtest they were judged on")
     return {"dry_run": False, "cached": cached, "models": rows, "champions": after}
 
 
-@flow(name="score")
+@flow(name="score", flow_run_name=_run_name)
 def score(config_path: str | None = None, data_dir: str | None = None, as_of: dt.date | None = None,
           dry_run: bool = False, force_as_of: bool = False) -> dict:
     """Score active and lapsed customers with the champions as of ``as_of`` (default: the day after the latest
     data) and publish the at-risk and win-back lists (``dry_run``: score and summarise, publish nothing;
     ``force_as_of``: score even when ``as_of`` is after the day after the data's last day)."""
+    _tag_dry_run(dry_run)
     return _score(_config(config_path, data_dir, as_of, force_as_of), dry_run)
 
 
@@ -275,11 +301,12 @@ def _score(cfg: PipelineConfig, dry_run: bool, unregistered: dict | None = None)
     return summary
 
 
-@flow(name="churn-pipeline")
+@flow(name="churn-pipeline", flow_run_name=_run_name)
 def churn_pipeline(config_path: str | None = None, data_dir: str | None = None, as_of: dt.date | None = None,
                    dry_run: bool = False, force_as_of: bool = False) -> dict:
     """ingest -> build-features -> train -> score. ``dry_run``: the lists are scored but not published and no model
     is registered; without champions the models trained by the dry run score the lists."""
+    _tag_dry_run(dry_run)
     ingest(config_path, data_dir)
     preflight_check(_config(config_path, data_dir))
     build_features(config_path, data_dir, as_of, force_as_of)

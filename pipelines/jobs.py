@@ -200,6 +200,12 @@ def train(cfg: PipelineConfig, progress: Progress = _quiet, snapshots: pd.DataFr
     return registered
 
 
+def default_report_path(cfg: PipelineConfig) -> Path:
+    """Where :func:`backtest` without an as-of date writes its report (the latest cutoff with a complete churn
+    window)."""
+    return backtest_folder(cfg, latest_labeled_cutoff(last_data_day(cfg), cfg.horizons.churn_days)) / "report.json"
+
+
 def read_report(path: Path) -> dict:
     return json.loads(Path(path).read_text())
 
@@ -317,10 +323,11 @@ def score(cfg: PipelineConfig, snapshot: pd.DataFrame, champions: dict, run_id: 
     """Score one snapshot with the champions; returns the lists and their summary."""
     from common.faults import checkpoint
     from serving.reasons import load_reasons
-    from serving.scoring import add_reasons, build_lists, score_snapshot, summarize, target_lists
+    from serving.scoring import add_reasons, build_lists, in_currency, score_snapshot, summarize, target_lists
     from serving.targeting import check_budgets, load_playbooks, marketing_consent
 
-    scores, inputs = score_snapshot(snapshot, champions, cfg.horizons, with_inputs=True)
+    scores, inputs = score_snapshot(snapshot, champions, cfg.horizons, with_inputs=True,
+                                    next_order_max_churn=cfg.scoring.next_order_date_max_churn)
     checkpoint("score.after_scoring")
     ranked = build_lists(scores, champions, run_id)
     playbooks = load_playbooks(playbooks_path(cfg))
@@ -331,7 +338,8 @@ def score(cfg: PipelineConfig, snapshot: pd.DataFrame, champions: dict, run_id: 
     audit: dict = {}
     lists = add_reasons(lists, inputs, champions, load_reasons(reasons_path(cfg)), cfg.base_currency,
                         cfg.horizons, audit)  # only the published customers are explained
-    summary = summarize(scores, lists, champions, cfg.scoring.at_risk_probability, campaigns)
+    lists = in_currency(lists, cfg.base_currency)
+    summary = summarize(scores, lists, champions, cfg.targeting.at_risk_threshold, campaigns)
     return lists, {**summary, "reason_audit": audit}
 
 

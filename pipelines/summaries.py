@@ -57,6 +57,21 @@ def training_rows(result: dict) -> list[dict[str, str]]:
     return [{c: str(m.get(c, "")) for c in TRAINING_COLUMNS} for m in result.get("models", [])]
 
 
+def backtest_markdown(report: dict) -> str:
+    """The backtest's side-by-side table (each model's metrics next to its baselines and the oracle) as markdown,
+    and one line per model that stepped aside."""
+    from models.backtest import summary_rows
+    from models.catalog import MODELS
+
+    rows = summary_rows(report)
+    columns = ["target", "metric", *(rows[0][2] if rows else {})]
+    cells = [{"target": t, "metric": m, **{k: "-" if v is None else f"{v:.4f}" for k, v in values.items()}}
+             for t, m, values in rows]
+    skipped = [f"- {spec.name} stepped aside: {report[spec.section]['skipped']}" for spec in MODELS
+               if "skipped" in report.get(spec.section, {})]
+    return markdown(columns, cells) + ("\n\n" + "\n".join(skipped) if skipped else "")
+
+
 def markdown(columns: list[str], rows: list[dict]) -> str:
     """``rows`` as a markdown table with ``columns``."""
     lines = ["| " + " | ".join(columns) + " |", "|" + "|".join(" --- " for _ in columns) + "|"]

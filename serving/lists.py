@@ -71,6 +71,12 @@ LISTS: tuple[ListSpec, ...] = (
 )
 
 
+# the money columns of every list, in the base currency: published rounded to its minor unit, with a `currency`
+# column after expected_net_value
+MONEY_COLUMNS = ("predicted_cltv", "value_at_risk", "value_if_reactivated", "expected_winback_value",
+                 "cost_per_contact", "expected_net_value")
+
+
 def get(name: str) -> ListSpec:
     """The declaration of list ``name`` (a clear error naming the known ones otherwise)."""
     for spec in LISTS:

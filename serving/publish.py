@@ -4,7 +4,7 @@ Layout under the outputs directory::
 
     lists -> .lists/<publish id>                    the pointer: one symbolic link, flipped by one atomic rename
     .lists/<publish id>/publish.json                what this version holds: per list, its as-of dates and rows
-    .lists/<publish id>/<list>/as_of=<DATE>/<list>.parquet   full precision, typed columns
+    .lists/<publish id>/<list>/as_of=<DATE>/<list>.parquet   typed columns (money as scoring rounded it)
     .lists/<publish id>/<list>/as_of=<DATE>/<list>.csv       for CRM imports: UTF-8, header, comma, ISO dates
     .lists/<publish id>/<list>/as_of=<DATE>/run.json         run metadata: when, which flow run, rows, inputs
     .lists/<publish id>/<list>/latest.json          the as-of date this list was last published for
@@ -46,10 +46,9 @@ from common.errors import ChurnError, shown_url
 from common.files import exclusive, fsync_path, umask
 from common.faults import checkpoint
 from models.catalog import MODELS
-from serving.lists import LISTS
+from serving.lists import LISTS, MONEY_COLUMNS
 from serving.lists import get as get_list
 
-MONEY_COLUMNS = ("predicted_cltv", "value_at_risk", "value_if_reactivated", "expected_winback_value")
 PROBABILITY_COLUMNS = tuple(spec.score_column for spec in MODELS if spec.kind == "classifier")
 POINTER = "lists"  # the symbolic link every reader goes through
 STORE = ".lists"  # the versions, one folder each
@@ -136,9 +135,14 @@ def list_folder(outputs_dir: Path, name: str, as_of: dt.date) -> Path:
 
 
 def to_csv_bytes(frame: pd.DataFrame) -> bytes:
-    """The CRM-import CSV: money rounded to cents, probabilities to 6 decimals, dates as YYYY-MM-DD."""
-    rounded = frame.round({**{c: 2 for c in MONEY_COLUMNS if c in frame}, **{c: 6 for c in PROBABILITY_COLUMNS
-                                                                           if c in frame}})
+    """The CRM-import CSV: money rounded to the minor unit of its ``currency`` (cents without one), probabilities to
+    6 decimals, dates as YYYY-MM-DD."""
+    from babel.numbers import get_currency_precision
+
+    currencies = set(frame["currency"].dropna()) if "currency" in frame else set()
+    digits = get_currency_precision(currencies.pop()) if len(currencies) == 1 else 2
+    rounded = frame.round({**{c: digits for c in MONEY_COLUMNS if c in frame},
+                           **{c: 6 for c in PROBABILITY_COLUMNS if c in frame}})
     return rounded.to_csv(index=False, lineterminator="\n").encode("utf-8")
 
 

@@ -19,7 +19,9 @@ Per customer (definitions used in both lists):
   orders within* ``churn_days`` (it is trained and evaluated on those who did); ``expected_next_order_date`` =
   cutoff + those days rounded to the nearest whole day (0: on the cutoff day), or, without a next-order champion,
   cutoff + BG/NBD's median time to the next order given alive, rounded the same way (see
-  :func:`models.training.btyd_predictions`); the backtest scores both estimates as these whole days.
+  :func:`models.training.btyd_predictions`); the backtest scores both estimates as these whole days. The date
+  assumes the customer still buys, so a customer more likely gone than not (``churn_probability`` at or above
+  ``scoring.next_order_date_max_churn``, 0.5) gets none: null, not a date nobody should wait for.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ def active_mask(snapshot: pd.DataFrame, activity_window_days: int) -> pd.Series:
 
 
 def score_snapshot(snapshot: pd.DataFrame, champions: dict[str, Champion], horizons: HorizonsConfig,
-                   with_inputs: bool = False):
+                   with_inputs: bool = False, next_order_max_churn: float = 0.5):
     """Score every customer of a one-cutoff ``snapshot`` (no label columns needed).
 
     ``champions`` maps model names of the catalogue to their versions in use; each model scores its population
@@ -83,8 +85,9 @@ def score_snapshot(snapshot: pd.DataFrame, champions: dict[str, Champion], horiz
     days = next((out[spec.score_column] for spec in MODELS if spec.kind == "duration" and spec.name in champions),
                 btyd["next_order_days"])
     next_days = np.rint(days.to_numpy(dtype=float))
+    dated = is_active & (out["churn_probability"] < next_order_max_churn).to_numpy()  # NaN: no date either
     out["expected_next_order_date"] = [as_of + dt.timedelta(days=int(d)) if a and np.isfinite(d) else None
-                                       for a, d in zip(is_active, next_days)]
+                                       for a, d in zip(dated, next_days)]
     for column in ("rfm_segment", "country"):
         out[column] = snap[column] if column in snap.columns else None
     return (out, snap) if with_inputs else out
@@ -152,10 +155,30 @@ def add_reasons(lists: dict[str, pd.DataFrame], inputs: pd.DataFrame, champions:
     return out
 
 
+def in_currency(lists: dict[str, pd.DataFrame], currency: str) -> dict[str, pd.DataFrame]:
+    """The lists as published: every money column (:data:`serving.lists.MONEY_COLUMNS`) rounded to the currency's
+    minor unit (CLDR: 2 decimals for USD and EUR, 0 for JPY) and a ``currency`` column naming it, after
+    ``expected_net_value``."""
+    from babel.numbers import get_currency_precision
+
+    from serving.lists import MONEY_COLUMNS
+
+    digits = get_currency_precision(currency)
+    out = {}
+    for name, frame in lists.items():
+        frame = frame.assign(**{c: frame[c].astype("float64").round(digits) for c in MONEY_COLUMNS
+                                if c in frame.columns})
+        at = frame.columns.get_loc("expected_net_value") + 1 if "expected_net_value" in frame.columns else len(
+            frame.columns)
+        frame.insert(at, "currency", pd.Series(currency, index=frame.index, dtype="object"))
+        out[name] = frame
+    return out
+
+
 # published order: rank, id, date and probability, then the risk tier, then the rest of the list's columns
 LIST_ORDER = {name: ["rank", *columns[:3], "risk_tier", *columns[3:]] for name, columns in LIST_COLUMNS.items()}
 ACTION_COLUMNS = ["recommended_action", "offer", "playbook", "cost_per_contact", "success_rate",
-                  "expected_net_value", "group", "campaign_id"]
+                  "expected_net_value", "contact_group", "campaign_id"]
 
 
 def target_lists(lists: dict[str, pd.DataFrame], inputs: pd.DataFrame, consent: pd.Series | None, settings,
@@ -176,6 +199,8 @@ def target_lists(lists: dict[str, pd.DataFrame], inputs: pd.DataFrame, consent: 
         frame = frame.join(features[extra], on="customer_id")
         frame["risk_tier"] = (tg.risk_tiers(frame[spec.probability], settings.risk_tiers) if spec.tiered
                               else spec.model.population.name)
+        if spec.tiered:  # the list holds min_tier and the tiers above it, as the summary counts them
+            frame = frame[frame[spec.probability] >= settings.at_risk_threshold]
         frame = pd.concat([frame, tg.assign_playbooks(frame, playbooks.for_list(spec.name))], axis=1)
         if consent is not None:
             frame["marketing_consent"] = frame["customer_id"].map(consent).fillna(False).astype(bool)
@@ -195,14 +220,15 @@ def target_lists(lists: dict[str, pd.DataFrame], inputs: pd.DataFrame, consent: 
 
 
 def summarize(scores: pd.DataFrame, lists: dict[str, pd.DataFrame], champions: dict[str, Champion],
-              at_risk_probability: float, campaigns: dict[str, dict] | None = None) -> dict:
+              at_risk_threshold: float, campaigns: dict[str, dict] | None = None) -> dict:
     """Headline numbers of a scoring run (for the flow's summary artifact and the CLI); at-risk customers are the
-    active ones with ``churn_probability >= at_risk_probability``."""
+    active ones with ``churn_probability >= at_risk_threshold`` (the lower bound of ``targeting.min_tier``: the
+    same customers the at-risk list chooses from)."""
     active = scores[scores["is_active"]]
     return {
         "customers_scored": int(len(scores)),
         "active_customers": int(len(active)),
-        "at_risk_customers": int((active["churn_probability"] >= at_risk_probability).sum()),
+        "at_risk_customers": int((active["churn_probability"] >= at_risk_threshold).sum()),
         "value_at_risk": _total(active["value_at_risk"]),
         "lapsed_customers": int((~scores["is_active"]).sum()),
         "expected_winback_value": _total(scores["expected_winback_value"]),

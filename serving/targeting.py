@@ -145,7 +145,7 @@ def in_control(customer_ids: pd.Series, campaign_id: str, share: float) -> np.nd
 def select(frame: pd.DataFrame, list_name: str, budget: float | None, control_share: float, campaign_id: str
            ) -> pd.DataFrame:
     """The customers to publish: treatment within the budget plus their control group, with
-    ``expected_net_value``, ``group`` and ``campaign_id``. ``frame`` needs the value column of the list,
+    ``expected_net_value``, ``contact_group`` and ``campaign_id``. ``frame`` needs the value column of the list,
     ``cost_per_contact``, ``success_rate``, ``marketing_consent`` and ``customer_id``."""
     value = frame[VALUE_COLUMN[list_name]].fillna(0) * frame["success_rate"] - frame["cost_per_contact"]
     frame = frame.assign(expected_net_value=value)
@@ -165,7 +165,7 @@ def select(frame: pd.DataFrame, list_name: str, budget: float | None, control_sh
     keep[last_treated + 1:] &= ~control[last_treated + 1:]  # no control customers beyond the last treated one
     chosen = order[keep].drop(columns="_ratio")
     groups = np.where(control[keep], "control", "treatment")
-    return chosen.assign(group=groups, campaign_id=campaign_id)
+    return chosen.assign(contact_group=groups, campaign_id=campaign_id)
 
 
 def marketing_consent(validated_dir: Path) -> pd.Series | None:
@@ -189,10 +189,10 @@ def check_budgets(budgets: dict[str, float | None]) -> None:
 
 def campaign_summary(selected: pd.DataFrame, list_name: str, candidates: int, without_consent: int) -> dict:
     """Counts, cost and the expected return of one list's campaign (treatment only is contacted)."""
-    treated = selected[selected["group"] == "treatment"]
+    treated = selected[selected["contact_group"] == "treatment"]
     saved = float((treated[VALUE_COLUMN[list_name]] * treated["success_rate"]).sum())
     cost = float(treated["cost_per_contact"].sum())
     return {"candidates": int(candidates), "held_back_no_consent": int(without_consent),
-            "treatment": int(len(treated)), "control": int((selected["group"] == "control").sum()),
+            "treatment": int(len(treated)), "control": int((selected["contact_group"] == "control").sum()),
             "cost": cost, "expected_saved_value": saved, "expected_net_return": saved - cost,
             "return_on_cost": saved / cost if cost > 0 else None}

@@ -113,6 +113,18 @@ def test_train_registers_champions_and_a_rerun_keeps_them(trained):
         assert v2["aliases"] == ["challenger"] and v2["decision"] == "kept champion", v2
         # same data, config and seeds: the same backtest numbers (deterministic training)
         assert v1["metrics"] == v2["metrics"]
+        # the registry reads on its own: a one-sentence description and flat tags, no JSON blobs
+        metric = "normalized_gini" if name == "cltv-regressor" else "roc_auc"
+        assert v1["description"] == (f"Promoted to champion: the first {name}, {metric} "
+                                     f"{v1['metrics'][metric]:.4f} on the backtest at {v1['metrics']['eval_as_of']}.")
+        assert v2["description"].startswith(f"Not promoted, v1 stays champion: {metric} "
+                                            f"{v2['metrics'][metric]:.4f}")
+    from mlflow import MlflowClient
+
+    from models.tracking import tracking_uri
+
+    tags = MlflowClient(tracking_uri(cfg)).get_model_version("churn-classifier", "2").tags
+    assert not any(k.endswith("_metrics") for k in tags) and float(tags["champion.roc_auc"]) > 0.5
     listing = runner.invoke(app, ["models", "--config", str(config)])
     assert listing.exit_code == 0 and "churn-classifier" in listing.output and "champion" in listing.output
 

@@ -106,19 +106,31 @@ def test_churn_run_publishes_both_lists_with_the_champions(pipeline):
     assert set(at_risk["customer_id"]).isdisjoint(winback["customer_id"])
     published = pd.concat([at_risk, winback])
     assert consent.loc[published["customer_id"], "marketing_consent"].astype(bool).all()
-    assert set(published["group"]) == {"treatment", "control"}
-    assert 0.05 < (published["group"] == "control").mean() < 0.15
+    assert set(published["contact_group"]) == {"treatment", "control"}
+    assert 0.05 < (published["contact_group"] == "control").mean() < 0.15
     assert set(at_risk["campaign_id"]) == {f"retention-at_risk-{SCORING_AS_OF}"}
-    assert (at_risk["expected_net_value"] > 0).all() and at_risk["recommended_action"].notna().all()
-    assert set(at_risk["risk_tier"]) <= {"high", "medium", "low"}
+    # selected for a positive expected net value (a fraction of a cent is published as 0.00)
+    assert (at_risk["expected_net_value"] >= 0).all() and at_risk["recommended_action"].notna().all()
+    # the at-risk list holds the medium and high tiers only, and the summary counts the same customers
+    assert set(at_risk["risk_tier"]) <= {"high", "medium"} and (at_risk["churn_probability"] >= 0.3).all()
+    meta = json.loads((out / "at_risk" / f"as_of={SCORING_AS_OF}" / "run.json").read_text())
+    assert meta["at_risk_customers"] == meta["campaigns"]["at_risk"]["candidates"]
+    # money in the base currency's minor unit, named; no next order date for a customer likelier gone than not
+    assert set(published["currency"]) == {"USD"}
+    for column in ("predicted_cltv", "value_at_risk", "expected_net_value", "cost_per_contact"):
+        values = at_risk[column].dropna()
+        assert ((values * 100).round() - values * 100).abs().max() < 1e-6, column
+    assert at_risk.loc[at_risk["churn_probability"] >= 0.5, "expected_next_order_date"].isna().all()
+    assert at_risk.loc[at_risk["churn_probability"] < 0.5, "expected_next_order_date"].notna().all()
     assert [c for c in at_risk.columns if c in AT_RISK_COLUMNS] == AT_RISK_COLUMNS
     assert [c for c in winback.columns if c in WINBACK_COLUMNS] == WINBACK_COLUMNS
     assert at_risk["value_at_risk"].is_monotonic_decreasing
     assert list(at_risk["rank"]) == list(range(1, len(at_risk) + 1))
     assert winback["expected_winback_value"].is_monotonic_decreasing
     assert ((at_risk["churn_probability"] > 0) & (at_risk["churn_probability"] < 1)).all()
-    assert (at_risk["value_at_risk"] - at_risk["churn_probability"] * at_risk["predicted_cltv"]).abs().max() < 1e-9
-    assert (pd.to_datetime(at_risk["expected_next_order_date"]) >= pd.Timestamp(SCORING_AS_OF)).all()
+    # each rounded to the cent: at most a cent apart
+    assert (at_risk["value_at_risk"] - at_risk["churn_probability"] * at_risk["predicted_cltv"]).abs().max() <= 0.01
+    assert (pd.to_datetime(at_risk["expected_next_order_date"]).dropna() >= pd.Timestamp(SCORING_AS_OF)).all()
     # plain-language reasons from the churn model's SHAP values, in the customer's language
     top = at_risk.head(20)
     assert top["reason_1"].notna().all() and top["reason_1"].str.len().gt(10).all()
@@ -127,7 +139,6 @@ def test_churn_run_publishes_both_lists_with_the_champions(pipeline):
     assert winback["reason_1"].notna().mean() > 0.9
     # the whole-list check over every published row (serving.explain.audit_reasons): no reason contradicts the
     # score, none is trivia or another model's output, no fact twice, no "0 times", "-35 days", "1 orders", "0%"
-    meta = json.loads((out / "at_risk" / f"as_of={SCORING_AS_OF}" / "run.json").read_text())
     assert set(meta["reason_audit"]) == {"at_risk", "winback"}
     assert {name: {k: v for k, v in counts.items() if v} for name, counts in meta["reason_audit"].items()} == {
         "at_risk": {}, "winback": {}}
@@ -179,7 +190,7 @@ def test_an_injected_failure_leaves_the_published_lists_untouched(pipeline, poin
 
     # other scoring settings: the new lists would differ (another run id), so an overwrite would show
     settings = yaml.safe_load(pipeline["config"].read_text())
-    settings["scoring"] = {"at_risk_probability": 0.4}
+    settings["targeting"] = {"min_tier": "high"}
     other = tmp_path / "other.yaml"
     other.write_text(yaml.safe_dump(settings))
     before = _digests(pipeline["outputs"])
@@ -233,6 +244,15 @@ def test_each_flow_runs_on_its_own(pipeline):
         latest = {a.key: a.data for a in client.read_latest_artifacts(
             artifact_filter=ArtifactCollectionFilter(key=ArtifactCollectionFilterKey(any_=keys)))}
     assert set(latest) == set(keys)
+    # a dry run is named and tagged as one; a real run is not
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
+
+    with get_client(sync_client=True) as client:
+        dry_runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=["dry-run"])))
+        every = client.read_flow_runs()
+    assert len(dry_runs) >= 2 and all(r.name.startswith("dry-run-") for r in dry_runs)  # train and score
+    assert all(not r.name.startswith("dry-run-") for r in every if "dry-run" not in r.tags)
+    assert "### Backtest" in latest["train-summary"] and "| churn | roc_auc |" in latest["train-summary"]
     assert "| customers scored |" in latest["score-summary"] and "(dry run)" in latest["score-summary"]
     assert "not retrained" in latest["churn-pipeline-summary"] and "| transactions |" in latest["ingest-summary"]
 

@@ -44,12 +44,27 @@ def _champions() -> dict[str, Champion]:
     }
 
 
+def test_money_is_published_in_the_currency_s_minor_unit_with_its_code():
+    from serving.scoring import in_currency
+
+    lists = {"at_risk": pd.DataFrame({"customer_id": ["A", "B"], "value_at_risk": [1660.8798162906637, np.nan],
+                                      "expected_net_value": [12.345, 0.5], "contact_group": ["treatment", "control"]})}
+    usd = in_currency(lists, "USD")["at_risk"]
+    assert usd["value_at_risk"].iloc[0] == 1660.88 and np.isnan(usd["value_at_risk"].iloc[1])
+    assert list(usd.columns) == ["customer_id", "value_at_risk", "expected_net_value", "currency", "contact_group"]
+    assert set(usd["currency"]) == {"USD"} and usd["expected_net_value"].tolist() == [12.35, 0.5]
+    jpy = in_currency(lists, "JPY")["at_risk"]  # no minor unit
+    assert jpy["value_at_risk"].iloc[0] == 1661.0 and jpy["expected_net_value"].tolist() == [12.0, 0.0]
+
+
 def test_the_next_order_champion_sets_the_date_in_whole_days():
-    # A 3.4 days -> 3 days after the cutoff, B 0.4 -> the cutoff day itself; lapsed customers get no date
+    # A 3.4 days -> 3 days after the cutoff, B 0.4 -> the cutoff day itself; lapsed customers get no date; with
+    # the default rule B (churn probability 0.6) would get none
     champions = {**_champions(), "next-order-regressor": Champion(
         "next-order-regressor", "1", FixedModel({"A": 3.4, "B": 0.4, "C": 9.0, "D": 9.0}))}
-    scores = score_snapshot(_snapshot(), champions, HorizonsConfig())
+    scores = score_snapshot(_snapshot(), champions, HorizonsConfig(), next_order_max_churn=1.0)
     assert scores.loc[:1, "expected_next_order_date"].tolist() == [CUTOFF + dt.timedelta(days=3), CUTOFF]
+    assert score_snapshot(_snapshot(), champions, HorizonsConfig()).loc[1, "expected_next_order_date"] is None
     assert scores.loc[:1, "expected_next_order_days"].tolist() == [3.4, 0.4]
     assert scores.loc[2:, "expected_next_order_date"].isna().all()
     assert scores.loc[2:, "expected_next_order_days"].isna().all()
@@ -62,8 +77,9 @@ def test_scores_values_and_lists_by_hand():
     # value at risk = P(churn) x CLTV: A 0.1 x 1000 = 100, B 0.6 x 100 = 60
     assert scores.loc[:1, "value_at_risk"].tolist() == pytest.approx([100.0, 60.0])
     assert scores.loc[2:, "value_at_risk"].isna().all() and scores.loc[:1, "reactivation_probability"].isna().all()
-    # next order: the cutoff plus BG/NBD's median days to the next order, only for active customers
-    assert all(d >= CUTOFF for d in scores.loc[:1, "expected_next_order_date"])
+    # next order: the cutoff plus BG/NBD's median days to the next order, only for active customers likelier to
+    # buy than not (B's churn probability 0.6 >= 0.5: no date)
+    assert scores.loc[0, "expected_next_order_date"] >= CUTOFF and scores.loc[1, "expected_next_order_date"] is None
     assert scores.loc[2:, "expected_next_order_date"].isna().all()
     assert (scores.loc[2:, "expected_winback_value"]
             == scores.loc[2:, "reactivation_probability"] * scores.loc[2:, "value_if_reactivated"]).all()
@@ -72,7 +88,7 @@ def test_scores_values_and_lists_by_hand():
     assert set(lists["at_risk"]["churn_model_version"]) == {"3"} and set(lists["at_risk"]["run_id"]) == {"run-x"}
     assert list(lists["winback"]["customer_id"]) == list(
         scores.iloc[2:].sort_values("expected_winback_value", ascending=False)["customer_id"])
-    summary = summarize(scores, lists, _champions(), at_risk_probability=0.5)
+    summary = summarize(scores, lists, _champions(), at_risk_threshold=0.5)
     assert summary["at_risk_customers"] == 1 and summary["value_at_risk"] == pytest.approx(160.0)
     assert summary["customers_scored"] == 4 and summary["champion_versions"]["cltv-regressor"] == "5"
 

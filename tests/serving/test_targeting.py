@@ -43,7 +43,7 @@ def test_budget_picks_the_best_net_value_per_cost_and_consent_is_never_overridde
                                                                                         "C": 1.3}
     # ratios: C 6.5, A 6.5, B 2.33 -> C (0.2), A (40) fit in 41; B (15) does not
     tight = select(_candidates(), "at_risk", budget=41.0, control_share=0.0, campaign_id="c")
-    assert sorted(tight["customer_id"]) == ["A", "C"] and set(tight["group"]) == {"treatment"}
+    assert sorted(tight["customer_id"]) == ["A", "C"] and set(tight["contact_group"]) == {"treatment"}
     summary = campaign_summary(tight, "at_risk", candidates=5, without_consent=1)
     assert summary["cost"] == pytest.approx(40.2) and summary["expected_saved_value"] == pytest.approx(301.5)
     assert summary["expected_net_return"] == pytest.approx(261.3) and summary["held_back_no_consent"] == 1
@@ -62,10 +62,10 @@ def test_control_customers_are_withheld_and_cost_nothing():
     frame = pd.DataFrame({"customer_id": [f"C{i}" for i in range(200)], "value_at_risk": 100.0, "success_rate": 0.5,
                           "cost_per_contact": 1.0, "marketing_consent": True})
     chosen = select(frame, "at_risk", budget=50.0, control_share=0.2, campaign_id="camp")
-    treated = chosen[chosen["group"] == "treatment"]
+    treated = chosen[chosen["contact_group"] == "treatment"]
     assert len(treated) == 50 and campaign_summary(chosen, "at_risk", 200, 0)["cost"] == 50.0
-    assert (chosen["group"] == "control").sum() > 0 and set(chosen["campaign_id"]) == {"camp"}
-    control_ids = set(chosen.loc[chosen["group"] == "control", "customer_id"])
+    assert (chosen["contact_group"] == "control").sum() > 0 and set(chosen["campaign_id"]) == {"camp"}
+    control_ids = set(chosen.loc[chosen["contact_group"] == "control", "customer_id"])
     assert control_ids == {c for c, flag in zip(frame["customer_id"], in_control(frame["customer_id"], "camp", 0.2))
                            if flag} & set(chosen["customer_id"])
 
