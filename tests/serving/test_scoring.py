@@ -48,7 +48,7 @@ def test_money_is_published_in_the_currency_s_minor_unit_with_its_code():
     from serving.scoring import in_currency
 
     lists = {"at_risk": pd.DataFrame({"customer_id": ["A", "B"], "value_at_risk": [1660.8798162906637, np.nan],
-                                      "expected_net_value": [12.345, 0.5], "contact_group": ["treatment", "control"]})}
+                                      "expected_net_value": [12.346, 0.5], "contact_group": ["treatment", "control"]})}
     usd = in_currency(lists, "USD")["at_risk"]
     assert usd["value_at_risk"].iloc[0] == 1660.88 and np.isnan(usd["value_at_risk"].iloc[1])
     assert list(usd.columns) == ["customer_id", "value_at_risk", "expected_net_value", "currency", "contact_group"]
