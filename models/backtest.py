@@ -157,7 +157,7 @@ def run_backtest(snapshots: pd.DataFrame, as_of: dt.date, last_day: dt.date, hor
             truth = oracle.reindex(rows["customer_id"].to_numpy())
             rows["oracle"] = np.asarray(spec.oracle(truth), dtype=float)
             oracle_metrics.update({f"{spec.section}_{k}": v
-                           for k, v in spec.metrics(y, rows["oracle"].to_numpy(dtype=float)).items()})
+                                   for k, v in spec.metrics(y, rows["oracle"].to_numpy(dtype=float)).items()})
         if spec.kind == "classifier":
             populations[spec.population.name] = int(len(rows))
             populations[f"{spec.section}_base_rate"] = float(y.mean())

@@ -191,8 +191,7 @@ class Promotion:
 CLASSIFIER_PROMOTION = Promotion("roc_auc", "ROC AUC", "promotion_margin_auc", not_worse=("ece",))
 REGRESSOR_PROMOTION = Promotion("normalized_gini", "normalized Gini", "promotion_margin_gini")
 DURATION_PROMOTION = Promotion("median_abs_error_days", "reduction of the median absolute error (days)",
-                               "promotion_margin_days",
-                               lower_is_better=True)
+                               "promotion_margin_days", lower_is_better=True)
 PROMOTIONS = {"classifier": CLASSIFIER_PROMOTION, "regressor": REGRESSOR_PROMOTION, "duration": DURATION_PROMOTION}
 
 # metrics logged with each registered version (and compared by promotion), and those in the backtest table
@@ -220,8 +219,8 @@ class ModelSpec:
     every list (empty outside the population); ``oracle`` turns the generator's truth per evaluation row (the
     frame of :func:`features.synthetic.oracle.true_no_purchase_probability`) into the model's best possible
     prediction (generated data only); ``explains`` says what a higher score means, for the reasons: churn
-    risk, or (win-back) the chance that the customer buys again; ``plot_prefix`` asks for backtest plots (``<prefix>roc.png`` ... for
-    classifiers, ``<prefix>deciles.png`` for regressors).
+    risk, or (win-back) the chance that the customer buys again; ``plot_prefix`` asks for backtest plots
+    (``<prefix>roc.png`` ... for classifiers, ``<prefix>deciles.png`` for regressors).
     """
 
     name: str

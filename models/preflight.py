@@ -90,7 +90,7 @@ def _why_not(spec: ModelSpec, days: PurchaseDays, s: Settings, tables: set[str])
     if evaluation[members] == 0:
         return f"no {noun} at its evaluation cutoff {at}", found
     if spec.kind == "duration" and evaluation[positive] == 0:
-        return f"no {noun} at its evaluation cutoff {at} order again inside the window", found
+        return f"none of the {noun} at its evaluation cutoff {at} orders again inside the churn window", found
     if spec.kind == "classifier" and evaluation[positive] in (0, evaluation[members]):
         return f"all {int(evaluation[members]):,} {noun} at its evaluation cutoff {at} have the same outcome", found
     return None, found

@@ -75,8 +75,8 @@ class ReasonCatalog(BaseModel):
             for language, forms in by_language.items():
                 unknown = set(forms) - set(PLURAL_CATEGORIES)
                 if unknown or "other" not in forms:
-                    raise ValueError(f"noun {noun!r} ({language}): give CLDR plural forms ({', '.join(PLURAL_CATEGORIES)}),"
-                                     f" at least 'other'; got {sorted(forms)}")
+                    raise ValueError(f"noun {noun!r} ({language}): give CLDR plural forms "
+                                     f"({', '.join(PLURAL_CATEGORIES)}), at least 'other'; got {sorted(forms)}")
                 needed = set(Locale.parse(language).plural_form.tags) - set(forms)
                 if needed:
                     raise ValueError(f"noun {noun!r} ({language}) lacks the plural form(s) {sorted(needed)} of "

@@ -75,7 +75,8 @@ def test_the_audit_counts_each_defect():
     assert counts["contradicting"] == 1 and counts["not_a_fact"] == 1 and counts["zero_count"] == 1
     assert counts["negative_duration"] == 1 and counts["same_fact_twice"] == 0
     twice = pd.DataFrame({"reason_1": ["No purchase for 78 days"], "driver_1": ["days_since_last_purchase"],
-                          "reason_2": ["Gone 4.73x as long as their usual gap of 16 days"], "driver_2": ["overdue_ratio"],
+                          "reason_2": ["Gone 4.73x as long as their usual gap of 16 days"],
+                          "driver_2": ["overdue_ratio"],
                           "reason_3": ["1 orders in the last 90 days, 0% of them"], "driver_3": [None]})
     counts = audit_reasons(twice, rows, CATALOG, "risk", REFERENCE)
     assert counts["same_fact_twice"] == 1 and counts["unpluralised"] == 1 and counts["zero_percent"] == 1
