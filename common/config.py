@@ -164,6 +164,46 @@ class OutputsConfig(_Strict):
                                                                      "then it fails with nothing published")
 
 
+class ExportTarget(_Strict):
+    """One export file per list (``serving/exports.py``): which lists, groups and columns, and the file's dialect."""
+
+    lists: list[str] | None = Field(None, description="the lists it takes (default: every list)")
+    groups: list[Literal["treatment", "control"]] | None = Field(
+        None, description="contact groups it keeps (treatment only for anything that contacts people); null: both")
+    columns: list[str] | dict[str, str] | None = Field(
+        None, description="columns in file order, or {list column: name in the file}; a column the list lacks is "
+                          "left out; null: every column")
+    format: Literal["csv", "xlsx"] = Field("csv", description="CSV or an Excel workbook")
+    locale: str = Field("en_US", description="CLDR locale of the numbers: its decimal separator, and ';' as the "
+                                             "delimiter where that is a comma (cs_CZ, de_DE)")
+    delimiter: str | None = Field(None, description="CSV delimiter; null: from the locale")
+    bom: bool = Field(False, description="start the CSV with a UTF-8 byte order mark (what Excel needs to read "
+                                         "UTF-8) and end lines with CRLF")
+    date_format: str = Field("%Y-%m-%d", description="strftime format of the date columns")
+
+    @field_validator("locale")
+    @classmethod
+    def _cldr(cls, value: str) -> str:
+        from babel import Locale, UnknownLocaleError
+
+        try:
+            Locale.parse(value)
+        except (UnknownLocaleError, ValueError):
+            raise ValueError(f"unknown locale {value!r}; use a CLDR locale such as 'en_US', 'cs_CZ' or "
+                             "'de_DE'") from None
+        return value
+
+
+# the exports written when the config has no `exports:` section (docs/lists.md)
+READY_EXPORTS = {
+    "crm": ExportTarget(groups=["treatment"], columns=["customer_id", "email", "name", "phone", "campaign_id",
+                                                        "recommended_action", "offer", "playbook", "risk_tier",
+                                                        "expected_next_order_date"]),
+    "excel": ExportTarget(groups=["treatment"], bom=True),
+    "audit": ExportTarget(),
+}
+
+
 class ScoringConfig(_Strict):
     """Batch scoring: which snapshot is scored and what counts as at risk."""
 
@@ -283,6 +323,9 @@ class PipelineConfig(_Strict):
     targeting: TargetingConfig = TargetingConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     generator: GeneratorConfig = GeneratorConfig()
+    exports: dict[str, ExportTarget] | None = Field(None, description="named export files per list "
+                                                                      "(serving/exports.py); null: the ready crm, "
+                                                                      "excel and audit targets")
 
     @field_validator("tables")
     @classmethod

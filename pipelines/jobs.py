@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from common.config import PipelineConfig
-from common.errors import ChurnError, DataError
+from common.errors import ChurnError, ConfigError, DataError
 from features.snapshots import build_snapshots, latest_labeled_cutoff, open_sources
 from pipelines import keys
 
@@ -350,8 +350,11 @@ def publish(cfg: PipelineConfig, lists: dict, as_of: dt.date, run_meta: dict) ->
     outputs = cfg.resolve(cfg.outputs.dir)
     if cfg.outputs.include_contact:
         lists = with_contacts(cfg, lists)
+    unknown = {n for t in (cfg.exports or {}).values() for n in (t.lists or []) if n not in lists}
+    if unknown:
+        raise ConfigError(f"exports name unknown list(s) {sorted(unknown)}; the lists are {sorted(lists)}")
     return publish_lists(lists, outputs, as_of, run_meta, sql=sql_url(outputs, cfg.outputs.sql_url),
-                         lock_timeout=cfg.outputs.sql_lock_timeout_seconds)
+                         lock_timeout=cfg.outputs.sql_lock_timeout_seconds, exports=cfg.exports)
 
 
 def preflight(cfg: PipelineConfig) -> list:

@@ -206,12 +206,14 @@ def _stage(outputs_dir: Path, base: Path | None, changes: dict[str, bytes | None
 
 def _fill(staging: Path, final: Path, base: Path | None, changes: dict[str, bytes | None], meta: dict) -> Path:
     publish_id = final.name
-    replaced_dirs = {str(Path(rel).parent) for rel, data in changes.items() if data is not None
-                     and Path(rel).parent.name.startswith("as_of=")}
+    # a folder whose list file is written anew is replaced whole (exports/ included): nothing stale survives
+    replaced_dirs = {Path(rel).parent for rel, data in changes.items() if data is not None
+                     and Path(rel).parent.name.startswith("as_of=") and rel.endswith(".parquet")}
     if base is not None:
         for source in sorted(base.rglob("*")):
             rel = str(source.relative_to(base))
-            if source.is_dir() or rel == MANIFEST or rel in changes or str(Path(rel).parent) in replaced_dirs:
+            if (source.is_dir() or rel == MANIFEST or rel in changes
+                    or any(parent in replaced_dirs for parent in Path(rel).parents)):
                 continue
             _link_or_copy(source, staging / rel)
     for number, (rel, data) in enumerate(changes.items()):
@@ -372,25 +374,34 @@ def _is_sql_error(exc: Exception) -> bool:
 
 
 def publish_lists(lists: dict[str, pd.DataFrame], outputs_dir: Path, as_of: dt.date, run_meta: dict,
-                  sql: str | None = None, lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> dict[str, Path]:
+                  sql: str | None = None, lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+                  exports: dict | None = None) -> dict[str, Path]:
     """Publish every list of one run at once, as files and (when ``sql`` names a database) as SQL tables; returns
     each list's folder (through the pointer).
 
     All or nothing, whatever stops it (see the module docstring). ``run_meta`` (JSON-serialisable) is written to
-    each folder's ``run.json`` together with the list's row count.
+    each folder's ``run.json`` together with the list's row count. ``exports`` (target name ->
+    :class:`common.config.ExportTarget`; None: :data:`common.config.READY_EXPORTS`) are written under
+    ``exports/`` with the targets themselves (``exports/targets.json``, what ``churn forget`` rewrites them with),
+    and ``changes.csv`` compares each list with its previous as-of date (:mod:`serving.exports`).
     """
+    from common.config import READY_EXPORTS
+
     outputs_dir = Path(outputs_dir)
+    targets = READY_EXPORTS if exports is None else exports
+    version = current_version(outputs_dir)
     changes: dict[str, bytes | None] = {}
     for name, frame in lists.items():
         folder = f"{name}/as_of={as_of.isoformat()}"
         meta = {**run_meta, "list": name, "rows": int(len(frame)), "as_of": as_of.isoformat()}
         changes[f"{folder}/{name}.parquet"] = frame.to_parquet(index=False)
         changes[f"{folder}/{name}.csv"] = to_csv_bytes(frame)
+        changes.update(_derived_files(folder, name, frame, targets, _previous_list(version, name, as_of)))
         changes[f"{folder}/run.json"] = (json.dumps(meta, indent=2, default=str) + "\n").encode()
         changes[f"{name}/latest.json"] = (json.dumps({
             "list": name, "as_of": as_of.isoformat(), "folder": f"as_of={as_of.isoformat()}", "rows": int(len(frame)),
             "run_id": run_meta.get("run_id")}, indent=2) + "\n").encode()
-        if len(changes) == 4:
+        if name == next(iter(lists)):
             checkpoint("publish.after_first_list")
 
     def after_stage() -> None:
@@ -520,6 +531,54 @@ def owned_paths(outputs_dir: Path) -> list[Path]:
                                                           outputs_dir / "lists.db"]
 
 
+def _previous_list(version: Path | None, name: str, as_of: dt.date) -> pd.DataFrame | None:
+    """List ``name`` at its latest published as-of date before ``as_of`` (None: none)."""
+    if version is None:
+        return None
+    earlier = sorted(p for p in version.glob(f"{name}/as_of=*/{name}.parquet")
+                     if p.parent.name.removeprefix("as_of=") < as_of.isoformat())
+    return pd.read_parquet(earlier[-1]) if earlier else None
+
+
+def _derived_files(folder: str, name: str, frame: pd.DataFrame, targets: dict,
+                   previous: pd.DataFrame | None) -> dict[str, bytes]:
+    """The export files of one list, their targets and the changes since its previous as-of date."""
+    from serving.exports import changes, export_files
+
+    files = {f"{folder}/{path}": data for path, data in export_files(name, frame, targets).items()}
+    files[f"{folder}/exports/targets.json"] = (json.dumps({k: t.model_dump() for k, t in targets.items()},
+                                                          indent=2) + "\n").encode()
+    files[f"{folder}/changes.csv"] = changes(frame, previous).to_csv(index=False, lineterminator="\n").encode()
+    return files
+
+
+def _rewritten_exports(folder: Path, rel: str, name: str, kept: pd.DataFrame, ids: set[str]) -> dict[str, bytes]:
+    """An erasure's new export files of one list folder: rewritten from the kept rows with the targets they were
+    written with, and ``changes.csv`` without the forgotten customers."""
+    from common.config import ExportTarget
+    from serving.exports import export_files
+
+    files: dict[str, bytes] = {}
+    targets_file = folder / "exports" / "targets.json"
+    if targets_file.exists():  # the folder is replaced whole: every derived file is written again
+        targets = {k: ExportTarget(**v) for k, v in json.loads(targets_file.read_text()).items()}
+        files.update({f"{rel}/{path}": data for path, data in export_files(name, kept, targets).items()})
+        files[f"{rel}/exports/targets.json"] = targets_file.read_bytes()
+    if (folder / "changes.csv").exists():
+        files[f"{rel}/changes.csv"] = (folder / "changes.csv").read_bytes()
+    return {**files, **_rewritten_changes(folder, rel, ids)}
+
+
+def _rewritten_changes(folder: Path, rel: str, ids: set[str]) -> dict[str, bytes]:
+    """``changes.csv`` of a list folder without the forgotten customers, when it names any."""
+    path = folder / "changes.csv"
+    if not path.exists():
+        return {}
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    hit = table["customer_id"].isin(ids)
+    return {f"{rel}/changes.csv": table[~hit].to_csv(index=False, lineterminator="\n").encode()} if hit.any() else {}
+
+
 def remove_customers(outputs_dir: Path, ids: set[str], sql_url: str | None = None,
                      lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> dict[str, int]:
     """Delete ``ids`` (customer ids as text) from every published list (files of every as-of date with their row
@@ -540,14 +599,16 @@ def remove_customers(outputs_dir: Path, ids: set[str], sql_url: str | None = Non
             for parquet in sorted(version.glob(f"{spec.name}/as_of=*/{spec.name}.parquet")) if version else []:
                 frame = pd.read_parquet(parquet)
                 hit = frame["customer_id"].astype("string").isin(ids).fillna(False)
-                if not hit.any():
-                    continue
-                kept = frame[~hit]
                 folder = parquet.parent
                 rel = str(folder.relative_to(version))
+                if not hit.any():  # a customer who left the list is still named in its changes
+                    changes.update(_rewritten_changes(folder, rel, ids))
+                    continue
+                kept = frame[~hit]
                 meta = json.loads((folder / "run.json").read_text())
                 changes[f"{rel}/{spec.name}.parquet"] = kept.to_parquet(index=False)
                 changes[f"{rel}/{spec.name}.csv"] = to_csv_bytes(kept)
+                changes.update(_rewritten_exports(folder, rel, spec.name, kept, ids))
                 changes[f"{rel}/run.json"] = (json.dumps({**meta, "rows": int(len(kept))}, indent=2, default=str)
                                               + "\n").encode()
                 latest = json.loads((folder.parent / "latest.json").read_text())

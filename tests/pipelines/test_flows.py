@@ -108,6 +108,15 @@ def test_churn_run_publishes_both_lists_with_the_champions(pipeline):
     assert consent.loc[published["customer_id"], "marketing_consent"].astype(bool).all()
     assert set(published["contact_group"]) == {"treatment", "control"}
     assert 0.05 < (published["contact_group"] == "control").mean() < 0.15
+    # the ready exports beside each list: no control customer in a file that contacts people
+    exports = out / "at_risk" / f"as_of={SCORING_AS_OF}" / "exports"
+    crm = pd.read_csv(exports / "crm.csv")
+    control = set(at_risk.loc[at_risk["contact_group"] == "control", "customer_id"])
+    assert set(crm["customer_id"]) == set(at_risk["customer_id"]) - control and control
+    excel = pd.read_csv(exports / "excel.csv", encoding="utf-8-sig")
+    assert (exports / "excel.csv").read_bytes().startswith(b"\xef\xbb\xbf") and set(excel["contact_group"]) == {
+        "treatment"}
+    assert len(pd.read_csv(exports / "audit.csv")) == len(at_risk)
     assert set(at_risk["campaign_id"]) == {f"retention-at_risk-{SCORING_AS_OF}"}
     # selected for a positive expected net value (a fraction of a cent is published as 0.00)
     assert (at_risk["expected_net_value"] >= 0).all() and at_risk["recommended_action"].notna().all()

@@ -33,7 +33,8 @@ def _tree(folder: Path) -> dict[str, bytes]:
 def test_publish_writes_parquet_csv_metadata_and_pointer(tmp_path):
     paths = publish_lists(_lists("run-1"), tmp_path, AS_OF, {"run_id": "run-1"})
     assert paths["at_risk"] == tmp_path / "at_risk" / "as_of=2026-11-01"
-    assert sorted(p.name for p in paths["at_risk"].iterdir()) == ["at_risk.csv", "at_risk.parquet", "run.json"]
+    assert sorted(p.name for p in paths["at_risk"].iterdir()) == ["at_risk.csv", "at_risk.parquet", "changes.csv",
+                                                                   "exports", "run.json"]
     back = pd.read_parquet(paths["at_risk"] / "at_risk.parquet")
     assert back["churn_probability"].tolist() == [0.8123456789, 0.5]  # Parquet keeps full precision
     assert json.loads((tmp_path / "at_risk" / "latest.json").read_text()) == {

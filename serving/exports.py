@@ -1,0 +1,87 @@
+"""Exports a CRM and Excel take as they are: named targets written beside each published list, and the changes since
+the list's previous as-of date.
+
+A target (``exports:`` in the config, :class:`common.config.ExportTarget`) picks the lists, the contact groups
+(``treatment`` only for anything that contacts people: the control group must never be contacted), the columns
+in order with their names in the file, and the file's dialect: CSV with a delimiter, UTF-8 with or without a BOM
+(Excel needs it to read "Bez nákupu" as such), the locale's decimal separator and a date format; or XLSX. Without
+an ``exports:`` section the ready targets of :data:`common.config.READY_EXPORTS` are written:
+
+* ``crm``: treatment only, one row per customer to contact: the customer key (and e-mail, name and phone when
+  ``outputs.include_contact`` joined them), the campaign, action and offer; plain UTF-8 CSV with commas;
+* ``excel``: every column, treatment only, UTF-8 with a BOM and ``;`` with decimal commas where the locale writes
+  them (``cs_CZ``, ``de_DE``; set ``locale``);
+* ``audit``: every column of treatment and control, for the record (CSV).
+
+A column a target names that a list does not have (contact fields without ``include_contact``) is left out. The
+files are ``<list>/as_of=<DATE>/exports/<target>.csv|xlsx``, published in the same atomic step as the lists, and
+``churn forget`` rewrites them with the list. ``changes.csv`` beside the list names who entered, who left and whose
+risk tier changed since the list's previous as-of date.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import pandas as pd
+from babel import Locale
+
+from common.config import ExportTarget
+
+CHANGE_COLUMNS = ["customer_id", "change", "previous_tier", "risk_tier"]
+
+
+def select(frame: pd.DataFrame, target: ExportTarget) -> pd.DataFrame:
+    """The rows and columns ``target`` exports from one list, renamed as in its file."""
+    rows = frame
+    if target.groups is not None and "contact_group" in rows.columns:
+        rows = rows[rows["contact_group"].isin(target.groups)]
+    if target.columns is None:
+        return rows.reset_index(drop=True)
+    names = target.columns if isinstance(target.columns, dict) else {c: c for c in target.columns}
+    present = {source: name for source, name in names.items() if source in rows.columns}
+    return rows[list(present)].rename(columns=present).reset_index(drop=True)
+
+
+def file_bytes(frame: pd.DataFrame, target: ExportTarget) -> bytes:
+    """``frame`` (already selected) as the target's file."""
+    dates = {c: frame[c].map(lambda d: d.strftime(target.date_format) if pd.notna(d) and d is not None else "")
+             for c in frame.columns if c.endswith("_date") or c == "as_of"}
+    frame = frame.assign(**dates)
+    if target.format == "xlsx":
+        buffer = io.BytesIO()
+        frame.to_excel(buffer, index=False, sheet_name="list", engine="openpyxl")
+        return buffer.getvalue()
+    decimal = Locale.parse(target.locale).number_symbols["latn"]["decimal"]
+    delimiter = target.delimiter or (";" if decimal == "," else ",")
+    text = frame.to_csv(index=False, sep=delimiter, decimal=decimal, lineterminator="\r\n" if target.bom else "\n",
+                        quoting=csv.QUOTE_MINIMAL)
+    return (("\ufeff" if target.bom else "") + text).encode("utf-8")
+
+
+def export_files(name: str, frame: pd.DataFrame, targets: dict[str, ExportTarget]) -> dict[str, bytes]:
+    """``exports/<target>.<ext>`` (relative to the list's as-of folder) for every target that takes list ``name``."""
+    return {f"exports/{target_name}.{target.format}": file_bytes(select(frame, target), target)
+            for target_name, target in targets.items() if target.lists is None or name in target.lists}
+
+
+def changes(current: pd.DataFrame, previous: pd.DataFrame | None) -> pd.DataFrame:
+    """Who ``entered`` the list, who ``left`` it and whose risk tier changed (``tier``) since ``previous`` (the
+    list's published rows at its previous as-of date; None: everyone entered). One row per customer; sorted by
+    change, then customer."""
+    now = current.set_index("customer_id")["risk_tier"].astype("object") if "risk_tier" in current else (
+        pd.Series("", index=current["customer_id"], dtype="object"))
+    if previous is None or previous.empty:
+        before = pd.Series(dtype="object")
+    else:
+        before = previous.set_index("customer_id")["risk_tier"].astype("object") if "risk_tier" in previous else (
+            pd.Series("", index=previous["customer_id"], dtype="object"))
+    entered = now.index.difference(before.index)
+    left = before.index.difference(now.index)
+    both = now.index.intersection(before.index)
+    moved = both[(now.loc[both] != before.loc[both]).to_numpy()]
+    rows = ([(c, "entered", None, now[c]) for c in entered] + [(c, "left", before[c], None) for c in left]
+            + [(c, "tier", before[c], now[c]) for c in moved])
+    table = pd.DataFrame(rows, columns=CHANGE_COLUMNS, dtype="object")
+    return table.sort_values(["change", "customer_id"], kind="stable").reset_index(drop=True)
