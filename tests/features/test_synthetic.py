@@ -69,17 +69,23 @@ def test_engagement_signals_fall_before_customers_go_quiet(generated):
     assert rate[2] < 0.1 * rate[0]  # dormant
 
 
-def test_oracle_recursion_matches_hand_computed_cases():
-    """An engaged customer with no dropout hazard: P(no purchase) = exp(-lambda * sum of season(d)).
-    A dormant customer who never returns: P(no purchase) = 1."""
+def _engaged_and_dormant():
+    """Two customers of known latent state at 2025-03-01: c1 engaged with no dropout hazard (lambda 0.05), c2
+    dormant and never returning. Returns (params, cutoff, cutoff's day number, state)."""
     params = SimulationParams()
     cutoff = dt.date(2025, 3, 1)
-    day0 = (cutoff - params.start_date).days
     state = pd.DataFrame({
         "customer_id": ["c1", "c2"], "country": ["US", "US"], "purchase_rate": [0.05, 0.5],
         "hazard_h0": [0.0, 0.01], "satisfaction": [0.0, 0.0], "price_sensitivity": [0.0, 0.0],
         "return_hazard": [0.0, 0.0], "ticket_rate": [0.0, 0.0], "state": [ENGAGED, DORMANT],
         "open_tickets": [0, 0]})
+    return params, cutoff, (cutoff - params.start_date).days, state
+
+
+def test_oracle_recursion_matches_hand_computed_cases():
+    """An engaged customer with no dropout hazard: P(no purchase) = exp(-lambda * sum of season(d)).
+    A dormant customer who never returns: P(no purchase) = 1."""
+    params, cutoff, day0, state = _engaged_and_dormant()
     p = no_purchase_probability(state, params, cutoff, horizon_days=30)
     expected_c1 = math.exp(-0.05 * season(params, np.arange(day0, day0 + 30)).sum())
     assert p == pytest.approx([expected_c1, 1.0], rel=1e-12)
@@ -89,14 +95,7 @@ def test_the_oracle_next_order_median_by_hand():
     """The curve of a customer without dropout is exp(-lambda * cumulative season) day by day; its last column is
     P(no purchase in the horizon). Conditional medians by hand: S = (0.8, 0.6, 0.5) -> P(order by day k | order) =
     (0.4, 0.8, 1): median 1 (the second day); S = (0.2, ...) -> 0.8 / 1 on day 0: median 0; never buys: NaN."""
-    params = SimulationParams()
-    cutoff = dt.date(2025, 3, 1)
-    day0 = (cutoff - params.start_date).days
-    state = pd.DataFrame({
-        "customer_id": ["c1", "c2"], "country": ["US", "US"], "purchase_rate": [0.05, 0.5],
-        "hazard_h0": [0.0, 0.01], "satisfaction": [0.0, 0.0], "price_sensitivity": [0.0, 0.0],
-        "return_hazard": [0.0, 0.0], "ticket_rate": [0.0, 0.0], "state": [ENGAGED, DORMANT],
-        "open_tickets": [0, 0]})
+    params, cutoff, day0, state = _engaged_and_dormant()
     curve = no_purchase_curve(state, params, cutoff, horizon_days=30)
     expected = np.exp(-0.05 * np.cumsum(season(params, np.arange(day0, day0 + 30))))
     assert curve[0] == pytest.approx(expected, rel=1e-12) and curve[1] == pytest.approx(np.ones(30))
