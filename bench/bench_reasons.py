@@ -2,15 +2,17 @@
 published list, and the first rows of each list with every reason, read as a retention manager reads them.
 
 Usage: python bench/bench_reasons.py [--scenarios default,transactions-only] [--customers 5000] [--seed 7]
-                                     [--rows 10] [--work DIR]
+                                     [--rows 10] [--languages en,de,he] [--work DIR]
 
 For each scenario (all by default) in ``WORK/<scenario>/``: ``churn generate --scenario``, a config naming only
 its tables (as ``bench/bench_scenarios.py`` writes it) plus ``targeting.require_consent: false`` (so that the
 scenarios without consent data publish lists too), ``churn validate`` and ``churn run``. The counts are those
 the scoring run computed over every published row (``reason_audit`` in the list's ``run.json``,
 :func:`serving.explain.audit_reasons`): reasons that contradict the score, reasons that are not facts (trivia or
-another model's output), the same fact twice in a row, "0 orders", negative durations, "1 orders", "0%". Every
-count should be 0. Then ``--rows`` rows of each list: rank, customer, country, score, tier and the reasons.
+another model's output), the same fact twice in a row, "0 orders", negative durations, "1 orders", "0%", rows not
+all in their language. Every count should be 0. Then ``--rows`` rows of each list: rank, customer, country,
+language, score, tier, the reasons, the action and the offer; with ``--languages``, ``--rows`` rows of each of
+those languages (of the first scenario that publishes them).
 """
 
 from __future__ import annotations
@@ -77,6 +79,7 @@ def main() -> None:
     parser.add_argument("--customers", type=int, default=5000)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--rows", type=int, default=10)
+    parser.add_argument("--languages", default=None, help="comma-separated CLDR codes: rows of each language")
     parser.add_argument("--work", type=Path, default=None)
     args = parser.parse_args()
     work = (args.work or Path(tempfile.mkdtemp(prefix="bench-reasons-"))).resolve()
@@ -98,23 +101,35 @@ def main() -> None:
             audit = got.get("audit") or {}
             print(f"| {name} | {list_name} | {got.get('rows', '-')} | "
                   + " | ".join(str(audit.get(c, "-")) for c in AUDIT_COUNTS) + " |")
-    pd.set_option("display.width", 250)
-    pd.set_option("display.max_colwidth", 110)
+    languages = [code.strip() for code in (args.languages or "").split(",") if code.strip()]
+    shown: set = set()
     for name, result in results.items():
         for list_name, got in result.get("lists", {}).items():
             if "frame" not in got:
                 continue
             frame = got["frame"]
-            columns = ["rank", "customer_id", "country", got["probability"], "risk_tier", "reason_1", "reason_2",
-                       "reason_3"]
-            print(f"\n{name} / {list_name}: first {args.rows} of {len(frame):,} rows")
-            for _, row in frame[[c for c in columns if c in frame.columns]].head(args.rows).iterrows():
-                print(f"  #{row['rank']} {row['customer_id']} {row.get('country')} p={row[got['probability']]:.3f} "
-                      f"{row.get('risk_tier', '')}")
-                for c in ("reason_1", "reason_2", "reason_3"):
-                    if isinstance(row.get(c), str):
-                        print(f"      - {row[c]}")
+            if not languages:
+                print(f"\n{name} / {list_name}: first {args.rows} of {len(frame):,} rows")
+                _print_rows(frame.head(args.rows), got["probability"])
+                continue
+            for code in languages:
+                rows = frame[frame["language"] == code] if "language" in frame.columns else frame.iloc[:0]
+                if (list_name, code) in shown or rows.empty:
+                    continue
+                shown.add((list_name, code))
+                print(f"\n{name} / {list_name} / {code}: first {args.rows} of {len(rows):,} rows in that language")
+                _print_rows(rows.head(args.rows), got["probability"])
     print(f"\ncommand: {command}")
+
+
+def _print_rows(frame: pd.DataFrame, probability: str) -> None:
+    for _, row in frame.iterrows():
+        print(f"  #{row['rank']} {row['customer_id']} {row.get('country')} {row.get('language', '')} "
+              f"p={row[probability]:.3f} {row.get('risk_tier', '')} [{row.get('contact_group', '')}]")
+        for c in ("reason_1", "reason_2", "reason_3"):
+            if isinstance(row.get(c), str):
+                print(f"      - {row[c]}")
+        print(f"      action: {row.get('recommended_action')} | offer: {row.get('offer')}")
 
 
 if __name__ == "__main__":

@@ -196,9 +196,9 @@ class ExportTarget(_Strict):
 
 # the exports written when the config has no `exports:` section (docs/lists.md)
 READY_EXPORTS = {
-    "crm": ExportTarget(groups=["treatment"], columns=["customer_id", "email", "name", "phone", "campaign_id",
-                                                        "recommended_action", "offer", "playbook", "risk_tier",
-                                                        "expected_next_order_date"]),
+    "crm": ExportTarget(groups=["treatment"], columns=["customer_id", "email", "name", "phone", "language",
+                                                        "campaign_id", "recommended_action", "offer", "playbook",
+                                                        "risk_tier", "expected_next_order_date"]),
     "excel": ExportTarget(groups=["treatment"], bom=True),
     "audit": ExportTarget(),
 }

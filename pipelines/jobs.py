@@ -333,11 +333,12 @@ def score(cfg: PipelineConfig, snapshot: pd.DataFrame, champions: dict, run_id: 
     playbooks = load_playbooks(playbooks_path(cfg))
     as_of = pd.Timestamp(snapshot["cutoff"].iloc[0]).date()
     check_budgets(cfg.targeting.budgets)
+    catalog = load_reasons(reasons_path(cfg))
     lists, campaigns = target_lists(ranked, inputs, marketing_consent(cfg.validated_dir), cfg.targeting,
-                                    playbooks, as_of)
+                                    playbooks, as_of, catalog)
     audit: dict = {}
-    lists = add_reasons(lists, inputs, champions, load_reasons(reasons_path(cfg)), cfg.base_currency,
-                        cfg.horizons, audit)  # only the published customers are explained
+    lists = add_reasons(lists, inputs, champions, catalog, cfg.base_currency, cfg.horizons, audit,
+                        playbooks)  # only the published customers are explained
     lists = in_currency(lists, cfg.base_currency)
     summary = summarize(scores, lists, champions, cfg.targeting.at_risk_threshold, campaigns)
     return lists, {**summary, "reason_audit": audit}
@@ -398,8 +399,9 @@ def config_warnings(cfg: PipelineConfig) -> list[str]:
     from serving.targeting import load_playbooks, unmatchable
 
     features, columns = data_columns(cfg)
-    return [*unmatchable(load_playbooks(playbooks_path(cfg)), columns),
-            *unwritable(load_reasons(reasons_path(cfg)), features, columns - {"risk_tier", "marketing_consent"})]
+    playbooks, catalog = load_playbooks(playbooks_path(cfg)), load_reasons(reasons_path(cfg))
+    return [*unmatchable(playbooks, columns), *playbooks.untranslated(catalog.languages),
+            *unwritable(catalog, features, columns - {"risk_tier", "marketing_consent"})]
 
 
 def consent_warning(cfg: PipelineConfig) -> str | None:

@@ -13,13 +13,15 @@ states the same fact (its ``group``).
 
 from __future__ import annotations
 
+import re
+from functools import lru_cache
 from typing import Literal
 
 import numpy as np
 import pandas as pd
 
 from models.training import ScoringModel
-from serving.reasons import ReasonCatalog, Template, render_rows
+from serving.reasons import ReasonCatalog, Template, _pieces, render_rows
 
 REASONS = 3
 Raises = Literal["risk", "return"]  # what the explained score measures: churn risk, or the chance of buying again
@@ -68,22 +70,26 @@ def agrees(template: Template | None, values: pd.Series, reference: float, raise
 
 def top_reasons(model: ScoringModel, rows: pd.DataFrame, catalog: ReasonCatalog, currency: str,
                 churn_days: int, k: int = REASONS, raises: Raises = "risk", reference: pd.Series | None = None,
-                with_drivers: bool = False) -> pd.DataFrame:
+                with_drivers: bool = False, with_contributions: bool = False) -> pd.DataFrame:
     """``reason_1..k`` per row: of the features that raise the model's score (positive contributions), largest
     first, those that are facts agreeing with the score (:func:`agrees`), at most one per group, written in the
     customer's language. A driver whose text cannot be written (its fields are missing) or repeats an earlier text
     is skipped; fewer such drivers leave the rest empty. ``reference`` is each feature's median over the
-    population (default: over ``rows``); ``with_drivers`` adds ``driver_1..k``, the feature behind each reason.
+    population (default: over ``rows``); ``with_drivers`` adds ``driver_1..k``, the feature behind each reason;
+    ``with_contributions`` adds ``shap_contributions`` (:func:`contributions_json`: what the profile's waterfall
+    draws).
 
     ``rows`` needs the model's features, plus ``cutoff`` and ``country`` for dates and language.
     """
-    columns = reason_columns(k) + (driver_columns(k) if with_drivers else [])
+    columns = (reason_columns(k) + (driver_columns(k) if with_drivers else [])
+               + ([CONTRIBUTIONS] if with_contributions else []))
     if rows.empty:
         return pd.DataFrame(columns=columns, index=rows.index, dtype="object")
     features = model.features
     reference = reference_values(rows, features) if reference is None else reference
     templates = [catalog.entry(f) for f in features]
-    contributions = model.explain(rows)[features].to_numpy()
+    explained = model.explain(rows)
+    contributions = explained[features].to_numpy()
     allowed = np.column_stack([
         agrees(t, rows[f] if f in rows.columns else pd.Series(np.nan, index=rows.index),
                float(reference.get(f, np.nan)), raises) for f, t in zip(features, templates)])
@@ -116,13 +122,52 @@ def top_reasons(model: ScoringModel, rows: pd.DataFrame, catalog: ReasonCatalog,
             break
     table = [r + [None] * (k - len(r)) + ((d + [None] * (k - len(d))) if with_drivers else [])
              for r, d in zip(reasons, drivers)]
-    return pd.DataFrame(table, columns=columns, index=rows.index, dtype="object")
+    out = pd.DataFrame(table, columns=[c for c in columns if c != CONTRIBUTIONS], index=rows.index, dtype="object")
+    if with_contributions:
+        out[CONTRIBUTIONS] = contributions_json(explained, rows, features)
+    return out
+
+
+CONTRIBUTIONS = "shap_contributions"
+WATERFALL_FEATURES = 8
+
+
+def contributions_json(explained: pd.DataFrame, rows: pd.DataFrame, features: list[str],
+                       top: int = WATERFALL_FEATURES) -> list[str]:
+    """Per row, a JSON text of the model's TreeSHAP contributions in raw-score units (log-odds for a classifier):
+    ``{"base": b, "features": [[feature, value, contribution], ...], "other": o}`` with the ``top`` largest by
+    size, so that ``base + sum(contributions) + other`` is the row's raw score."""
+    import json
+
+    values = explained[features].to_numpy()
+    base = explained["base_value"].to_numpy()
+    order = np.argsort(-np.abs(values), axis=1, kind="stable")[:, :top]
+    inputs = {f: rows[f].tolist() if f in rows.columns else [None] * len(rows) for f in features}
+
+    def plain(value):
+        if value is None or (isinstance(value, float) and not np.isfinite(value)):
+            return None
+        if isinstance(value, (np.integer, np.floating, np.bool_)):
+            value = value.item()
+        if isinstance(value, float):
+            return round(value, 4) if np.isfinite(value) else None
+        return value if isinstance(value, (int, bool, str)) else str(value)
+
+    out = []
+    for i in range(len(rows)):
+        chosen = order[i]
+        rest = float(values[i].sum() - values[i, chosen].sum())
+        out.append(json.dumps({"base": round(float(base[i]), 6),
+                               "features": [[features[j], plain(inputs[features[j]][i]), round(float(values[i, j]), 6)]
+                                            for j in chosen],
+                               "other": round(rest, 6)}, ensure_ascii=False, allow_nan=False))
+    return out
 
 
 # ---- the whole-list check --------------------------------------------------------------------------------------
 
 AUDIT_COUNTS = ("contradicting", "not_a_fact", "same_fact_twice", "zero_count", "negative_duration",
-                "unpluralised", "zero_percent")
+                "unpluralised", "zero_percent", "mixed_language")
 _ZERO_COUNT = r"(?<![\d.,])\b0 (?:times|orders?|visits?|e-mails?|support tickets?|product categor)"
 _NEGATIVE = r"-\d[\d,.\s]*(?:days?|months?|dn[ůyí]|den|měsíc)"
 _UNPLURAL = r"(?<![\d.,])\b1 (?:orders|visits|e-mails|support tickets|product categories|days|months|times)\b"
@@ -138,7 +183,9 @@ def audit_reasons(reasons: pd.DataFrame, rows: pd.DataFrame, catalog: ReasonCata
     * ``not_a_fact``: a reason from a ``never`` template (trivia, another model's output) or no template;
     * ``same_fact_twice``: a row with two reasons of one group;
     * ``zero_count`` ("0 times", "0 orders"), ``negative_duration`` ("-35 days"), ``unpluralised`` ("1 orders"),
-      ``zero_percent`` ("0%" for a share that is not zero: none is written, since a zero share is no reason).
+      ``zero_percent`` ("0%" for a share that is not zero: none is written, since a zero share is no reason); the
+      count nouns of every language of the catalogue are checked too ("0 Bestellungen", "1 objednávky");
+    * ``mixed_language`` is counted by :func:`language_mismatches` (it needs the published row and the playbooks).
     Every count should be 0."""
     counts = dict.fromkeys(AUDIT_COUNTS, 0)
     drivers = [c for c in reasons.columns if c.startswith("driver_")]
@@ -160,7 +207,86 @@ def audit_reasons(reasons: pd.DataFrame, rows: pd.DataFrame, catalog: ReasonCata
                     groups[i].append(template.group)
     counts["same_fact_twice"] = sum(len(g) != len(set(g)) for g in groups)
     written = pd.concat([reasons[c] for c in texts]).dropna().astype(str) if texts else pd.Series(dtype=str)
-    for key, pattern in (("zero_count", _ZERO_COUNT), ("negative_duration", _NEGATIVE),
-                         ("unpluralised", _UNPLURAL), ("zero_percent", _ZERO_PCT)):
+    zero_count, unpluralised = _noun_patterns(catalog)
+    negative = _negative_duration(tuple(sorted(catalog.languages)))
+    for key, patterns in (("zero_count", (_ZERO_COUNT, zero_count)), ("negative_duration", (_NEGATIVE, negative)),
+                          ("unpluralised", (_UNPLURAL, unpluralised)), ("zero_percent", (_ZERO_PCT,))):
+        pattern = "|".join(f"(?:{p})" for p in patterns if p)
         counts[key] = int(written.str.contains(pattern, regex=True).sum())
     return counts
+
+
+def _noun_patterns(catalog: ReasonCatalog) -> tuple[str | None, str | None]:
+    """Regexes of a bare "0 <noun>" (every noun has a `zero` text or should read it so) and of "1 <noun>" in a form
+    other than the language's form for one, from the catalogue's own nouns."""
+    from babel import Locale
+
+    zero, one, right_for_one = set(), set(), set()
+    for by_language in catalog.nouns.values():
+        for language, forms in by_language.items():
+            right = forms.get(Locale.parse(language).plural_form(1), forms["other"])
+            right_for_one.add(re.escape(right[len("{n}"):]))
+            for category, form in forms.items():
+                if category == "zero" or not form.startswith("{n}"):
+                    continue
+                word = re.escape(form[len("{n}"):])
+                if "zero" in forms:
+                    zero.add(word)
+                one.add(word)
+    one -= right_for_one  # a form right for 1 in one language is not flagged in another
+    lead = r"(?<![\d.,])"  # "10 orders" is not "0 orders"
+    return (lead + r"0(?:" + "|".join(sorted(zero)) + r")(?!\w)" if zero else None,
+            lead + r"1(?:" + "|".join(sorted(one)) + r")(?!\w)" if one else None)
+
+
+@lru_cache(maxsize=16)
+def _negative_duration(languages: tuple[str, ...]) -> str:
+    """A regex of a negative number of days or months in any of ``languages`` ("-35 Tage", "-35 日")."""
+    from babel import Locale
+
+    from serving.reasons import _duration
+
+    words = set()
+    for language in languages:
+        for unit in ("duration-day", "duration-month"):
+            for n in (1, 2, 3, 5, 11, 21, 101):
+                words.add(re.escape(_duration(n, unit, Locale.parse(language)).replace(str(n), "", 1).strip()))
+    return r"-\d[\d,.\s]*(?:" + "|".join(sorted(w for w in words if w)) + ")"
+
+
+@lru_cache(maxsize=64)
+def _language_pattern(catalog_id: int, texts: tuple[str, ...]) -> re.Pattern:
+    regexes = []
+    for text in texts:
+        text = text[:1].lower() + text[1:]
+        regexes.append("".join(re.escape(literal) + (".+?" if name else "") for literal, name, _ in _pieces(text)))
+    return re.compile("|".join(f"(?:{r})" for r in regexes), re.DOTALL)
+
+
+def language_mismatches(frame: pd.DataFrame, catalog: ReasonCatalog, playbooks=None) -> int:
+    """The published rows (``frame``: ``language``, ``reason_*``, ``recommended_action``, ``offer``) whose texts are
+    not all in the row's language: a reason no template of that language can have written, or an action or
+    offer that is not that language's text of a playbook (``playbooks``: :class:`serving.targeting.Playbooks`)."""
+    if "language" not in frame.columns or not len(frame):
+        return 0
+    reasons = [c for c in frame.columns if c.startswith("reason_")]
+    bad = np.zeros(len(frame), bool)
+    for language, at in frame.groupby(frame["language"].astype(str), sort=False).indices.items():
+        texts = tuple(sorted({t for e in catalog.templates.values() for t in e.text.get(language, [])}
+                             | {e.zero[language] for e in catalog.templates.values()
+                                if e.zero and language in e.zero}))
+        pattern = _language_pattern(id(catalog), texts) if texts else None
+        for column in reasons:
+            values = frame[column].iloc[at]
+            known = values.notna().to_numpy()
+            written = values[known].astype(str)
+            distinct = {v: pattern is not None and pattern.fullmatch(v[:1].lower() + v[1:]) is not None
+                        for v in written.unique()}
+            bad[at[known]] |= ~written.map(distinct).to_numpy(dtype=bool)
+        if playbooks is not None:
+            default = catalog.default_language
+            for column, field in (("recommended_action", "action"), ("offer", "offer")):
+                if column in frame.columns:
+                    allowed = {b.text(field, language, default) for b in playbooks.playbooks}
+                    bad[at] |= ~frame[column].iloc[at].isin(allowed).to_numpy()
+    return int(bad.sum())

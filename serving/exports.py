@@ -30,28 +30,54 @@ from babel import Locale
 from common.config import ExportTarget
 
 CHANGE_COLUMNS = ["customer_id", "change", "previous_tier", "risk_tier"]
+NOT_EXPORTED = ("shap_contributions",)  # unless a target names it
+
+
+def _rows(frame: pd.DataFrame, target: ExportTarget) -> pd.DataFrame:
+    if target.groups is not None and "contact_group" in frame.columns:
+        return frame[frame["contact_group"].isin(target.groups)]
+    return frame
 
 
 def select(frame: pd.DataFrame, target: ExportTarget) -> pd.DataFrame:
     """The rows and columns ``target`` exports from one list, renamed as in its file."""
-    rows = frame
-    if target.groups is not None and "contact_group" in rows.columns:
-        rows = rows[rows["contact_group"].isin(target.groups)]
-    if target.columns is None:
-        return rows.reset_index(drop=True)
+    rows = _rows(frame, target)
+    if target.columns is None:  # every column people read: not the waterfall's data (in the list files and SQL)
+        return rows.drop(columns=[c for c in NOT_EXPORTED if c in rows.columns]).reset_index(drop=True)
     names = target.columns if isinstance(target.columns, dict) else {c: c for c in target.columns}
     present = {source: name for source, name in names.items() if source in rows.columns}
     return rows[list(present)].rename(columns=present).reset_index(drop=True)
 
 
-def file_bytes(frame: pd.DataFrame, target: ExportTarget) -> bytes:
-    """``frame`` (already selected) as the target's file."""
+def right_to_left(languages: pd.Series) -> pd.Series:
+    """True for the rows whose language (a CLDR code) is written right to left (Hebrew, Arabic, ...)."""
+    def rtl(code) -> bool:
+        try:
+            return isinstance(code, str) and Locale.parse(code).character_order == "right-to-left"
+        except (ValueError, TypeError):
+            return False
+
+    return languages.map({c: rtl(c) for c in languages.dropna().unique()}).fillna(False).astype(bool)
+
+
+def file_bytes(frame: pd.DataFrame, target: ExportTarget, rtl: pd.Series | None = None) -> bytes:
+    """``frame`` (already selected) as the target's file. In an XLSX file the text cells of the ``rtl`` rows read
+    right to left (Excel's reading order), as the reasons and actions of a Hebrew customer must."""
     dates = {c: frame[c].map(lambda d: d.strftime(target.date_format) if pd.notna(d) and d is not None else "")
              for c in frame.columns if c.endswith("_date") or c == "as_of"}
     frame = frame.assign(**dates)
     if target.format == "xlsx":
+        from openpyxl.styles import Alignment
+
         buffer = io.BytesIO()
-        frame.to_excel(buffer, index=False, sheet_name="list", engine="openpyxl")
+        with pd.ExcelWriter(buffer, engine="openpyxl") as writer:
+            frame.to_excel(writer, index=False, sheet_name="list")
+            if rtl is not None and rtl.any():
+                sheet, reading = writer.sheets["list"], Alignment(readingOrder=2)
+                for position in rtl.to_numpy().nonzero()[0]:
+                    for cell in sheet[int(position) + 2]:  # row 1 holds the header
+                        if isinstance(cell.value, str):
+                            cell.alignment = reading
         return buffer.getvalue()
     decimal = Locale.parse(target.locale).number_symbols["latn"]["decimal"]
     delimiter = target.delimiter or (";" if decimal == "," else ",")
@@ -62,8 +88,13 @@ def file_bytes(frame: pd.DataFrame, target: ExportTarget) -> bytes:
 
 def export_files(name: str, frame: pd.DataFrame, targets: dict[str, ExportTarget]) -> dict[str, bytes]:
     """``exports/<target>.<ext>`` (relative to the list's as-of folder) for every target that takes list ``name``."""
-    return {f"exports/{target_name}.{target.format}": file_bytes(select(frame, target), target)
-            for target_name, target in targets.items() if target.lists is None or name in target.lists}
+    out = {}
+    for target_name, target in targets.items():
+        if target.lists is None or name in target.lists:
+            rows = _rows(frame, target)
+            rtl = right_to_left(rows["language"]).reset_index(drop=True) if "language" in rows.columns else None
+            out[f"exports/{target_name}.{target.format}"] = file_bytes(select(frame, target), target, rtl)
+    return out
 
 
 def changes(current: pd.DataFrame, previous: pd.DataFrame | None) -> pd.DataFrame:

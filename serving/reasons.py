@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 from babel import Locale, UnknownLocaleError
 from babel.dates import format_date
-from babel.numbers import format_currency, format_decimal, format_percent
+from babel.numbers import (format_currency, format_decimal, format_percent, get_minus_sign_symbol,
+                           get_plus_sign_symbol)
 from babel.units import format_unit
 from typing import Literal
 
@@ -150,17 +151,18 @@ class _Formatter(string.Formatter):
     def format_field(self, value, spec: str) -> str:
         loc = self.locale
         if spec == "days":
-            return format_unit(int(round(float(value))), "duration-day", length="long", locale=loc)
+            return _duration(int(round(float(value))), "duration-day", loc)
         if spec == "months":
-            return format_unit(int(round(float(value))), "duration-month", length="long", locale=loc)
+            return _duration(int(round(float(value))), "duration-month", loc)
         if spec == "int":
             return format_decimal(int(round(float(value))), locale=loc)
         if spec == "num":
             return format_decimal(float(value), format="#,##0.##", locale=loc)
         if spec == "pct":
             return _share(float(value), loc)
-        if spec == "signed":
-            return format_percent(float(value), format="+#,##0%;-#,##0%", locale=loc)
+        if spec == "signed":  # the locale's own signs: Hebrew's carry a left-to-right mark, so "-62%" stays whole
+            sign = get_minus_sign_symbol(loc) if float(value) < 0 else get_plus_sign_symbol(loc)
+            return sign + format_percent(abs(float(value)), format=_percent_pattern(loc), locale=loc)
         if spec == "money":
             return format_currency(float(value), self.currency, locale=loc)
         if spec == "date":
@@ -184,15 +186,29 @@ class _Formatter(string.Formatter):
         return value
 
 
+def _duration(n: int, unit: str, loc: Locale) -> str:
+    """``n`` days or months in the locale's long form ("143 days", "143 dnů"); CLDR gives Japanese only the short
+    form ("143 日"), which Babel does not fall back to, so the short one is used when the long one is missing."""
+    text = format_unit(n, unit, length="long", locale=loc)
+    return format_unit(n, unit, length="short", locale=loc) if text.endswith(unit) else text
+
+
 def _share(value: float, loc: Locale) -> str:
     """A share as a percentage that never reads 0% or 100% when it is neither: whole percent, else one decimal
     ("0.4%"), else "<0.1%" / ">99.9%"."""
     if not (0 < value < 0.005 or 0.995 < value < 1):
         return format_percent(value, locale=loc)
+    one_decimal = _percent_pattern(loc).replace("#,##0", "#,##0.0", 1)
     if 0.0005 <= value <= 0.9995:
-        return format_percent(value, format="#,##0.0%", locale=loc)
+        return format_percent(value, format=one_decimal, locale=loc)
     bound = 0.001 if value < 0.5 else 0.999
-    return ("<" if value < 0.5 else ">") + format_percent(bound, format="#,##0.0%", locale=loc)
+    return ("<" if value < 0.5 else ">") + format_percent(bound, format=one_decimal, locale=loc)
+
+
+def _percent_pattern(loc: Locale) -> str:
+    """The locale's percent pattern ("#,##0%", "#,##0\u00a0%" in German), so that a signed change or a share with
+    a decimal is spaced as the locale's whole percentages are."""
+    return loc.percent_formats[None].pattern
 
 
 def _formatter(catalog: ReasonCatalog, language: str, country: str | None, currency: str) -> _Formatter:

@@ -126,13 +126,15 @@ def build_lists(scores: pd.DataFrame, champions: dict[str, Champion], run_id: st
 
 def add_reasons(lists: dict[str, pd.DataFrame], inputs: pd.DataFrame, champions: dict[str, Champion],
                 catalog, currency: str, horizons: HorizonsConfig,
-                audit: dict | None = None) -> dict[str, pd.DataFrame]:
+                audit: dict | None = None, playbooks=None) -> dict[str, pd.DataFrame]:
     """``reason_1..3`` for the rows of each list (only those: explanations cost), from the model that defines the
     list (the churn model for the at-risk list, the win-back model for the win-back list); ``inputs`` are the
     model inputs of every customer. A reason agrees with the score it explains: its value is compared with the
     median of the model's whole population at the cutoff (not of the list, which holds the riskiest). ``audit``,
-    when given, receives :func:`serving.explain.audit_reasons` per list (every count should be 0)."""
-    from serving.explain import audit_reasons, reason_columns, reference_values, top_reasons
+    when given, receives :func:`serving.explain.audit_reasons` per list (every count should be 0), with the rows
+    not all in their language (:func:`serving.explain.language_mismatches`, against ``playbooks`` when given)."""
+    from serving.explain import (CONTRIBUTIONS, audit_reasons, language_mismatches, reason_columns,
+                                 reference_values, top_reasons)
 
     by_id = inputs.set_index("customer_id", drop=False)
     out = {}
@@ -143,15 +145,18 @@ def add_reasons(lists: dict[str, pd.DataFrame], inputs: pd.DataFrame, champions:
             population = inputs[spec.model.population.mask(inputs, horizons).to_numpy()]
             reference = reference_values(population, model.features)
             found = top_reasons(model, rows, catalog, currency, horizons.churn_days, raises=raises,
-                                reference=reference, with_drivers=True)
+                                reference=reference, with_drivers=True, with_contributions=True)
             if audit is not None:
                 audit[spec.name] = audit_reasons(found, rows, catalog, raises, reference)
-            reasons = found[reason_columns()]
+            reasons = found[[*reason_columns(), CONTRIBUTIONS]]
         else:  # the model stepped aside: its list has no rows, and nothing is explained
-            reasons = pd.DataFrame(columns=reason_columns(), index=rows.index, dtype="object")
+            reasons = pd.DataFrame(columns=[*reason_columns(), CONTRIBUTIONS], index=rows.index, dtype="object")
         frame = lists[spec.name].reset_index(drop=True)
-        position = frame.columns.get_loc("country") + 1
-        out[spec.name] = pd.concat([frame.iloc[:, :position], reasons, frame.iloc[:, position:]], axis=1)
+        position = frame.columns.get_loc("language" if "language" in frame.columns else "country") + 1
+        out[spec.name] = pd.concat([frame.iloc[:, :position], reasons[reason_columns()], frame.iloc[:, position:],
+                                    reasons[[CONTRIBUTIONS]]], axis=1)  # the waterfall's data last: no reading
+        if audit is not None and spec.name in audit:
+            audit[spec.name]["mixed_language"] = language_mismatches(out[spec.name], catalog, playbooks)
     return out
 
 
@@ -182,9 +187,11 @@ ACTION_COLUMNS = ["recommended_action", "offer", "playbook", "cost_per_contact",
 
 
 def target_lists(lists: dict[str, pd.DataFrame], inputs: pd.DataFrame, consent: pd.Series | None, settings,
-                 playbooks, as_of: dt.date) -> tuple[dict[str, pd.DataFrame], dict[str, dict]]:
+                 playbooks, as_of: dt.date, catalog=None) -> tuple[dict[str, pd.DataFrame], dict[str, dict]]:
     """Risk tiers, playbooks, consent, budget and control group applied to the ranked lists (see
     :mod:`serving.targeting`). ``consent`` maps customer_id to marketing consent (None: no customers table).
+    ``catalog`` (the reasons catalogue) gives each customer's ``language`` from their country: actions and offers
+    are written in it, as the reasons are.
 
     Returns the lists to publish (treatment and control customers, ranked by value again) and one campaign
     summary per list."""
@@ -201,7 +208,12 @@ def target_lists(lists: dict[str, pd.DataFrame], inputs: pd.DataFrame, consent: 
                               else spec.model.population.name)
         if spec.tiered:  # the list holds min_tier and the tiers above it, as the summary counts them
             frame = frame[frame[spec.probability] >= settings.at_risk_threshold]
-        frame = pd.concat([frame, tg.assign_playbooks(frame, playbooks.for_list(spec.name))], axis=1)
+        default = catalog.default_language if catalog is not None else "en"
+        languages = (frame["country"].astype("object").where(frame["country"].notna(), None).map(
+            catalog.language_for) if catalog is not None else pd.Series(default, index=frame.index))
+        frame = frame.assign(language=languages.to_numpy())
+        frame = pd.concat([frame, tg.assign_playbooks(frame, playbooks.for_list(spec.name), frame["language"],
+                                                      default)], axis=1)
         if consent is not None:
             frame["marketing_consent"] = frame["customer_id"].map(consent).fillna(False).astype(bool)
         else:
@@ -214,8 +226,10 @@ def target_lists(lists: dict[str, pd.DataFrame], inputs: pd.DataFrame, consent: 
                                     kind="stable", na_position="last")
         chosen.insert(0, "rank", np.arange(1, len(chosen) + 1))
         versions = [c for c in ranked.columns if c.endswith("_model_version")]
-        out[spec.name] = chosen[[*LIST_ORDER[spec.name], *ACTION_COLUMNS, *versions, "run_id"]].reset_index(
-            drop=True)
+        order = LIST_ORDER[spec.name]
+        at = order.index("country") + 1
+        out[spec.name] = chosen[[*order[:at], "language", *order[at:], *ACTION_COLUMNS, *versions,
+                                 "run_id"]].reset_index(drop=True)
     return out, campaigns
 
 

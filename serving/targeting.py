@@ -3,7 +3,9 @@ budget-aware selection and a reproducible control group.
 
 * **Playbooks** (``configs/playbooks.yaml``, editable without code): for each customer the first playbook of
   their list whose conditions all hold gives ``recommended_action``, ``offer``, ``cost_per_contact`` and an
-  assumed ``success_rate``. Every list must end with a playbook without conditions, so everyone gets one.
+  assumed ``success_rate``. Every list must end with a playbook without conditions, so everyone gets one. An
+  action and an offer are one text or one per language; a customer reads them in their language (the one their
+  reasons are written in, from their country), so that a row never mixes languages.
 * **Expected net saved value** of contacting a customer = ``P x value x success_rate - cost``, where ``P x value``
   is ``value_at_risk`` on the at-risk list and ``expected_winback_value`` on the win-back list.
 * **Consent**: customers without marketing consent (false or unknown) are never selected; they are counted.
@@ -64,11 +66,23 @@ class Playbook(BaseModel):
 
     name: str
     list: str  # a list of serving.lists.LISTS (checked by Playbooks)
-    action: str
-    offer: str = "none"
+    action: str | dict[str, str]  # one text, or one per language (a CLDR code: en, de, he, ...)
+    offer: str | dict[str, str] = "none"
     cost_per_contact: float = Field(ge=0)
     success_rate: float = Field(gt=0, le=1)
     when: list[Condition] = []
+
+    def text(self, field: Literal["action", "offer"], language: str, default_language: str = "en") -> str:
+        """The ``action`` or ``offer`` in ``language`` (the default language's text when it has none)."""
+        value = getattr(self, field)
+        if isinstance(value, str):
+            return value
+        return value.get(language) or value.get(default_language) or next(iter(value.values()))
+
+    def languages(self) -> set[str] | None:
+        """The languages both texts are written in (None: one text for every language)."""
+        texts = [t for t in (self.action, self.offer) if isinstance(t, dict)]
+        return set.intersection(*(set(t) for t in texts)) if texts else None
 
 
 class Playbooks(BaseModel):
@@ -90,6 +104,18 @@ class Playbooks(BaseModel):
 
     def for_list(self, name: str) -> list[Playbook]:
         return [p for p in self.playbooks if p.list == name]
+
+    def untranslated(self, languages: set[str]) -> list[str]:
+        """One line per playbook whose action or offer lacks one of ``languages`` (those the reasons are written
+        in): its customers in that language would read reasons in theirs and an action in another."""
+        lines = []
+        for book in self.playbooks:
+            have = book.languages()
+            missing = sorted(languages - have) if have is not None else []
+            if missing:
+                lines.append(f"playbook {book.name!r} has no action or offer in {', '.join(missing)}: customers "
+                             "in that language get the default language's text; add it to the playbooks file")
+        return lines
 
 
 def unmatchable(playbooks: Playbooks, columns: set[str]) -> list[str]:
@@ -118,19 +144,28 @@ def risk_tiers(probability: pd.Series, thresholds: dict[str, float], below: str 
     return tiers
 
 
-def assign_playbooks(frame: pd.DataFrame, playbooks: list[Playbook]) -> pd.DataFrame:
+def assign_playbooks(frame: pd.DataFrame, playbooks: list[Playbook], languages: pd.Series | None = None,
+                     default_language: str = "en") -> pd.DataFrame:
     """``playbook``, ``recommended_action``, ``offer``, ``cost_per_contact``, ``success_rate`` per row: the first
-    playbook whose conditions all hold (``frame`` holds the list columns and the snapshot features)."""
+    playbook whose conditions all hold (``frame`` holds the list columns and the snapshot features). The action
+    and offer are in each row's ``languages`` (default: ``default_language``)."""
     chosen = pd.Series(-1, index=frame.index)
     for i, book in enumerate(playbooks):
         match = pd.Series(True, index=frame.index)
         for condition in book.when:
             match &= condition.mask(frame)
         chosen[(chosen < 0) & match] = i
-    fields = {"playbook": "name", "recommended_action": "action", "offer": "offer",
-              "cost_per_contact": "cost_per_contact", "success_rate": "success_rate"}
-    return pd.DataFrame({out: [getattr(playbooks[i], attr) for i in chosen] for out, attr in fields.items()},
-                        index=frame.index)
+    if languages is None:
+        languages = pd.Series(default_language, index=frame.index)
+    pairs = list(zip(chosen.tolist(), languages.tolist()))
+    texts = {(i, lang): (playbooks[i].text("action", lang, default_language),
+                         playbooks[i].text("offer", lang, default_language)) for i, lang in set(pairs)}
+    fields = {"playbook": "name", "cost_per_contact": "cost_per_contact", "success_rate": "success_rate"}
+    out = pd.DataFrame({col: [getattr(playbooks[i], attr) for i in chosen] for col, attr in fields.items()},
+                       index=frame.index)
+    out.insert(0, "recommended_action", [texts[p][0] for p in pairs])
+    out.insert(1, "offer", [texts[p][1] for p in pairs])
+    return out[["playbook", "recommended_action", "offer", "cost_per_contact", "success_rate"]]
 
 
 def in_control(customer_ids: pd.Series, campaign_id: str, share: float) -> np.ndarray:

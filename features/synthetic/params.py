@@ -29,19 +29,19 @@ import numpy as np
 ENGAGED, DISENGAGING, DORMANT = 0, 1, 2
 STATE_NAMES = ("engaged", "disengaging", "dormant")
 
-COUNTRIES = ("US", "GB", "DE", "FR", "CZ", "GR", "JP", "CA")
-COUNTRY_WEIGHTS = (0.30, 0.14, 0.15, 0.10, 0.09, 0.08, 0.08, 0.06)
+COUNTRIES = ("US", "GB", "DE", "FR", "CZ", "GR", "JP", "CA", "SI", "IL")
+COUNTRY_WEIGHTS = (0.28, 0.13, 0.14, 0.10, 0.08, 0.07, 0.08, 0.06, 0.03, 0.03)
 COUNTRY_CURRENCY = {"US": "USD", "GB": "GBP", "DE": "EUR", "FR": "EUR", "CZ": "CZK", "GR": "EUR", "JP": "JPY",
-                    "CA": "CAD"}
+                    "CA": "CAD", "SI": "EUR", "IL": "ILS"}
 COUNTRY_CONSENT_RATE = {"US": 0.80, "GB": 0.70, "DE": 0.55, "FR": 0.65, "CZ": 0.60, "GR": 0.62, "JP": 0.75,
-                        "CA": 0.78}
+                        "CA": 0.78, "SI": 0.58, "IL": 0.72}
 # Units of the base currency (USD) for one unit of the currency, around which the daily rates wander.
-FX_CENTRE = {"EUR": 1.08, "GBP": 1.27, "CZK": 0.044, "JPY": 0.0068, "CAD": 0.74}
-CURRENCY_DECIMALS = {"USD": 2, "EUR": 2, "GBP": 2, "CZK": 2, "JPY": 0, "CAD": 2}
+FX_CENTRE = {"EUR": 1.08, "GBP": 1.27, "CZK": 0.044, "JPY": 0.0068, "CAD": 0.74, "ILS": 0.27}
+CURRENCY_DECIMALS = {"USD": 2, "EUR": 2, "GBP": 2, "CZK": 2, "JPY": 0, "CAD": 2, "ILS": 2}
 # Price increases per country: (day offset from the start, relative increase).
 PRICE_SHOCKS = {"US": ((400, 0.08),), "GB": ((520, 0.10),), "DE": ((300, 0.07), (800, 0.09)),
                 "FR": ((650, 0.12),), "CZ": ((450, 0.15),), "GR": ((700, 0.10),), "JP": ((560, 0.06),),
-                "CA": ((380, 0.09), (900, 0.05))}
+                "CA": ((380, 0.09), (900, 0.05)), "SI": ((610, 0.08),), "IL": ((480, 0.11),)}
 CATEGORIES = ("grocery", "home", "beauty", "fashion", "electronics", "toys", "sports", "books")
 CHANNELS = ("web", "app", "store")
 TICKET_CATEGORIES = ("delivery", "billing", "product", "returns", "account")

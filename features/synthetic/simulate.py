@@ -57,10 +57,12 @@ TRUTH_TABLES = ("customers", "transitions", "tickets")  # plus "subscriptions" w
 BILLING_MICROS = 3 * 3600 * 1_000_000  # subscription charges run at 03:00, before any order of the day
 
 _FIRST = ("Alex", "Maria", "Jan", "Eva", "Nikos", "Sofia", "Yuki", "Hiro", "Emma", "Lucas", "Anna", "Tom",
-          "Petra", "Jakub", "Elena", "Chloe", "Noah", "Mia", "Liam", "Zoe")
+          "Petra", "Jakub", "Elena", "Chloe", "Noah", "Mia", "Liam", "Zoe", "Luka", "Noa", "Yael", "Ana")
 _LAST = ("Smith", "Novak", "Muller", "Martin", "Papadopoulos", "Tanaka", "Brown", "Dvorak", "Schmidt", "Dubois",
-         "Georgiou", "Sato", "Wilson", "Svoboda", "Weber", "Bernard", "Nikolaou", "Suzuki", "Taylor", "Roy")
-_DIAL = {"US": "+1", "GB": "+44", "DE": "+49", "FR": "+33", "CZ": "+420", "GR": "+30", "JP": "+81", "CA": "+1"}
+         "Georgiou", "Sato", "Wilson", "Svoboda", "Weber", "Bernard", "Nikolaou", "Suzuki", "Taylor", "Roy",
+         "Horvat", "Kovac", "Cohen", "Levi")
+_DIAL = {"US": "+1", "GB": "+44", "DE": "+49", "FR": "+33", "CZ": "+420", "GR": "+30", "JP": "+81", "CA": "+1",
+         "SI": "+386", "IL": "+972"}
 
 _SCHEMAS = {
     "customers": pa.schema([("customer_id", pa.string()), ("signup_date", pa.date32()), ("country", pa.string()),

@@ -146,6 +146,14 @@ def test_churn_run_publishes_both_lists_with_the_champions(pipeline):
     czech = at_risk[at_risk["country"] == "CZ"].head(5)
     assert len(czech) and czech["reason_1"].str.contains("ů|á|í|é|ý|č|ř|ž|š").all()
     assert winback["reason_1"].notna().mean() > 0.9
+    # one language per row, the one of the customer's country; reasons and actions in it (Hebrew: its script)
+    from serving.reasons import load_reasons
+
+    for frame in (at_risk, winback):
+        assert (frame["language"] == frame["country"].map(load_reasons().language_for)).all()
+        hebrew = frame[frame["language"] == "he"]
+        for column in ("reason_1", "recommended_action"):
+            assert hebrew[column].str.contains("[\u0590-\u05ff]").all(), hebrew[column]
     # the whole-list check over every published row (serving.explain.audit_reasons): no reason contradicts the
     # score, none is trivia or another model's output, no fact twice, no "0 times", "-35 days", "1 orders", "0%"
     assert set(meta["reason_audit"]) == {"at_risk", "winback"}

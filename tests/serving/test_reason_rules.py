@@ -49,7 +49,7 @@ def test_a_churn_reason_is_a_fact_on_the_risky_side_and_one_per_fact():
         "days_since_last_purchase", "orders_30d", "spend_trend_90d"]
     assert audit_reasons(got, _rows(), CATALOG, "risk", REFERENCE) == dict.fromkeys(
         ("contradicting", "not_a_fact", "same_fact_twice", "zero_count", "negative_duration", "unpluralised",
-         "zero_percent"), 0)
+         "zero_percent", "mixed_language"), 0)
 
 
 def test_a_win_back_reason_is_on_the_side_that_raises_the_chance_of_buying_again():
