@@ -126,7 +126,7 @@ def test_kill_9_at_every_point_of_a_publish_leaves_one_whole_version(published, 
 
 
 def test_kill_9_at_random_moments_never_shows_a_mix(published):
-    """Killed from outside at 8 random moments (fixed seed) during publishes of larger lists."""
+    """Killed from outside at 5 random moments (fixed seed) during publishes of larger lists."""
     out, url = published
     child = _publish_in_child(out, url, {}, rows=20_000)  # one publish left alone: how long it takes here
     assert child.stdout.readline() == b"ready\n"
@@ -137,7 +137,7 @@ def test_kill_9_at_random_moments_never_shows_a_mix(published):
     publish_lists(_lists("old", 20_000), out, AS_OF, {"run_id": "old"}, sql=url)
     rng = random.Random(16)
     outcomes = []
-    for _ in range(8):
+    for _ in range(5):
         child = _publish_in_child(out, url, {}, rows=20_000)
         assert child.stdout.readline() == b"ready\n"
         time.sleep(rng.uniform(0, 1.5 * took))
@@ -151,7 +151,7 @@ def test_kill_9_at_random_moments_never_shows_a_mix(published):
         if outcomes[-1] == "new":  # publish the old version again, so that the next kill can show a mix
             publish_lists(_lists("old", 20_000), out, AS_OF, {"run_id": "old"}, sql=url)
     # where each kill fell depends on the machine's speed: the points above cover both sides deterministically
-    assert len(outcomes) == 8 and set(outcomes) <= {"old", "new"}, outcomes
+    assert len(outcomes) == 5 and set(outcomes) <= {"old", "new"}, outcomes
 
 
 def _tree(folder: Path) -> dict[str, bytes]:
