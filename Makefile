@@ -6,6 +6,9 @@ TOOLS := .tools
 UV := $(TOOLS)/bin/uv
 VENV := .venv
 CHURN := $(VENV)/bin/churn
+# the workspace's browser test drives Debian's chromium (../shared/ENVIRONMENT.md), installed through apt if absent
+CHROMIUM := /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # uv: never download a Python build, install into .venv, exactly the locked versions
 export UV_PYTHON_DOWNLOADS := never
@@ -14,6 +17,7 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 export DO_NOT_TRACK := true
 export MLFLOW_DISABLE_TELEMETRY := true
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 
 .PHONY: run test venv bench clean
 
@@ -21,13 +25,17 @@ run: venv  ## create .venv from the lock, generate the default data if there is 
 	$(CHURN) generate --if-missing
 	$(CHURN) run
 
-test: venv  ## the whole test suite
+test: venv $(CHROMIUM)  ## the whole test suite
 	$(VENV)/bin/python -m pytest -q
 
 bench: venv  ## speed figures (see bench/; the feature bench needs 1M validated customers: see its docstring)
 	$(VENV)/bin/python bench/bench_generate.py 20000 1000000
 
 venv: $(VENV)/.synced
+
+$(CHROMIUM):  ## Chromium through apt when absent (the browser test)
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)

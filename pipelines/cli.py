@@ -654,5 +654,86 @@ def promote(
     _run(debug, body)
 
 
+users_app = typer.Typer(help="API keys of the retention workspace (`churn serve`): add, list, revoke.",
+                        no_args_is_help=True)
+app.add_typer(users_app, name="users")
+
+
+@users_app.command("add")
+def users_add(
+    name: Annotated[str, typer.Argument(help="who the key is for")],
+    role: Annotated[str, typer.Option(help="viewer | marketer | admin")] = "viewer",
+    config: ConfigOpt = None, data_dir: DataDirOpt = None, debug: DebugOpt = False,
+) -> None:
+    """Create a user and print their API key once (only its scrypt hash is stored)."""
+
+    def body() -> None:
+        from serving.users import store_for
+
+        cfg = _config(config, data_dir)
+        key = store_for(cfg.resolve(cfg.outputs.dir)).add(name, role)
+        out.print(f"user {escape(name)} ({role}) added; their key, shown only now:")
+        print(key)
+
+    _run(debug, body)
+
+
+@users_app.command("list")
+def users_list(config: ConfigOpt = None, data_dir: DataDirOpt = None, debug: DebugOpt = False) -> None:
+    """The users, their roles and whether their key is revoked (keys are never shown again)."""
+
+    def body() -> None:
+        from serving.users import store_for
+
+        cfg = _config(config, data_dir)
+        rows = store_for(cfg.resolve(cfg.outputs.dir)).list()
+        if not rows:
+            out.print("no users yet; add one with `churn users add NAME --role admin`")
+            return
+        out.print(_table("users", ["name", "role", "created", "revoked"],
+                         [{**r, "revoked": r["revoked"] or ""} for r in rows]))
+
+    _run(debug, body)
+
+
+@users_app.command("revoke")
+def users_revoke(name: Annotated[str, typer.Argument(help="the user whose key stops working now")],
+                 config: ConfigOpt = None, data_dir: DataDirOpt = None, debug: DebugOpt = False) -> None:
+    """Revoke a user's key at once."""
+
+    def body() -> None:
+        from serving.users import store_for
+
+        cfg = _config(config, data_dir)
+        store_for(cfg.resolve(cfg.outputs.dir)).revoke(name)
+        out.print(f"the key of {escape(name)} is revoked")
+
+    _run(debug, body)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
+    config: ConfigOpt = None, data_dir: DataDirOpt = None, debug: DebugOpt = False,
+) -> None:
+    """The retention workspace: the published lists, customer profiles, campaigns and champions in a browser,
+    and the same as an HTTP API under /api (see docs/app.md). Stops on Ctrl-C."""
+
+    def body() -> None:
+        import uvicorn
+
+        from serving.app import app_for
+        from serving.users import store_for
+
+        cfg = _config(config, data_dir)
+        if not store_for(cfg.resolve(cfg.outputs.dir)).list():
+            out.print("[yellow]no users yet: add one with `churn users add NAME --role admin` to sign in[/]")
+        out.print(f"retention workspace on http://{host}:{port}/ (API: http://{host}:{port}/api/docs)")
+        uvicorn.run(app_for(cfg), host=host, port=port, log_level="warning")
+
+    _run(debug, body)
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

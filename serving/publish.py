@@ -460,6 +460,16 @@ def _write_rows(connection, name: str, frame: pd.DataFrame, as_of: str) -> None:
         _add_missing_columns(connection, table, rows)
         connection.execute(sa.text(f"DELETE FROM {table} WHERE as_of = :as_of"), {"as_of": as_of})
     rows.to_sql(table, connection, if_exists="append", index=False)
+    _ensure_indexes(connection, table, rows)
+
+
+def _ensure_indexes(connection, table: str, rows: pd.DataFrame) -> None:
+    """The indexes the workspace's reads need (a profile by customer, a list page in rank order of one date)."""
+    import sqlalchemy as sa
+
+    for name, columns in ((f"ix_{table}_customer", ("customer_id", "as_of")), (f"ix_{table}_rank", ("as_of", "rank"))):
+        if set(columns) <= set(rows.columns):
+            connection.execute(sa.text(f"CREATE INDEX IF NOT EXISTS {name} ON {table} ({', '.join(columns)})"))
 
 
 def _add_missing_columns(connection, table: str, rows: pd.DataFrame) -> None:

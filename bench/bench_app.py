@@ -1,0 +1,184 @@
+"""Load on the retention workspace (issue 19): p50/p99 latency and errors of a filtered list page and a profile
+lookup at fixed request rates, on loopback, against a published at-risk list of N customers.
+
+Usage: python bench/bench_app.py [--customers 200000] [--rates 50,200] [--seconds 60] [--work DIR]
+
+A list of ``--customers`` rows (two as-of dates, so profiles have a history) is published with
+:func:`serving.publish.publish_lists` into SQLite, a viewer key is created, and ``churn serve``'s app runs in its own
+process (uvicorn, one worker) on 127.0.0.1. For each rate and each request kind the client sends an open-loop
+schedule (request i at ``i / rate`` seconds, so a slow server cannot slow the schedule down) for ``--seconds``:
+at most ``rate x seconds`` requests, each with a 5 s timeout. The list page is ``/api/lists/at_risk`` filtered by
+tier and country on a random page of that view; the profile is ``/api/customers/<random id>``. Latency is measured
+from the moment a request was due; an error is a failed request or any status but 200. The client and the server
+share the machine's cores: the figures include the client's own cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import os
+import shlex
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+COUNTRIES = ("US", "GB", "DE", "FR", "CZ", "GR", "JP", "CA", "SI", "IL")
+
+
+def _lists():
+    from serving.lists import LISTS
+
+    return LISTS[0], LISTS[1]  # the at-risk list (tiered, ranked by value at risk) and the win-back list
+
+
+def published(folder: Path, customers: int, seed: int = 7) -> str:
+    from serving.publish import publish_lists
+
+    at_risk, winback = _lists()
+    rng = np.random.default_rng(seed)
+    ids = np.char.add("C", np.char.zfill(np.arange(customers).astype(str), 7))
+    url = f"sqlite:///{folder / 'outputs' / 'lists.db'}"
+    for as_of in (dt.date(2026, 10, 1), dt.date(2026, 11, 1)):
+        p = rng.uniform(0.3, 0.99, customers)
+        cltv = rng.gamma(2.0, 400.0, customers)
+        frame = pd.DataFrame({"customer_id": ids, at_risk.probability: p,
+                              "risk_tier": np.where(p >= 0.6, "high", "medium"), "predicted_cltv": cltv,
+                              at_risk.value: p * cltv,
+                              "rfm_segment": rng.choice(["At Risk", "Lost", "Loyal"], customers),
+                              "country": rng.choice(COUNTRIES, customers), "language": "en",
+                              "reason_1": "No purchase for 143 days", "recommended_action": "Automated e-mail",
+                              "offer": "none", "playbook": "automated-email", "cost_per_contact": 0.2,
+                              "success_rate": 0.03, "contact_group": np.where(rng.random(customers) < 0.1, "control",
+                                                                              "treatment"),
+                              "campaign_id": f"c-{as_of}", "run_id": "bench"})
+        frame = frame.sort_values(at_risk.value, ascending=False).reset_index(drop=True)
+        frame.insert(0, "rank", np.arange(1, customers + 1))
+        empty = frame.iloc[:0][["rank", "customer_id"]]
+        publish_lists({at_risk.name: frame, winback.name: empty}, folder / "outputs", as_of, {"run_id": "bench"},
+                      sql=url)
+    return url
+
+
+SERVER = """
+import sys, uvicorn
+sys.path.insert(0, {root!r})
+from serving.app import create_app
+from serving.users import UserStore
+uvicorn.run(create_app({url!r}, UserStore({users!r})), host="127.0.0.1", port={port}, log_level="warning")
+"""
+
+
+async def run_load(base: str, key: str, rate: int, seconds: float, make_path, rng) -> dict:
+    import httpx
+
+    total = int(rate * seconds)
+    latencies, errors = [], 0
+    limits = httpx.Limits(max_connections=512, max_keepalive_connections=512)
+    async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=5.0,
+                                 limits=limits) as client:
+        start = time.perf_counter()
+
+        async def one(i: int, path: str) -> None:
+            nonlocal errors
+            due = start + i / rate
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            try:
+                response = await client.get(path)
+                ok = response.status_code == 200
+            except httpx.HTTPError:
+                ok = False
+            latencies.append(time.perf_counter() - due)
+            errors += not ok
+
+        await asyncio.gather(*(one(i, make_path(rng)) for i in range(total)))
+        took = time.perf_counter() - start
+    values = np.array(latencies) * 1000
+    return {"requests": total, "errors": errors, "p50_ms": float(np.percentile(values, 50)),
+            "p99_ms": float(np.percentile(values, 99)), "max_ms": float(values.max()), "seconds": took}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--customers", type=int, default=200_000)
+    parser.add_argument("--rates", default="50,200")
+    parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--work", type=Path, default=None)
+    args = parser.parse_args()
+    command = shlex.join([Path(sys.executable).name, *sys.argv])
+    work = (args.work or Path(tempfile.mkdtemp(prefix="bench-app-"))).resolve()
+    print(f"command: {command}\nwork folder: {work}", flush=True)
+    started = time.perf_counter()
+    url = published(work, args.customers)
+    print(f"published {args.customers:,} customers x 2 as-of dates in {time.perf_counter() - started:.0f} s",
+          flush=True)
+    from serving.users import UserStore
+
+    users = work / "workspace.db"
+    key = UserStore(users).add("bench", "viewer")
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    env = {**os.environ, "DO_NOT_TRACK": "true"}
+    server = subprocess.Popen([sys.executable, "-c", SERVER.format(root=str(ROOT), url=url, users=str(users),
+                                                                    port=port)], env=env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        import httpx
+
+        for _ in range(200):
+            try:
+                if httpx.get(f"{base}/api/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        name = _lists()[0].name
+        kinds = {
+            "list page (tier=high, country, random page)": lambda rng: (
+                f"/api/lists/{name}?tier=high&country={rng.choice(COUNTRIES)}&page={rng.integers(1, 21)}"),
+            "profile (random customer)": lambda rng: f"/api/customers/C{rng.integers(0, args.customers):07d}",
+        }
+        rng = np.random.default_rng(1)
+        for path in (kinds[k](rng) for k in kinds):  # warm: the first request of a view counts its totals
+            httpx.get(base + path, headers={"Authorization": f"Bearer {key}"}, timeout=30)
+        rows = []
+        for rate in (int(r) for r in args.rates.split(",")):
+            for kind, make_path in kinds.items():
+                cpu = server_cpu(server.pid)
+                result = asyncio.run(run_load(base, key, rate, args.seconds, make_path, rng))
+                result["server_cpu_s"] = server_cpu(server.pid) - cpu
+                rows.append({"kind": kind, "rate": rate, **result})
+                print(f"{kind} at {rate}/s: p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms, "
+                      f"{result['errors']} errors of {result['requests']}", flush=True)
+    finally:
+        server.terminate()
+        server.wait(10)
+    print("\n| request | rate/s | requests | errors | p50 ms | p99 ms | max ms | server CPU s |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        print(f"| {r['kind']} | {r['rate']} | {r['requests']} | {r['errors']} | {r['p50_ms']:.1f} | "
+              f"{r['p99_ms']:.1f} | {r['max_ms']:.1f} | {r['server_cpu_s']:.1f} |")
+    print(f"\nSQLite, {args.customers:,} customers; load average at the end: {os.getloadavg()[0]:.2f}")
+    print(f"command: {command}")
+
+
+def server_cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+if __name__ == "__main__":
+    main()

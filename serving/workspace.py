@@ -1,0 +1,270 @@
+"""What the retention workspace reads: the SQL tables the publisher writes (one table per list, every as-of date,
+and ``list_latest``), never recomputed. Every filter and sort is a bound parameter or a column checked against the
+table's own columns, so no request text ever becomes SQL.
+
+The dates of each list and the counts and totals of a filtered view are kept until the next publish (the
+``list_publish`` id changes), so paging through a view costs one indexed query a page. A list view
+(:class:`ListQuery`) filters by risk tier, RFM segment, country, playbook, contact group, value and
+score ranges and a customer id prefix, sorts by any published column and pages; its counts and totals are those
+of the whole filtered view. A profile gathers one customer's rows of every list and as-of date (the score
+history) with the latest one first. Contact fields are returned only when the caller may see them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from functools import cached_property
+from typing import Literal
+
+import sqlalchemy as sa
+from pydantic import BaseModel, ConfigDict, Field
+
+from serving.lists import LISTS, MONEY_COLUMNS
+from serving.lists import get as get_list
+
+CONTACT_COLUMNS = ("email", "name", "phone")
+POINTER_TABLE = "list_latest"
+VERSION_TABLE = "list_publish"
+MAX_EXPORT_ROWS = 500_000
+
+
+class QueryError(ValueError):
+    """A list query that names something the list does not have (a column to sort by, a date)."""
+
+
+class ListQuery(BaseModel):
+    """Filters, sorting and paging of a list view (every field optional)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    as_of: dt.date | None = None
+    tier: list[str] = []
+    segment: list[str] = []
+    country: list[str] = []
+    playbook: list[str] = []
+    group: Literal["treatment", "control"] | None = None
+    value_min: float | None = None
+    value_max: float | None = None
+    score_min: float | None = Field(None, ge=0, le=1)
+    score_max: float | None = Field(None, ge=0, le=1)
+    q: str | None = Field(None, max_length=64, description="customer id, or its beginning")
+    sort: str = "rank"
+    order: Literal["asc", "desc"] = "asc"
+    page: int = Field(1, ge=1, le=1_000_000)
+    size: int = Field(50, ge=1, le=500)
+
+
+class Workspace:
+    """Read access to the published lists through SQLAlchemy (SQLite by default, any URL such as PostgreSQL)."""
+
+    def __init__(self, url: str):
+        self.url = url
+        # a file database needs no liveness check; a server (PostgreSQL) may have dropped the connection
+        self.engine = sa.create_engine(url, pool_pre_ping=not url.startswith("sqlite"))
+        self._tables: dict[str, sa.Table] = {}
+        self._cache: dict = {}  # (publish id, what) -> result: dates and view totals, until the next publish
+        self._cache_lock = threading.Lock()
+
+    def _publish_id(self, db) -> str | None:
+        """The publish whose rows the tables hold (``list_publish``): a new one empties the cache."""
+        try:
+            return db.execute(sa.text(f"SELECT publish_id FROM {VERSION_TABLE}")).scalar()
+        except sa.exc.SQLAlchemyError:
+            db.rollback()
+            return None
+
+    def _cached(self, version: str | None, key, compute):
+        if version is None:
+            return compute()
+        with self._cache_lock:
+            if self._cache.get("version") != version:
+                self._cache = {"version": version}
+                self._tables.clear()  # a publish may have added a column
+            if key in self._cache:
+                return self._cache[key]
+        value = compute()
+        with self._cache_lock:
+            if len(self._cache) < 4096 and self._cache.get("version") == version:
+                self._cache[key] = value
+        return value
+
+    def table(self, name: str) -> sa.Table | None:
+        """The reflected table of list ``name`` (None before its first publish)."""
+        if name not in self._tables:
+            get_list(name)  # a clear error for an unknown list
+            if not sa.inspect(self.engine).has_table(name):
+                return None
+            self._tables[name] = sa.Table(name, sa.MetaData(), autoload_with=self.engine)
+        return self._tables[name]
+
+    def refresh(self) -> None:
+        """Forget the reflected tables (a publish may have added a column)."""
+        self._tables.clear()
+
+    @cached_property
+    def _pointer(self) -> sa.Table:
+        return sa.Table(POINTER_TABLE, sa.MetaData(), sa.Column("list"), sa.Column("as_of"), sa.Column("run_id"),
+                        sa.Column("row_count"))
+
+    def health(self) -> dict:
+        """Database reachable and the latest as-of date and rows of each list."""
+        try:
+            with self.engine.connect() as db:
+                if not sa.inspect(db).has_table(POINTER_TABLE):
+                    return {"database": "ok", "lists": {}}
+                rows = db.execute(sa.select(self._pointer)).mappings().all()
+        except sa.exc.SQLAlchemyError as exc:
+            return {"database": f"unreachable: {type(exc).__name__}", "lists": {}}
+        lists = {r["list"]: {"as_of": r["as_of"], "rows": r["row_count"], "model_versions": {}} for r in rows}
+        with self.engine.connect() as db:
+            for name, state in lists.items():
+                table = self.table(name) if name in {s.name for s in LISTS} else None
+                versions = [c for c in table.columns if c.name.endswith("_model_version")] if table is not None else []
+                if versions:
+                    row = db.execute(sa.select(*versions).where(table.c.as_of == state["as_of"]).limit(1)).mappings()
+                    state["model_versions"] = dict(row.first() or {})
+        return {"database": "ok", "lists": lists}
+
+    def dates(self, name: str, db=None) -> list[str]:
+        """Every published as-of date of list ``name``, latest first."""
+        if db is None:
+            with self.engine.connect() as db:
+                return self.dates(name, db)
+
+        def compute() -> list[str]:
+            table = self.table(name)
+            if table is None:
+                return []
+            found = db.execute(sa.select(table.c.as_of).distinct().order_by(table.c.as_of.desc())).scalars()
+            return [str(d) for d in found.all()]
+
+        return self._cached(self._publish_id(db), ("dates", name), compute)
+
+    def columns(self, name: str, contact: bool) -> list[str]:
+        table = self.table(name)
+        if table is None:
+            return []
+        return [c.name for c in table.columns if contact or c.name not in CONTACT_COLUMNS]
+
+    def _where(self, name: str, table: sa.Table, query: ListQuery, as_of: str) -> list:
+        spec = get_list(name)
+        c = table.c
+        conditions = [c.as_of == as_of]
+        for values, column in ((query.tier, "risk_tier"), (query.segment, "rfm_segment"),
+                               (query.country, "country"), (query.playbook, "playbook")):
+            if values and column in c:
+                conditions.append(c[column].in_(values))
+        if query.group and "contact_group" in c:
+            conditions.append(c.contact_group == query.group)
+        if query.value_min is not None:
+            conditions.append(c[spec.value] >= query.value_min)
+        if query.value_max is not None:
+            conditions.append(c[spec.value] <= query.value_max)
+        if query.score_min is not None:
+            conditions.append(c[spec.probability] >= query.score_min)
+        if query.score_max is not None:
+            conditions.append(c[spec.probability] <= query.score_max)
+        if query.q:
+            conditions.append(c.customer_id.startswith(query.q, autoescape=True))
+        return conditions
+
+    def page(self, name: str, query: ListQuery, contact: bool = False, everything: bool = False) -> dict:
+        """One page of a list view (``everything``: every row of the view, for an export), with the view's
+        counts and totals."""
+        with self.engine.connect() as db:
+            return self._page(db, name, query, contact, everything)
+
+    def _page(self, db, name: str, query: ListQuery, contact: bool, everything: bool) -> dict:
+        spec = get_list(name)
+        version = self._publish_id(db)
+        dates = self._cached(version, ("dates", name), lambda: self.dates(name, db))
+        table = self.table(name)
+        if table is None or not dates:
+            return {"list": name, "as_of": None, "dates": [], "columns": [], "rows": [], "total": 0,
+                    "totals": {}, "counts": {}, "page": query.page, "size": query.size, "pages": 0}
+        as_of = str(query.as_of) if query.as_of else dates[0]
+        if as_of not in dates:
+            raise QueryError(f"list {name} has no as-of date {as_of}; it has {', '.join(dates[:5])}")
+        columns = self.columns(name, contact)
+        if query.sort not in columns:
+            raise QueryError(f"cannot sort by {query.sort!r}: list {name} has no such column")
+        where = self._where(name, table, query, as_of)
+        c = table.c
+        key = c[query.sort].desc() if query.order == "desc" else c[query.sort].asc()
+        order = [key] if query.sort == "rank" else [key, c["rank"]]  # rank is unique per date and indexed
+        statement = sa.select(*[c[n] for n in columns]).where(*where).order_by(*order)
+        if everything:
+            statement = statement.limit(MAX_EXPORT_ROWS)
+        else:
+            statement = statement.limit(query.size).offset((query.page - 1) * query.size)
+        money = [m for m in MONEY_COLUMNS if m in c and m != "cost_per_contact"]  # a sum of unit costs means nothing
+
+        def view_totals() -> tuple[dict, dict]:
+            summary = sa.select(sa.func.count().label("rows"),
+                                *[sa.func.sum(c[m]).label(m) for m in money]).where(*where)
+            totals = dict(db.execute(summary).mappings().one())
+            counts = {}
+            if "contact_group" in c:
+                counts = dict(db.execute(sa.select(c.contact_group, sa.func.count()).where(*where)
+                                         .group_by(c.contact_group)).all())
+            return totals, counts
+
+        filters = query.model_dump(exclude={"sort", "order", "page", "size"}, mode="json")
+        totals, counts = self._cached(version, ("view", name, as_of, repr(sorted(filters.items()))), view_totals)
+        totals = dict(totals)
+        result = db.execute(statement)
+        keys = list(result.keys())
+        rows = [dict(zip(keys, r)) for r in result.all()]
+        total = int(totals.pop("rows"))
+        return {"list": name, "as_of": as_of, "dates": dates, "columns": columns, "rows": rows, "total": total,
+                "totals": totals, "counts": counts, "page": query.page, "size": query.size,
+                "pages": -(-total // query.size), "value": spec.value, "probability": spec.probability}
+
+    def customer(self, customer_id: str, contact: bool = False) -> dict | None:
+        """One customer's rows on every list and as-of date (latest first), or None when no list holds them (a
+        forgotten customer is gone from every table, so this is None right after `churn forget`)."""
+        found: dict[str, list[dict]] = {}
+        with self.engine.connect() as db:
+            for spec in LISTS:
+                table = self.table(spec.name)
+                if table is None:
+                    continue
+                columns = [table.c[n] for n in self.columns(spec.name, contact)]
+                rows = db.execute(sa.select(*columns).where(table.c.customer_id == customer_id)
+                                  .order_by(table.c.as_of.desc())).mappings().all()
+                if rows:
+                    found[spec.name] = [dict(r) for r in rows]
+        if not found:
+            return None
+        latest = max(((name, rows[0]) for name, rows in found.items()), key=lambda item: str(item[1]["as_of"]))
+        return {"customer_id": customer_id, "list": latest[0], "latest": latest[1], "lists": found}
+
+    def campaigns(self) -> list[dict]:
+        """Per list and as-of date: treatment and control counts, cost, expected saved value, net return, and the
+        customers each playbook matched."""
+        out = []
+        with self.engine.connect() as db:
+            for spec in LISTS:
+                table = self.table(spec.name)
+                if table is None or "contact_group" not in table.c:
+                    continue
+                c = table.c
+                treated = c.contact_group == "treatment"
+                saved = sa.func.sum(sa.case((treated, c[spec.value] * c.success_rate), else_=0))
+                cost = sa.func.sum(sa.case((treated, c.cost_per_contact), else_=0))
+                rows = db.execute(sa.select(c.as_of, c.campaign_id,
+                                            sa.func.sum(sa.case((treated, 1), else_=0)).label("treatment"),
+                                            sa.func.sum(sa.case((treated, 0), else_=1)).label("control"),
+                                            cost.label("cost"), saved.label("expected_saved_value"))
+                                  .group_by(c.as_of, c.campaign_id).order_by(c.as_of.desc())).mappings().all()
+                books = db.execute(sa.select(c.as_of, c.playbook, sa.func.count().label("customers"))
+                                   .group_by(c.as_of, c.playbook).order_by(sa.func.count().desc())).mappings().all()
+                for r in rows:
+                    item = {"list": spec.name, **dict(r)}
+                    item["cost"] = float(item["cost"] or 0)
+                    item["expected_saved_value"] = float(item["expected_saved_value"] or 0)
+                    item["expected_net_return"] = item["expected_saved_value"] - item["cost"]
+                    item["playbooks"] = {b["playbook"]: b["customers"] for b in books if b["as_of"] == r["as_of"]}
+                    out.append(item)
+        return out
