@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import sys
@@ -731,6 +732,92 @@ def serve(
             out.print("[yellow]no users yet: add one with `churn users add NAME --role admin` to sign in[/]")
         out.print(f"retention workspace on http://{host}:{port}/ (API: http://{host}:{port}/api/docs)")
         uvicorn.run(app_for(cfg), host=host, port=port, log_level="warning")
+
+    _run(debug, body)
+
+
+@app.command()
+def ui(
+    mlflow_port: Annotated[int, typer.Option(help="port of the MLflow UI")] = 5000,
+    prefect_port: Annotated[int, typer.Option(help="port of the Prefect UI and its API")] = 4300,
+    config: ConfigOpt = None, data_dir: DataDirOpt = None, debug: DebugOpt = False,
+) -> None:
+    """The MLflow UI and the Prefect UI over the project's own stores (127.0.0.1), until Ctrl-C stops both and
+    every process they started."""
+
+    def body() -> None:
+        import os
+        import shutil
+        import signal
+        import subprocess
+        import urllib.request
+
+        from models.tracking import tracking_uri
+
+        cfg = _config(config, data_dir)
+        bin_dir = Path(sys.executable).parent
+        prefect_home = os.environ.get("PREFECT_HOME") or str((cfg.data_dir / "prefect").resolve())
+        base = {**os.environ, "DO_NOT_TRACK": "true", "MLFLOW_DISABLE_TELEMETRY": "true",
+                "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+        commands = {
+            "MLflow": ([str(bin_dir / "mlflow"), "ui", "--backend-store-uri", tracking_uri(cfg), "--host",
+                        "127.0.0.1", "--port", str(mlflow_port)],
+                       {**base, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}, f"http://127.0.0.1:{mlflow_port}/",
+                       f"http://127.0.0.1:{mlflow_port}/health"),
+            "Prefect": ([str(bin_dir / "prefect"), "server", "start", "--host", "127.0.0.1", "--port",
+                         str(prefect_port)],
+                        {**base, "PREFECT_HOME": prefect_home,
+                         "PREFECT_UI_API_URL": f"http://127.0.0.1:{prefect_port}/api"},
+                        f"http://127.0.0.1:{prefect_port}/", f"http://127.0.0.1:{prefect_port}/api/health"),
+        }
+        for name, (argv, _, _, _) in commands.items():
+            if not Path(argv[0]).exists() and not shutil.which(argv[0]):
+                raise ChurnError(f"{argv[0]} is missing: run `make venv`")
+        started: dict[str, subprocess.Popen] = {}
+
+        def stop() -> None:
+            for process in started.values():
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGTERM)  # the server and every child it started
+            for name, process in started.items():
+                try:
+                    process.wait(15)
+                except subprocess.TimeoutExpired:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(process.pid, signal.SIGKILL)
+                    process.wait(5)
+
+        try:
+            for name, (argv, env, _, _) in commands.items():
+                started[name] = subprocess.Popen(argv, env=env, start_new_session=True,
+                                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            waiting = dict(commands)
+            deadline = time.monotonic() + 180
+            with out.status("starting the MLflow and Prefect UIs"):
+                while waiting and time.monotonic() < deadline:
+                    for name, (_, _, _, health) in list(waiting.items()):
+                        if started[name].poll() is not None:
+                            error = started[name].stderr.read().decode(errors="replace").strip().splitlines()
+                            raise ChurnError(f"the {name} UI stopped at start: {error[-1] if error else 'no output'}")
+                        try:
+                            with urllib.request.urlopen(health, timeout=2):
+                                waiting.pop(name)
+                        except OSError:
+                            pass
+                    time.sleep(0.5)
+            if waiting:
+                raise ChurnError(f"{', '.join(waiting)} did not answer within 180 s")
+            for name, (_, _, address, _) in commands.items():
+                out.print(f"{name} UI: {address}")
+            out.print("Ctrl-C stops both")
+            while all(p.poll() is None for p in started.values()):
+                time.sleep(0.5)
+            gone = [name for name, p in started.items() if p.poll() is not None]
+            raise ChurnError(f"the {', '.join(gone)} UI stopped; the other one is stopped too")
+        except KeyboardInterrupt:
+            out.print("stopping the UIs")
+        finally:
+            stop()
 
     _run(debug, body)
 

@@ -323,7 +323,8 @@ def score(cfg: PipelineConfig, snapshot: pd.DataFrame, champions: dict, run_id: 
     """Score one snapshot with the champions; returns the lists and their summary."""
     from common.faults import checkpoint
     from serving.reasons import load_reasons
-    from serving.scoring import add_reasons, build_lists, in_currency, score_snapshot, summarize, target_lists
+    from serving.scoring import (add_purchase_history, add_reasons, build_lists, in_currency, score_snapshot,
+                                 summarize, target_lists)
     from serving.targeting import check_budgets, load_playbooks, marketing_consent
 
     scores, inputs = score_snapshot(snapshot, champions, cfg.horizons, with_inputs=True,
@@ -339,6 +340,7 @@ def score(cfg: PipelineConfig, snapshot: pd.DataFrame, champions: dict, run_id: 
     audit: dict = {}
     lists = add_reasons(lists, inputs, champions, catalog, cfg.base_currency, cfg.horizons, audit,
                         playbooks)  # only the published customers are explained
+    lists = add_purchase_history(lists, cfg.validated_dir / "transactions.parquet", as_of)
     lists = in_currency(lists, cfg.base_currency)
     summary = summarize(scores, lists, champions, cfg.targeting.at_risk_threshold, campaigns)
     return lists, {**summary, "reason_audit": audit}

@@ -122,6 +122,48 @@ def waterfall_svg(contributions: str | dict | None, width: int = 640) -> str:
             f'aria-label="what drives the score">{"".join(parts)}</svg>')
 
 
+def timeline_svg(history: str | list | None, until: str | None = None, width: int = 640, height: int = 170) -> str:
+    """The purchase timeline as inline SVG: orders (blue, up) and refunds (red, down) per month over the months
+    the published history covers, ending with the month before ``until`` (the as-of date)."""
+    import json
+    from html import escape
+
+    data = json.loads(history) if isinstance(history, str) else (history or [])
+    if not data:
+        return ""
+    last = (str(until)[:7] if until else data[-1][0])
+    first = data[0][0]
+    months, (y, m) = [], map(int, first.split("-"))
+    while f"{y:04d}-{m:02d}" <= last and len(months) < 120:
+        months.append(f"{y:04d}-{m:02d}")
+        y, m = (y + 1, 1) if m == 12 else (y, m + 1)
+    if until and months and months[-1] == last:
+        months = months[:-1] or months  # the as-of month has not happened yet
+    by = {row[0]: row for row in data}
+    top = max([max(r[1], r[2]) for r in data] + [1])
+    pad, inner = 28, width - 40
+    slot = inner / max(len(months), 1)
+    middle = (height - 24) * 0.7
+    parts = [f'<line x1="{pad}" x2="{pad + inner}" y1="{middle:.1f}" y2="{middle:.1f}" class="grid"/>',
+             f'<text x="2" y="12">{top}</text>']
+    for i, month in enumerate(months):
+        x = pad + i * slot
+        orders, refunds = (by[month][1], by[month][2]) if month in by else (0, 0)
+        if orders:
+            h = (middle - 14) * orders / top
+            parts.append(f'<rect x="{x + 1:.1f}" y="{middle - h:.1f}" width="{max(slot - 2, 1):.1f}" '
+                         f'height="{h:.1f}" class="down"><title>{month}: {orders} orders, net '
+                         f'{by[month][3]:.2f}</title></rect>')
+        if refunds:
+            h = (height - 24 - middle) * refunds / top
+            parts.append(f'<rect x="{x + 1:.1f}" y="{middle:.1f}" width="{max(slot - 2, 1):.1f}" height="{h:.1f}" '
+                         f'class="up"><title>{month}: {refunds} refunds</title></rect>')
+        if i % 6 == 0:
+            parts.append(f'<text x="{x:.1f}" y="{height - 6}">{escape(month)}</text>')
+    return (f'<svg class="chart timeline" viewBox="0 0 {width} {height}" role="img" '
+            f'aria-label="orders and refunds per month">{"".join(parts)}</svg>')
+
+
 class _Throttle:
     """Bad keys per client: after ``FAILURES_BEFORE_DELAY`` within the window each attempt waits longer."""
 
@@ -140,9 +182,10 @@ class _Throttle:
 
 
 def create_app(sql_url: str, users: UserStore, include_contact: bool = False, champions=None,
-               report_link: str | None = None) -> FastAPI:
+               report_link: str | None = None, backtest_dir=None) -> FastAPI:
     """The app over the lists at ``sql_url``. ``champions`` is a callable returning the champion of each model
-    (rows of :func:`models.tracking.list_versions`), called when the models page or API is asked for."""
+    (rows of :func:`models.tracking.list_versions`), called when the models page or API is asked for;
+    ``backtest_dir`` one returning the latest backtest folder (``report.json`` and the plots) or None."""
     app = FastAPI(title="Churn retention workspace", docs_url=None, redoc_url=None, openapi_url=None,
                   version="1")
     workspace = Workspace(sql_url)
@@ -258,8 +301,9 @@ def create_app(sql_url: str, users: UserStore, include_contact: bool = False, ch
             raise HTTPException(404, "no published list holds this customer")
         for rows in found["lists"].values():
             for row in rows:
-                if isinstance(row.get("shap_contributions"), str):
-                    row["shap_contributions"] = json.loads(row["shap_contributions"])
+                for column in ("shap_contributions", "purchase_history"):
+                    if isinstance(row.get(column), str):
+                        row[column] = json.loads(row[column])
         users.audit(user, "profile", customer_id=customer_id)
         return found
 
@@ -291,8 +335,10 @@ def create_app(sql_url: str, users: UserStore, include_contact: bool = False, ch
         state = workspace.health()
         return {"status": "ok" if state["database"] == "ok" else "degraded", **state}
 
+    # the two hot API routes run on the event loop: their queries are short and indexed, and a hop to the
+    # thread pool costs more than they do
     @app.get("/api/lists/{name}", tags=["api"], response_class=JSONResponse)
-    def api_list(name: str, request: Request, user: User = Depends(viewer)):
+    async def api_list(name: str, request: Request, user: User = Depends(viewer)):
         """One page of a list view, with the view's counts and totals (filters: see /api/docs)."""
         return JSONResponse(_page(name, _query(request), user))
 
@@ -302,7 +348,7 @@ def create_app(sql_url: str, users: UserStore, include_contact: bool = False, ch
         return _export(name, _query(request), user, format)
 
     @app.get("/api/customers/{customer_id}", tags=["api"], response_class=JSONResponse)
-    def api_customer(customer_id: str, user: User = Depends(viewer)):
+    async def api_customer(customer_id: str, user: User = Depends(viewer)):
         """One customer's rows on every list and as-of date, latest first, with their SHAP contributions."""
         return JSONResponse(_profile(customer_id, user))
 
@@ -406,6 +452,7 @@ def create_app(sql_url: str, users: UserStore, include_contact: bool = False, ch
             "user": user, "found": found, "row": found["latest"], "spec": spec,
             "history_svg": score_history_svg(history), "history": history,
             "waterfall_svg": waterfall_svg(found["latest"].get("shap_contributions")),
+            "timeline_svg": timeline_svg(found["latest"].get("purchase_history"), found["latest"].get("as_of")),
             "contact": _contact(user)})
 
     @app.get("/campaigns", response_class=HTMLResponse)
@@ -413,9 +460,45 @@ def create_app(sql_url: str, users: UserStore, include_contact: bool = False, ch
         return templates.TemplateResponse(request, "campaigns.html", {"user": user,
                                                                       "campaigns": workspace.campaigns()})
 
+    def _backtest() -> tuple[Path | None, dict]:
+        import json
+
+        folder = backtest_dir() if backtest_dir is not None else None
+        if folder is None or not (Path(folder) / "report.json").exists():
+            return None, {}
+        return Path(folder), json.loads((Path(folder) / "report.json").read_text())
+
     @app.get("/models", response_class=HTMLResponse)
     def models_page(request: Request, user: User = Depends(viewer)):
-        return templates.TemplateResponse(request, "models.html", {"user": user, "champions": _champions()})
+        from models.catalog import MODELS
+
+        folder, report = _backtest()
+        plots = sorted(p.name for p in folder.glob("*.png")) if folder is not None else []
+        sections = []
+        for spec in MODELS:
+            own = report.get(spec.section)
+            if not isinstance(own, dict) or "skipped" in own:
+                continue
+            metrics = [k for k, v in own.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+                       and k not in ("n", "best_iteration")]
+            baselines = {b: by[spec.section] for b, by in report.get("baselines", {}).items()
+                         if isinstance(by, dict) and isinstance(by.get(spec.section), dict)}
+            sections.append({"name": spec.name, "section": spec.section, "metrics": metrics, "own": own,
+                             "baselines": baselines,
+                             "plots": [p for p in plots if spec.name in p or p.startswith(spec.section + "_")
+                                       or (spec.section == "churn" and p in ("roc.png", "calibration.png",
+                                                                              "gain.png"))]})
+        return templates.TemplateResponse(request, "models.html", {
+            "user": user, "champions": {c["name"]: c for c in _champions()}, "sections": sections,
+            "as_of": report.get("as_of"), "plots": plots})
+
+    @app.get("/models/plots/{filename}")
+    def model_plot(filename: str, user: User = Depends(viewer)):
+        folder, _ = _backtest()
+        names = {p.name: p for p in folder.glob("*.png")} if folder is not None else {}
+        if filename not in names:  # only a plot the folder holds: never a path from the request
+            raise HTTPException(404, "no such plot in the latest backtest")
+        return Response(names[filename].read_bytes(), media_type="image/png")
 
     return app
 
@@ -437,6 +520,10 @@ def app_for(cfg) -> FastAPI:
 
         return list_versions(cfg)
 
+    def backtest_dir() -> Path | None:
+        folders = sorted((outputs / "backtest").glob("as_of=*/report.json"))
+        return folders[-1].parent if folders else None
+
     return create_app(sql_url(outputs, cfg.outputs.sql_url), store_for(outputs), cfg.outputs.include_contact,
-                      champions)
+                      champions, backtest_dir=backtest_dir)
 

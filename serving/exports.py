@@ -30,7 +30,7 @@ from babel import Locale
 from common.config import ExportTarget
 
 CHANGE_COLUMNS = ["customer_id", "change", "previous_tier", "risk_tier"]
-NOT_EXPORTED = ("shap_contributions",)  # unless a target names it
+NOT_EXPORTED = ("shap_contributions", "purchase_history")  # the profile's data: unless a target names them
 
 
 def _rows(frame: pd.DataFrame, target: ExportTarget) -> pd.DataFrame:

@@ -27,6 +27,7 @@ Per customer (definitions used in both lists):
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 from dataclasses import dataclass
 
 import numpy as np
@@ -158,6 +159,42 @@ def add_reasons(lists: dict[str, pd.DataFrame], inputs: pd.DataFrame, champions:
         if audit is not None and spec.name in audit:
             audit[spec.name]["mixed_language"] = language_mismatches(out[spec.name], catalog, playbooks)
     return out
+
+
+HISTORY = "purchase_history"
+HISTORY_MONTHS = 24
+
+
+def add_purchase_history(lists: dict[str, pd.DataFrame], transactions: Path, cutoff: dt.date,
+                         months: int = HISTORY_MONTHS) -> dict[str, pd.DataFrame]:
+    """A last column ``purchase_history`` per listed customer: a JSON text of their orders and refunds per
+    calendar month over the ``months`` months before ``cutoff`` (nothing on or after it), ``[[month, orders,
+    refunds, net amount], ...]`` for the months with any, net amount in the base currency. The workspace's profile
+    draws it as the purchase timeline; ``transactions`` is the validated table (a refund is a negative amount)."""
+    import json
+
+    import duckdb
+
+    ids = sorted({c for frame in lists.values() for c in frame["customer_id"].astype(str)})
+    start = (pd.Timestamp(cutoff) - pd.DateOffset(months=months)).date().replace(day=1)
+    by_customer: dict[str, list] = {}
+    if ids and Path(transactions).exists():
+        con = duckdb.connect()
+        try:
+            con.register("listed", pd.DataFrame({"customer_id": ids}))
+            rows = con.execute(
+                "SELECT t.customer_id, strftime(date_trunc('month', t.ts), '%Y-%m') AS month, "
+                "count(*) FILTER (WHERE t.amount >= 0) AS orders, count(*) FILTER (WHERE t.amount < 0) AS refunds, "
+                "round(sum(t.amount), 2) AS net FROM read_parquet(?) t JOIN listed USING (customer_id) "
+                "WHERE t.ts >= ? AND t.ts < ? GROUP BY 1, 2 ORDER BY 1, 2",
+                [str(transactions), start, cutoff]).fetchall()
+        finally:
+            con.close()
+        for customer, month, orders, refunds, net in rows:
+            by_customer.setdefault(customer, []).append([month, int(orders), int(refunds), float(net or 0)])
+    return {name: frame.assign(**{HISTORY: [json.dumps(by_customer.get(str(c), []))
+                                             for c in frame["customer_id"]]})
+            for name, frame in lists.items()}
 
 
 def in_currency(lists: dict[str, pd.DataFrame], currency: str) -> dict[str, pd.DataFrame]:

@@ -27,6 +27,7 @@ CONTACT_COLUMNS = ("email", "name", "phone")
 POINTER_TABLE = "list_latest"
 VERSION_TABLE = "list_publish"
 MAX_EXPORT_ROWS = 500_000
+VIEWS_KEPT = 32
 
 
 class QueryError(ValueError):
@@ -65,6 +66,8 @@ class Workspace:
         self._tables: dict[str, sa.Table] = {}
         self._cache: dict = {}  # (publish id, what) -> result: dates and view totals, until the next publish
         self._cache_lock = threading.Lock()
+        self._views: dict = {}  # (list, date, filters, sort) -> the view's customer ids in order
+        self._flights: dict = {}  # key -> the lock of the one request computing it
 
     def _publish_id(self, db) -> str | None:
         """The publish whose rows the tables hold (``list_publish``): a new one empties the cache."""
@@ -75,6 +78,8 @@ class Workspace:
             return None
 
     def _cached(self, version: str | None, key, compute):
+        """``compute()`` once per publish and key: concurrent requests for the same key wait for the first one
+        instead of all scanning the table (a stampede would never catch up under load)."""
         if version is None:
             return compute()
         with self._cache_lock:
@@ -83,20 +88,31 @@ class Workspace:
                 self._tables.clear()  # a publish may have added a column
             if key in self._cache:
                 return self._cache[key]
-        value = compute()
-        with self._cache_lock:
-            if len(self._cache) < 4096 and self._cache.get("version") == version:
-                self._cache[key] = value
+            flight = self._flights.setdefault(key, threading.Lock())
+        with flight:
+            with self._cache_lock:
+                if self._cache.get("version") == version and key in self._cache:
+                    return self._cache[key]
+            value = compute()
+            with self._cache_lock:
+                if len(self._cache) < 4096 and self._cache.get("version") == version:
+                    self._cache[key] = value
+                self._flights.pop(key, None)
         return value
 
-    def table(self, name: str) -> sa.Table | None:
-        """The reflected table of list ``name`` (None before its first publish)."""
-        if name not in self._tables:
+    def table(self, name: str, db=None) -> sa.Table | None:
+        """The reflected table of list ``name`` (None before its first publish). Inside a request pass its
+        connection ``db``: taking a second one from the pool while holding one can wait forever under load."""
+        table = self._tables.get(name)
+        if table is None:
             get_list(name)  # a clear error for an unknown list
-            if not sa.inspect(self.engine).has_table(name):
+            if db is None:
+                with self.engine.connect() as db:
+                    return self.table(name, db)
+            if not sa.inspect(db).has_table(name):
                 return None
-            self._tables[name] = sa.Table(name, sa.MetaData(), autoload_with=self.engine)
-        return self._tables[name]
+            table = self._tables[name] = sa.Table(name, sa.MetaData(), autoload_with=db)
+        return table
 
     def refresh(self) -> None:
         """Forget the reflected tables (a publish may have added a column)."""
@@ -119,7 +135,7 @@ class Workspace:
         lists = {r["list"]: {"as_of": r["as_of"], "rows": r["row_count"], "model_versions": {}} for r in rows}
         with self.engine.connect() as db:
             for name, state in lists.items():
-                table = self.table(name) if name in {s.name for s in LISTS} else None
+                table = self.table(name, db) if name in {s.name for s in LISTS} else None
                 versions = [c for c in table.columns if c.name.endswith("_model_version")] if table is not None else []
                 if versions:
                     row = db.execute(sa.select(*versions).where(table.c.as_of == state["as_of"]).limit(1)).mappings()
@@ -132,17 +148,17 @@ class Workspace:
             with self.engine.connect() as db:
                 return self.dates(name, db)
 
-        def compute() -> list[str]:
-            table = self.table(name)
-            if table is None:
-                return []
-            found = db.execute(sa.select(table.c.as_of).distinct().order_by(table.c.as_of.desc())).scalars()
-            return [str(d) for d in found.all()]
+        return self._cached(self._publish_id(db), ("dates", name), lambda: self._scan_dates(db, name))
 
-        return self._cached(self._publish_id(db), ("dates", name), compute)
+    def _scan_dates(self, db, name: str) -> list[str]:
+        table = self.table(name, db)
+        if table is None:
+            return []
+        found = db.execute(sa.select(table.c.as_of).distinct().order_by(table.c.as_of.desc())).scalars()
+        return [str(d) for d in found.all()]
 
-    def columns(self, name: str, contact: bool) -> list[str]:
-        table = self.table(name)
+    def columns(self, name: str, contact: bool, db=None) -> list[str]:
+        table = self.table(name, db)
         if table is None:
             return []
         return [c.name for c in table.columns if contact or c.name not in CONTACT_COLUMNS]
@@ -178,15 +194,15 @@ class Workspace:
     def _page(self, db, name: str, query: ListQuery, contact: bool, everything: bool) -> dict:
         spec = get_list(name)
         version = self._publish_id(db)
-        dates = self._cached(version, ("dates", name), lambda: self.dates(name, db))
-        table = self.table(name)
+        dates = self._cached(version, ("dates", name), lambda: self._scan_dates(db, name))
+        table = self.table(name, db)
         if table is None or not dates:
             return {"list": name, "as_of": None, "dates": [], "columns": [], "rows": [], "total": 0,
                     "totals": {}, "counts": {}, "page": query.page, "size": query.size, "pages": 0}
         as_of = str(query.as_of) if query.as_of else dates[0]
         if as_of not in dates:
             raise QueryError(f"list {name} has no as-of date {as_of}; it has {', '.join(dates[:5])}")
-        columns = self.columns(name, contact)
+        columns = [c.name for c in table.columns if contact or c.name not in CONTACT_COLUMNS]
         if query.sort not in columns:
             raise QueryError(f"cannot sort by {query.sort!r}: list {name} has no such column")
         where = self._where(name, table, query, as_of)
@@ -213,13 +229,46 @@ class Workspace:
         filters = query.model_dump(exclude={"sort", "order", "page", "size"}, mode="json")
         totals, counts = self._cached(version, ("view", name, as_of, repr(sorted(filters.items()))), view_totals)
         totals = dict(totals)
-        result = db.execute(statement)
-        keys = list(result.keys())
-        rows = [dict(zip(keys, r)) for r in result.all()]
+        if everything:
+            result = db.execute(statement)
+            keys = list(result.keys())
+            rows = [dict(zip(keys, r)) for r in result.all()]
+        else:
+            rows = self._rows_of_page(db, version, table, columns, where, order, query,
+                                      ("ids", name, as_of, repr(sorted(filters.items())), query.sort, query.order))
         total = int(totals.pop("rows"))
         return {"list": name, "as_of": as_of, "dates": dates, "columns": columns, "rows": rows, "total": total,
                 "totals": totals, "counts": counts, "page": query.page, "size": query.size,
                 "pages": -(-total // query.size), "value": spec.value, "probability": spec.probability}
+
+    def _rows_of_page(self, db, version, table: sa.Table, columns: list[str], where: list, order: list,
+                      query: ListQuery, key) -> list[dict]:
+        """One page: the view's customer ids in order are kept (for the last ``VIEWS_KEPT`` views, until the next
+        publish), so a page is one indexed lookup of ``size`` customers instead of a scan to its offset."""
+        c = table.c
+        with self._cache_lock:
+            ids = self._views.get(key) if self._views.get("version") == version else None
+            flight = self._flights.setdefault(key, threading.Lock()) if ids is None else None
+        if ids is None:
+            with flight:  # one scan per view however many requests ask for it at once
+                with self._cache_lock:
+                    ids = self._views.get(key) if self._views.get("version") == version else None
+                if ids is None:
+                    ids = db.execute(sa.select(c.customer_id).where(*where).order_by(*order)).scalars().all()
+                    with self._cache_lock:
+                        if self._views.get("version") != version:
+                            self._views = {"version": version}
+                        if len(self._views) > VIEWS_KEPT:
+                            self._views.pop(next(k for k in self._views if k != "version"))
+                        self._views[key] = ids
+                        self._flights.pop(key, None)
+        wanted = ids[(query.page - 1) * query.size:query.page * query.size]
+        if not wanted:
+            return []
+        result = db.execute(sa.select(*[c[n] for n in columns]).where(where[0], c.customer_id.in_(wanted)))
+        keys = list(result.keys())
+        found = {r["customer_id"]: r for r in (dict(zip(keys, row)) for row in result.all())}
+        return [found[i] for i in wanted if i in found]
 
     def customer(self, customer_id: str, contact: bool = False) -> dict | None:
         """One customer's rows on every list and as-of date (latest first), or None when no list holds them (a
@@ -227,10 +276,10 @@ class Workspace:
         found: dict[str, list[dict]] = {}
         with self.engine.connect() as db:
             for spec in LISTS:
-                table = self.table(spec.name)
+                table = self.table(spec.name, db)
                 if table is None:
                     continue
-                columns = [table.c[n] for n in self.columns(spec.name, contact)]
+                columns = [table.c[n] for n in self.columns(spec.name, contact, db)]
                 rows = db.execute(sa.select(*columns).where(table.c.customer_id == customer_id)
                                   .order_by(table.c.as_of.desc())).mappings().all()
                 if rows:
@@ -246,7 +295,7 @@ class Workspace:
         out = []
         with self.engine.connect() as db:
             for spec in LISTS:
-                table = self.table(spec.name)
+                table = self.table(spec.name, db)
                 if table is None or "contact_group" not in table.c:
                     continue
                 c = table.c

@@ -42,7 +42,8 @@ def _at_risk(probabilities: list[float]) -> pd.DataFrame:
         "churn_model_version": ["3"] * n, "run_id": ["r"] * n,
         "shap_contributions": [json.dumps({"base": -1.0, "features": [["days_since_last_purchase", 143, 1.5 + p],
                                                                       ["orders", 2, -0.25]], "other": 0.1})
-                               for p in probabilities]})
+                               for p in probabilities],
+        "purchase_history": [json.dumps([["2026-08", 3, 0, 120.5], ["2026-09", 1, 1, 10.0]])] * n})
 
 
 def build_workspace(folder) -> dict:
@@ -63,8 +64,26 @@ def build_workspace(folder) -> dict:
     keys = {role: users.add(role, role) for role in ("viewer", "marketer", "admin")}
     champions = [{"name": "churn-classifier", "version": "3", "aliases": ["champion"], "description": "Promoted.",
                   "decision": "promoted", "created": "2026-11-01", "metrics": {"roc_auc": 0.95}}]
-    app = create_app(url, users, include_contact=True, champions=lambda: champions)
+    backtest = outputs / "backtest" / "as_of=2026-08-03"
+    backtest.mkdir(parents=True)
+    (backtest / "report.json").write_text(json.dumps({
+        "as_of": "2026-08-03", "churn": {"roc_auc": 0.9519, "ece": 0.012, "n": 3551},
+        "baselines": {"btyd": {"churn": {"roc_auc": 0.9375, "ece": 0.04}}, "recency_rule": {"churn": {"roc_auc": 0.92}}}}))
+    _png(backtest / "roc.png")
+    app = create_app(url, users, include_contact=True, champions=lambda: champions, backtest_dir=lambda: backtest)
     return {"app": app, "keys": keys, "users": users, "outputs": outputs, "url": url}
+
+
+def _png(path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(3, 2))
+    axes.plot([0, 1], [0, 1])
+    figure.savefig(path)
+    plt.close(figure)
 
 
 @pytest.fixture(scope="module")
@@ -83,13 +102,14 @@ def _client(workspace, role: str | None = None) -> TestClient:
 ROUTES = {
     ("GET", "/"): "viewer", ("GET", "/lists/{name}"): "viewer", ("GET", "/lists/{name}/export.{fmt}"): "marketer",
     ("GET", "/customers/{customer_id}"): "viewer", ("GET", "/campaigns"): "viewer", ("GET", "/models"): "viewer",
+    ("GET", "/models/plots/{filename}"): "viewer",
     ("POST", "/logout"): "viewer", ("GET", "/api/lists/{name}"): "viewer",
     ("GET", "/api/lists/{name}/export"): "marketer", ("GET", "/api/customers/{customer_id}"): "viewer",
     ("GET", "/api/campaigns"): "viewer", ("GET", "/api/champions"): "viewer", ("GET", "/api/users"): "admin",
     ("GET", "/api/audit"): "admin", ("GET", "/api/openapi.json"): "viewer", ("GET", "/api/docs"): "viewer",
     ("GET", "/api/health"): None, ("GET", "/login"): None, ("POST", "/login"): None,
 }
-EXAMPLE = {"{name}": "at_risk", "{fmt}": "csv", "{customer_id}": "C001"}
+EXAMPLE = {"{name}": "at_risk", "{fmt}": "csv", "{customer_id}": "C001", "{filename}": "roc.png"}
 
 
 def _routes(app) -> set[tuple[str, str]]:
@@ -179,6 +199,8 @@ def test_a_profile_has_the_history_the_language_s_direction_and_is_audited_witho
     assert "0.900" in page and "0.700" in page
     assert 'class="chart waterfall"' in page and "days_since_last_purchase = 143" in page and "+2.40" in page
     assert body["latest"]["shap_contributions"]["features"][0] == ["days_since_last_purchase", 143, 2.4]
+    assert body["latest"]["purchase_history"][0] == ["2026-08", 3, 0, 120.5]
+    assert 'class="chart timeline"' in page and "2026-08: 3 orders, net 120.50" in page and "2026-09: 1 refunds" in page
     czech = client.get("/customers/C000").text
     assert 'lang="cs" dir="ltr"' in czech and "Bez nákupu 143 dnů" in czech
     assert client.get("/api/customers/NOPE").status_code == 404
@@ -258,7 +280,13 @@ def test_campaigns_and_champions(workspace):
     assert latest["playbooks"] == {"automated-email": 3, "high-value-care": 1}
     assert "8.40" in client.get("/campaigns").text
     assert client.get("/api/champions").json()[0]["version"] == "3"
-    assert "churn-classifier v3" in client.get("/models").text
+    models = client.get("/models").text
+    assert "churn-classifier · champion v3" in models and "0.9519" in models and "0.9375" in models
+    assert '<img src="/models/plots/roc.png"' in models
+    plot = client.get("/models/plots/roc.png")
+    assert plot.status_code == 200 and plot.content.startswith(b"\x89PNG")
+    for attempt in ("..%2Freport.json", "report.json", "%2Fetc%2Fpasswd", "nope.png"):
+        assert client.get(f"/models/plots/{attempt}").status_code == 404, attempt
 
 
 def test_a_forgotten_customer_is_gone_everywhere_at_once(workspace, tmp_path):
@@ -308,3 +336,28 @@ def test_the_score_history_chart_is_plain_svg():
     svg = score_history_svg([("2026-10-01", 0.7), ("2026-11-01", 0.9)])
     assert svg.startswith("<svg") and svg.count("<circle") == 2 and "script" not in svg
     assert score_history_svg([]) == ""
+
+
+def test_concurrent_requests_for_one_view_compute_it_once(workspace):
+    """Under load the first requests of a view after a publish must not all scan the table (a stampede)."""
+    import threading
+    import time
+
+    from serving.workspace import Workspace
+
+    space = Workspace(workspace["url"])
+    calls = []
+
+    def slow():
+        calls.append(1)
+        time.sleep(0.2)
+        return 42
+
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(space._cached("v1", "key", slow))) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [42] * 8 and len(calls) == 1
+    assert space._cached("v2", "key", lambda: 7) == 7  # a new publish computes again

@@ -115,3 +115,23 @@ def test_active_rule_agrees_with_the_labels(validated_dir):
     snap = build_snapshots(open_sources(validated_dir), [dt.date(2026, 6, 1)], horizons, with_labels=True)
     assert (active_mask(snap, horizons.activity_window_days) == snap["is_active"].astype(bool)).all()
     assert snap["is_active"].astype(bool).any() and (~snap["is_active"].astype(bool)).any()
+
+
+def test_the_purchase_history_holds_each_month_before_the_cutoff_only(tmp_path):
+    """Worked by hand: two orders and a refund before the cutoff; an order on the cutoff day and one older than
+    24 months are left out; a customer without transactions gets an empty history."""
+    import datetime as dt
+    import json
+
+    from serving.scoring import add_purchase_history
+
+    path = tmp_path / "transactions.parquet"
+    pd.DataFrame({"customer_id": ["A", "A", "A", "A", "A", "C"],
+                  "ts": pd.to_datetime(["2026-09-05 10:00", "2026-09-20 12:00", "2026-10-02 09:00",
+                                        "2026-11-01 08:00", "2024-10-15 10:00", "2026-09-01 10:00"]),
+                  "amount": [10.0, 5.0, -5.0, 99.0, 7.0, 1.0]}).to_parquet(path)
+    lists = {"at_risk": pd.DataFrame({"customer_id": ["A", "B"]}), "winback": pd.DataFrame({"customer_id": []})}
+    out = add_purchase_history(lists, path, dt.date(2026, 11, 1))
+    assert [json.loads(t) for t in out["at_risk"]["purchase_history"]] == [
+        [["2026-09", 2, 0, 15.0], ["2026-10", 0, 1, -5.0]], []]
+    assert out["winback"].empty and "purchase_history" in out["winback"].columns
