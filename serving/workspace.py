@@ -24,6 +24,7 @@ from serving.lists import LISTS, MONEY_COLUMNS
 from serving.lists import get as get_list
 
 CONTACT_COLUMNS = ("email", "name", "phone")
+PROFILE_ONLY = ("shap_contributions", "purchase_history")  # a profile's data, not a list column
 POINTER_TABLE = "list_latest"
 VERSION_TABLE = "list_publish"
 MAX_EXPORT_ROWS = 500_000
@@ -202,7 +203,8 @@ class Workspace:
         as_of = str(query.as_of) if query.as_of else dates[0]
         if as_of not in dates:
             raise QueryError(f"list {name} has no as-of date {as_of}; it has {', '.join(dates[:5])}")
-        columns = [c.name for c in table.columns if contact or c.name not in CONTACT_COLUMNS]
+        columns = [c.name for c in table.columns if (contact or c.name not in CONTACT_COLUMNS)
+                   and c.name not in PROFILE_ONLY]
         if query.sort not in columns:
             raise QueryError(f"cannot sort by {query.sort!r}: list {name} has no such column")
         where = self._where(name, table, query, as_of)

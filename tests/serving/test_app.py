@@ -160,6 +160,7 @@ def test_filters_sorting_paging_and_the_view_s_totals(workspace):
     assert view["total"] == 3 and view["counts"] == {"treatment": 2, "control": 1}
     assert view["totals"]["value_at_risk"] == pytest.approx(100 + 200 + 400)
     assert "email" not in view["columns"]  # a viewer never sees contact fields
+    assert "shap_contributions" not in view["columns"] and "purchase_history" not in view["rows"][0]
     two = client.get("/api/lists/at_risk", params=[("country", "CZ"), ("country", "US"), ("size", "1"),
                                                    ("page", "2")]).json()
     assert two["total"] == 2 and two["pages"] == 2 and [r["customer_id"] for r in two["rows"]] == ["C002"]
