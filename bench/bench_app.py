@@ -4,15 +4,15 @@ lookup at fixed request rates, on loopback, against a published at-risk list of 
 Usage: python bench/bench_app.py [--customers 200000] [--rates 50,200] [--seconds 60] [--work DIR]
 
 A list of ``--customers`` rows (two as-of dates, so profiles have a history) is published with
-:func:`serving.publish.publish_lists` into SQLite, a viewer key is created, and ``churn serve``'s app runs in its own
-process (uvicorn, one worker) on 127.0.0.1. For each rate and each request kind the client sends an open-loop
-schedule (request i at ``i / rate`` seconds, so a slow server cannot slow the schedule down) for ``--seconds``:
-at most ``rate x seconds`` requests, each with a 5 s timeout. The list page is ``/api/lists/at_risk`` filtered by
-tier and country on a random page of that view; the profile is ``/api/customers/<random id>``. The first request
-of a view after a publish counts the view's totals and orders its customer ids (kept until the next publish);
-the bench times that once per view (printed as the cold figure) and runs the load on warm views. Latency is measured
-from the moment a request was due; an error is a failed request or any status but 200. The client and the server
-share the machine's cores: the figures include the client's own cost.
+:func:`serving.publish.publish_lists` into SQLite, a viewer key is created, and ``churn serve``'s app runs in its
+own process (uvicorn, one worker) on 127.0.0.1. For each rate and each request kind the client sends an open-loop
+schedule for ``--seconds``: request i is started at ``i / rate`` seconds (a slow server cannot slow the schedule
+down), at most ``rate x seconds`` requests, each with a 5 s timeout. The list page is ``/api/lists/at_risk``
+filtered by tier and country on a random page of that view; the profile is ``/api/customers/<random id>``. The
+first request of a view after a publish counts the view's totals and orders its customer ids (kept until the next
+publish); the bench times that once per view (printed as the cold figure) and runs the load on warm views.
+Latency is measured from the moment a request was due; an error is a failed request or any status but 200. The
+client and the server share the machine's cores: the figures include the client's own cost.
 """
 
 from __future__ import annotations
@@ -91,12 +91,8 @@ async def run_load(base: str, key: str, rate: int, seconds: float, make_path, rn
                                  limits=limits) as client:
         start = time.perf_counter()
 
-        async def one(i: int, path: str) -> None:
+        async def one(due: float, path: str) -> None:
             nonlocal errors
-            due = start + i / rate
-            delay = due - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
             try:
                 response = await client.get(path)
                 ok = response.status_code == 200
@@ -105,7 +101,18 @@ async def run_load(base: str, key: str, rate: int, seconds: float, make_path, rn
             latencies.append(time.perf_counter() - due)
             errors += not ok
 
-        await asyncio.gather(*(one(i, make_path(rng)) for i in range(total)))
+        # each request is started when it is due (not thousands of pending tasks queued at once on the client's
+        # connection pool, which made the client, not the server, the bottleneck)
+        running: set = set()
+        for i in range(total):
+            due = start + i / rate
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            task = asyncio.create_task(one(due, make_path(rng)))
+            running.add(task)
+            task.add_done_callback(running.discard)
+        await asyncio.gather(*running)
         took = time.perf_counter() - start
     values = np.array(latencies) * 1000
     return {"requests": total, "errors": errors, "p50_ms": float(np.percentile(values, 50)),

@@ -182,7 +182,7 @@ class _Throttle:
 
 
 def create_app(sql_url: str, users: UserStore, include_contact: bool = False, champions=None,
-               report_link: str | None = None, backtest_dir=None) -> FastAPI:
+               backtest_dir=None) -> FastAPI:
     """The app over the lists at ``sql_url``. ``champions`` is a callable returning the champion of each model
     (rows of :func:`models.tracking.list_versions`), called when the models page or API is asked for;
     ``backtest_dir`` one returning the latest backtest folder (``report.json`` and the plots) or None."""
@@ -434,7 +434,7 @@ def create_app(sql_url: str, users: UserStore, include_contact: bool = False, ch
         return templates.TemplateResponse(request, "list.html", {
             "user": user, "view": view, "query": query, "shown": shown, "link": link,
             "export": urlencode({k: v for k, v in params.items() if k not in ("page", "size")}, doseq=True),
-            "can_export": user.can("marketer"), "report_link": report_link})
+            "can_export": user.can("marketer")})
 
     @app.get("/lists/{name}/export.{fmt}")
     def list_export(name: str, fmt: str, request: Request, user: User = Depends(marketer)):
