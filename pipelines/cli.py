@@ -766,7 +766,8 @@ def ui(
                        f"http://127.0.0.1:{mlflow_port}/health"),
             "Prefect": ([str(bin_dir / "prefect"), "server", "start", "--host", "127.0.0.1", "--port",
                          str(prefect_port)],
-                        {**base, "PREFECT_HOME": prefect_home,
+                        {**base, "PREFECT_HOME": prefect_home, "PREFECT_UI_ENABLED": "true",
+                         "PREFECT_SERVER_UI_ENABLED": "true",  # the flows' quiet settings turn the UI off
                          "PREFECT_UI_API_URL": f"http://127.0.0.1:{prefect_port}/api"},
                         f"http://127.0.0.1:{prefect_port}/", f"http://127.0.0.1:{prefect_port}/api/health"),
         }
