@@ -23,7 +23,6 @@ from collections import defaultdict, deque
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode
 
-from babel import Locale
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
@@ -51,10 +50,10 @@ class NotSignedIn(Exception):
 
 
 def _direction(language: str | None) -> str:
-    try:
-        return "rtl" if language and Locale.parse(language).character_order == "right-to-left" else "ltr"
-    except (ValueError, TypeError):
-        return "ltr"
+    """The HTML ``dir`` of a text in ``language``."""
+    from serving.exports import is_right_to_left
+
+    return "rtl" if is_right_to_left(language) else "ltr"
 
 
 def score_history_svg(points: list[tuple[str, float]], width: int = 560, height: int = 180) -> str:
@@ -235,18 +234,22 @@ def create_app(sql_url: str, users: UserStore, include_contact: bool = False, ch
 
     # ---- who is asking ---------------------------------------------------------------------------------------
 
+    async def _verified(request: Request, key: str) -> User | None:
+        """The user of ``key``, after the wait the client's recent bad keys earn; a bad key adds to them."""
+        client = request.client.host if request.client else "?"
+        wait = throttle.delay(client)
+        if wait:
+            await asyncio.sleep(wait)
+        user = users.verify(key)
+        if user is None:
+            throttle.failed(client)
+        return user
+
     async def _caller(request: Request) -> User | None:
         header = request.headers.get("authorization", "")
         key = header[7:].strip() if header.lower().startswith("bearer ") else request.headers.get("x-api-key")
-        client = request.client.host if request.client else "?"
         if key:
-            wait = throttle.delay(client)
-            if wait:
-                await asyncio.sleep(wait)
-            user = users.verify(key)
-            if user is None:
-                throttle.failed(client)
-            return user
+            return await _verified(request, key)
         cookie = request.cookies.get(SESSION_COOKIE)
         if cookie:
             try:
@@ -395,13 +398,8 @@ def create_app(sql_url: str, users: UserStore, include_contact: bool = False, ch
     async def login(request: Request):
         form = parse_qs((await request.body()).decode("utf-8", "replace"))
         key, target = (form.get("key") or [""])[0].strip(), _local((form.get("next") or ["/"])[0])
-        client = request.client.host if request.client else "?"
-        wait = throttle.delay(client)
-        if wait:
-            await asyncio.sleep(wait)
-        user = users.verify(key)
+        user = await _verified(request, key)
         if user is None:
-            throttle.failed(client)
             return templates.TemplateResponse(request, "login.html", {"next": target, "user": None,
                                                                       "error": "That key is not valid."},
                                               status_code=401)

@@ -255,7 +255,7 @@ def _negative_duration(languages: tuple[str, ...]) -> str:
 
 
 @lru_cache(maxsize=64)
-def _language_pattern(catalog_id: int, texts: tuple[str, ...]) -> re.Pattern:
+def _language_pattern(texts: tuple[str, ...]) -> re.Pattern:
     regexes = []
     for text in texts:
         text = text[:1].lower() + text[1:]
@@ -275,7 +275,7 @@ def language_mismatches(frame: pd.DataFrame, catalog: ReasonCatalog, playbooks=N
         texts = tuple(sorted({t for e in catalog.templates.values() for t in e.text.get(language, [])}
                              | {e.zero[language] for e in catalog.templates.values()
                                 if e.zero and language in e.zero}))
-        pattern = _language_pattern(id(catalog), texts) if texts else None
+        pattern = _language_pattern(texts) if texts else None
         for column in reasons:
             values = frame[column].iloc[at]
             known = values.notna().to_numpy()

@@ -41,7 +41,10 @@ def _rows(frame: pd.DataFrame, target: ExportTarget) -> pd.DataFrame:
 
 def select(frame: pd.DataFrame, target: ExportTarget) -> pd.DataFrame:
     """The rows and columns ``target`` exports from one list, renamed as in its file."""
-    rows = _rows(frame, target)
+    return _columns(_rows(frame, target), target)
+
+
+def _columns(rows: pd.DataFrame, target: ExportTarget) -> pd.DataFrame:
     if target.columns is None:  # every column people read: not the waterfall's data (in the list files and SQL)
         return rows.drop(columns=[c for c in NOT_EXPORTED if c in rows.columns]).reset_index(drop=True)
     names = target.columns if isinstance(target.columns, dict) else {c: c for c in target.columns}
@@ -49,15 +52,17 @@ def select(frame: pd.DataFrame, target: ExportTarget) -> pd.DataFrame:
     return rows[list(present)].rename(columns=present).reset_index(drop=True)
 
 
-def right_to_left(languages: pd.Series) -> pd.Series:
-    """True for the rows whose language (a CLDR code) is written right to left (Hebrew, Arabic, ...)."""
-    def rtl(code) -> bool:
-        try:
-            return isinstance(code, str) and Locale.parse(code).character_order == "right-to-left"
-        except (ValueError, TypeError):
-            return False
+def is_right_to_left(language) -> bool:
+    """True for a language (a CLDR code) written right to left (Hebrew, Arabic, ...); False for anything else."""
+    try:
+        return isinstance(language, str) and Locale.parse(language).character_order == "right-to-left"
+    except (ValueError, TypeError):
+        return False
 
-    return languages.map({c: rtl(c) for c in languages.dropna().unique()}).fillna(False).astype(bool)
+
+def right_to_left(languages: pd.Series) -> pd.Series:
+    """True for the rows whose language is written right to left (:func:`is_right_to_left`)."""
+    return languages.map({c: is_right_to_left(c) for c in languages.dropna().unique()}).fillna(False).astype(bool)
 
 
 def file_bytes(frame: pd.DataFrame, target: ExportTarget, rtl: pd.Series | None = None) -> bytes:
@@ -93,7 +98,7 @@ def export_files(name: str, frame: pd.DataFrame, targets: dict[str, ExportTarget
         if target.lists is None or name in target.lists:
             rows = _rows(frame, target)
             rtl = right_to_left(rows["language"]).reset_index(drop=True) if "language" in rows.columns else None
-            out[f"exports/{target_name}.{target.format}"] = file_bytes(select(frame, target), target, rtl)
+            out[f"exports/{target_name}.{target.format}"] = file_bytes(_columns(rows, target), target, rtl)
     return out
 
 

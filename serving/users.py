@@ -112,15 +112,12 @@ class UserStore:
         if not done:
             raise UserError(f"no active user named {name!r}; `churn users list` shows them")
 
-    def _active(self, user_id: str) -> User | None:
+    def user(self, user_id: str) -> User | None:
+        """The active user with this id (a signed session, a verified key), or None."""
         with self._connect() as db:
             row = db.execute("SELECT id, name, role FROM users WHERE id = ? AND revoked IS NULL",
                              (user_id,)).fetchone()
         return User(*row) if row else None
-
-    def user(self, user_id: str) -> User | None:
-        """The active user with this id (for a signed session), or None."""
-        return self._active(user_id)
 
     def verify(self, key: str | None) -> User | None:
         """The active user whose key this is, or None."""
@@ -131,7 +128,7 @@ class UserStore:
         with self._lock:
             cached = self._verified.get(digest)
         if cached and cached[0] > now:
-            return self._active(cached[1])  # revocation is read every time
+            return self.user(cached[1])  # revocation is read every time
         user_id, secret = key[3:].split("_", 1)
         with self._connect() as db:
             row = db.execute("SELECT salt, hash FROM users WHERE id = ? AND revoked IS NULL", (user_id,)).fetchone()
@@ -139,7 +136,7 @@ class UserStore:
             return None
         with self._lock:
             self._verified[digest] = (now + CACHE_SECONDS, user_id)
-        return self._active(user_id)
+        return self.user(user_id)
 
     def pseudonym(self, customer_id: str) -> str:
         """What the audit log stores for a customer: an HMAC of the id, never the id."""

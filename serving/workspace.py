@@ -57,6 +57,40 @@ class ListQuery(BaseModel):
     size: int = Field(50, ge=1, le=500)
 
 
+class _PublishCache:
+    """Values computed once per publish (the ``list_publish`` id) and key, at most ``limit`` of them (the oldest
+    goes first). Concurrent requests for one key wait for the first instead of all scanning the table: a stampede
+    of first requests after a publish would never catch up under load."""
+
+    def __init__(self, limit: int):
+        self.limit, self.version = limit, None
+        self.values: dict = {}
+        self.flights: dict = {}  # key -> the lock of the one request computing it
+        self.lock = threading.Lock()
+
+    def get(self, version: str | None, key, compute):
+        if version is None:  # nothing published through the store: nothing to key on
+            return compute()
+        with self.lock:
+            if self.version != version:
+                self.version, self.values = version, {}
+            if key in self.values:
+                return self.values[key]
+            flight = self.flights.setdefault(key, threading.Lock())
+        with flight:
+            with self.lock:
+                if self.version == version and key in self.values:
+                    return self.values[key]
+            value = compute()
+            with self.lock:
+                if self.version == version:
+                    if len(self.values) >= self.limit:
+                        self.values.pop(next(iter(self.values)))
+                    self.values[key] = value
+                self.flights.pop(key, None)
+        return value
+
+
 class Workspace:
     """Read access to the published lists through SQLAlchemy (SQLite by default, any URL such as PostgreSQL)."""
 
@@ -65,41 +99,24 @@ class Workspace:
         # a file database needs no liveness check; a server (PostgreSQL) may have dropped the connection
         self.engine = sa.create_engine(url, pool_pre_ping=not url.startswith("sqlite"))
         self._tables: dict[str, sa.Table] = {}
-        self._cache: dict = {}  # (publish id, what) -> result: dates and view totals, until the next publish
-        self._cache_lock = threading.Lock()
-        self._views: dict = {}  # (list, date, filters, sort) -> the view's customer ids in order
-        self._flights: dict = {}  # key -> the lock of the one request computing it
+        self._tables_version: str | None = None
+        self._small = _PublishCache(4096)  # dates and view totals
+        self._views = _PublishCache(VIEWS_KEPT)  # each view's customer ids in order
 
     def _publish_id(self, db) -> str | None:
-        """The publish whose rows the tables hold (``list_publish``): a new one empties the cache."""
+        """The publish whose rows the tables hold (``list_publish``): a new one empties the caches and the
+        reflected tables (a publish may have added a column)."""
         try:
-            return db.execute(sa.text(f"SELECT publish_id FROM {VERSION_TABLE}")).scalar()
+            version = db.execute(sa.text(f"SELECT publish_id FROM {VERSION_TABLE}")).scalar()
         except sa.exc.SQLAlchemyError:
             db.rollback()
             return None
+        if version != self._tables_version:
+            self._tables, self._tables_version = {}, version
+        return version
 
     def _cached(self, version: str | None, key, compute):
-        """``compute()`` once per publish and key: concurrent requests for the same key wait for the first one
-        instead of all scanning the table (a stampede would never catch up under load)."""
-        if version is None:
-            return compute()
-        with self._cache_lock:
-            if self._cache.get("version") != version:
-                self._cache = {"version": version}
-                self._tables.clear()  # a publish may have added a column
-            if key in self._cache:
-                return self._cache[key]
-            flight = self._flights.setdefault(key, threading.Lock())
-        with flight:
-            with self._cache_lock:
-                if self._cache.get("version") == version and key in self._cache:
-                    return self._cache[key]
-            value = compute()
-            with self._cache_lock:
-                if len(self._cache) < 4096 and self._cache.get("version") == version:
-                    self._cache[key] = value
-                self._flights.pop(key, None)
-        return value
+        return self._small.get(version, key, compute)
 
     def table(self, name: str, db=None) -> sa.Table | None:
         """The reflected table of list ``name`` (None before its first publish). Inside a request pass its
@@ -114,10 +131,6 @@ class Workspace:
                 return None
             table = self._tables[name] = sa.Table(name, sa.MetaData(), autoload_with=db)
         return table
-
-    def refresh(self) -> None:
-        """Forget the reflected tables (a publish may have added a column)."""
-        self._tables.clear()
 
     @cached_property
     def _pointer(self) -> sa.Table:
@@ -143,15 +156,8 @@ class Workspace:
                     state["model_versions"] = dict(row.first() or {})
         return {"database": "ok", "lists": lists}
 
-    def dates(self, name: str, db=None) -> list[str]:
-        """Every published as-of date of list ``name``, latest first."""
-        if db is None:
-            with self.engine.connect() as db:
-                return self.dates(name, db)
-
-        return self._cached(self._publish_id(db), ("dates", name), lambda: self._scan_dates(db, name))
-
     def _scan_dates(self, db, name: str) -> list[str]:
+        """Every published as-of date of list ``name``, latest first."""
         table = self.table(name, db)
         if table is None:
             return []
@@ -211,11 +217,6 @@ class Workspace:
         c = table.c
         key = c[query.sort].desc() if query.order == "desc" else c[query.sort].asc()
         order = [key] if query.sort == "rank" else [key, c["rank"]]  # rank is unique per date and indexed
-        statement = sa.select(*[c[n] for n in columns]).where(*where).order_by(*order)
-        if everything:
-            statement = statement.limit(MAX_EXPORT_ROWS)
-        else:
-            statement = statement.limit(query.size).offset((query.page - 1) * query.size)
         money = [m for m in MONEY_COLUMNS if m in c and m != "cost_per_contact"]  # a sum of unit costs means nothing
 
         def view_totals() -> tuple[dict, dict]:
@@ -232,7 +233,8 @@ class Workspace:
         totals, counts = self._cached(version, ("view", name, as_of, repr(sorted(filters.items()))), view_totals)
         totals = dict(totals)
         if everything:
-            result = db.execute(statement)
+            result = db.execute(sa.select(*[c[n] for n in columns]).where(*where).order_by(*order)
+                                .limit(MAX_EXPORT_ROWS))
             keys = list(result.keys())
             rows = [dict(zip(keys, r)) for r in result.all()]
         else:
@@ -248,22 +250,8 @@ class Workspace:
         """One page: the view's customer ids in order are kept (for the last ``VIEWS_KEPT`` views, until the next
         publish), so a page is one indexed lookup of ``size`` customers instead of a scan to its offset."""
         c = table.c
-        with self._cache_lock:
-            ids = self._views.get(key) if self._views.get("version") == version else None
-            flight = self._flights.setdefault(key, threading.Lock()) if ids is None else None
-        if ids is None:
-            with flight:  # one scan per view however many requests ask for it at once
-                with self._cache_lock:
-                    ids = self._views.get(key) if self._views.get("version") == version else None
-                if ids is None:
-                    ids = db.execute(sa.select(c.customer_id).where(*where).order_by(*order)).scalars().all()
-                    with self._cache_lock:
-                        if self._views.get("version") != version:
-                            self._views = {"version": version}
-                        if len(self._views) > VIEWS_KEPT:
-                            self._views.pop(next(k for k in self._views if k != "version"))
-                        self._views[key] = ids
-                        self._flights.pop(key, None)
+        ids = self._views.get(version, key, lambda: db.execute(
+            sa.select(c.customer_id).where(*where).order_by(*order)).scalars().all())
         wanted = ids[(query.page - 1) * query.size:query.page * query.size]
         if not wanted:
             return []
