@@ -62,12 +62,12 @@ class ListSpec:
 LISTS: tuple[ListSpec, ...] = (
     ListSpec("at_risk", "active customers ranked by the revenue expected to be lost (value at risk)",
              probability="churn_probability", value="value_at_risk",
-             columns=("customer_id", "as_of", "churn_probability", "predicted_cltv", "value_at_risk",
+             columns=("customer_id", "as_of", "churn_probability", "predicted_cltv", "value_at_risk", "p_alive",
                       "expected_next_order_date", "rfm_segment", "country"), tiered=True),
     ListSpec("winback", "lapsed customers ranked by the revenue expected from winning them back",
              probability="reactivation_probability", value="expected_winback_value",
              columns=("customer_id", "as_of", "reactivation_probability", "predicted_cltv", "value_if_reactivated",
-                      "expected_winback_value", "rfm_segment", "country")),
+                      "expected_winback_value", "p_alive", "rfm_segment", "country")),
 )
 
 

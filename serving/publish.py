@@ -49,7 +49,7 @@ from models.catalog import MODELS
 from serving.lists import LISTS, MONEY_COLUMNS
 from serving.lists import get as get_list
 
-PROBABILITY_COLUMNS = tuple(spec.score_column for spec in MODELS if spec.kind == "classifier")
+PROBABILITY_COLUMNS = (*(spec.score_column for spec in MODELS if spec.kind == "classifier"), "p_alive")
 POINTER = "lists"  # the symbolic link every reader goes through
 STORE = ".lists"  # the versions, one folder each
 MANIFEST = "publish.json"

@@ -15,6 +15,9 @@ Per customer (definitions used in both lists):
   BG/NBD's posterior mean purchase rate ``(r + x) / (alpha + T)`` times ``cltv_days`` times Gamma-Gamma's expected
   spend per order (Fader, Hardie & Lee 2005; Fader & Hardie 2013); ``expected_winback_value`` =
   ``reactivation_probability x value_if_reactivated``;
+* ``p_alive``: BG/NBD's probability that the customer is still "alive" (will buy again at some point) given their
+  frequency, recency and tenure at the cutoff (Fader, Hardie & Lee 2005), from the cutoff's one fit; a feature of
+  the churn and win-back models, published beside their probabilities for the profile;
 * ``expected_next_order_days`` (active): the next-order champion's median days to the next order *if the customer
   orders within* ``churn_days`` (it is trained and evaluated on those who did); ``expected_next_order_date`` =
   cutoff + those days rounded to the nearest whole day (0: on the cutoff day), or, without a next-order champion,
@@ -80,6 +83,7 @@ def score_snapshot(snapshot: pd.DataFrame, champions: dict[str, Champion], horiz
         members = spec.population.mask(snap, horizons).to_numpy()
         if spec.name in champions and members.any():
             out.loc[members, spec.score_column] = champions[spec.name].model.score(snap[members])
+    out["p_alive"] = btyd["p_alive"].to_numpy()  # BG/NBD's, the churn and win-back models' feature too
     out["value_at_risk"] = np.where(is_active, out["churn_probability"] * out["predicted_cltv"], np.nan)
     out["value_if_reactivated"] = np.where(is_active, np.nan, btyd["value_if_still_buying"])
     out["expected_winback_value"] = out["reactivation_probability"] * out["value_if_reactivated"]

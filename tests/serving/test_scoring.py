@@ -96,7 +96,7 @@ def test_scores_values_and_lists_by_hand():
 def test_equal_values_are_ranked_by_customer_id():
     scores = pd.DataFrame({"customer_id": ["Z", "A", "M"], "as_of": CUTOFF, "is_active": True,
                            "churn_probability": 0.5, "predicted_cltv": 10.0, "value_at_risk": 5.0,
-                           "expected_next_order_date": None, "rfm_segment": "New", "country": "US",
+                           "p_alive": 0.9, "expected_next_order_date": None, "rfm_segment": "New", "country": "US",
                            "reactivation_probability": np.nan, "value_if_reactivated": np.nan,
                            "expected_winback_value": np.nan})
     assert list(build_lists(scores, _champions(), "r")["at_risk"]["customer_id"]) == ["A", "M", "Z"]
@@ -135,3 +135,20 @@ def test_the_purchase_history_holds_each_month_before_the_cutoff_only(tmp_path):
     assert [json.loads(t) for t in out["at_risk"]["purchase_history"]] == [
         [["2026-09", 2, 0, 15.0], ["2026-10", 0, 1, -5.0]], []]
     assert out["winback"].empty and "purchase_history" in out["winback"].columns
+
+
+def test_p_alive_is_bg_nbd_s_of_the_cutoff_on_both_lists():
+    from models.training import btyd_predictions
+
+    scores = score_snapshot(_snapshot(), _champions(), HorizonsConfig())
+    expected = btyd_predictions(_snapshot().sort_values("customer_id").reset_index(drop=True), 90, 365)["p_alive"]
+    assert scores["p_alive"].to_numpy() == pytest.approx(expected.to_numpy())
+    # BG/NBD: a customer with no repeat purchase (D, frequency 0) cannot have dropped out after one: P(alive) = 1
+    assert scores.loc[3, "p_alive"] == pytest.approx(1.0) and scores["p_alive"].between(0, 1).all()
+    lists = build_lists(scores, _champions(), "run-x")
+    from serving.lists import LISTS
+
+    for spec in LISTS:  # right after the value that ranks the list
+        frame = lists[spec.name]
+        assert frame["p_alive"].notna().all()
+        assert frame.columns.get_loc("p_alive") == frame.columns.get_loc(spec.value) + 1
