@@ -2,7 +2,7 @@
 
 Everything shown is read from the SQL tables the publisher writes (:mod:`serving.workspace`); nothing is scored
 here. Pages: ``/lists/<list>`` (filters, sorting, paging, counts and totals of the view, CSV/XLSX export of exactly
-that view), ``/customers/<id>`` (scores, reasons in the customer's language and direction, the score history as
+that view, plain or through the config's export targets), ``/customers/<id>`` (scores, P(alive), reasons in the customer's language and direction, the score history as
 an SVG line chart, the action, offer, playbook and contact group), ``/campaigns``, ``/models``. The API under
 ``/api`` returns the same as JSON; its OpenAPI schema is ``/api/openapi.json`` and ``/api/docs`` lists the routes
 (server-rendered: no CDN). ``/api/health`` is the only route without authentication besides the sign-in page.
@@ -181,10 +181,15 @@ class _Throttle:
 
 
 def create_app(sql_url: str, users: UserStore, include_contact: bool = False, champions=None,
-               backtest_dir=None) -> FastAPI:
+               backtest_dir=None, exports=None) -> FastAPI:
     """The app over the lists at ``sql_url``. ``champions`` is a callable returning the champion of each model
     (rows of :func:`models.tracking.list_versions`), called when the models page or API is asked for;
-    ``backtest_dir`` one returning the latest backtest folder (``report.json`` and the plots) or None."""
+    ``backtest_dir`` one returning the latest backtest folder (``report.json`` and the plots) or None;
+    ``exports`` the config's export targets (None: :data:`common.config.READY_EXPORTS`, as the publisher), which
+    a view can be exported through as well as as plain CSV/XLSX."""
+    from common.config import READY_EXPORTS
+
+    targets = dict(exports or READY_EXPORTS)
     app = FastAPI(title="Churn retention workspace", docs_url=None, redoc_url=None, openapi_url=None,
                   version="1")
     workspace = Workspace(sql_url)
@@ -310,23 +315,33 @@ def create_app(sql_url: str, users: UserStore, include_contact: bool = False, ch
         users.audit(user, "profile", customer_id=customer_id)
         return found
 
-    def _export(name: str, query: ListQuery, user: User, fmt: str) -> Response:
+    def _export(name: str, query: ListQuery, user: User, fmt: str | None, target_name: str | None = None) -> Response:
+        """The view as plain CSV (UTF-8 with a BOM, for Excel) or XLSX, or through the export target
+        ``target_name`` (its groups, columns and dialect, as the publisher writes it for the whole list)."""
         from common.config import ExportTarget
-        from serving.exports import file_bytes, right_to_left
+        from serving.exports import takes, target_file
 
         import pandas as pd
 
+        if target_name is not None:
+            target = targets.get(target_name)
+            if target is None or not takes(target, name):
+                known = [t for t, spec in targets.items() if takes(spec, name)]
+                raise HTTPException(404, f"no export target {target_name!r} for list {name!r}; "
+                                         f"expected one of {known}")
+            fmt = target.format
+        else:
+            target = ExportTarget(format="xlsx") if fmt == "xlsx" else ExportTarget(bom=True)
         view = _page(name, query, user, everything=True)
         frame = pd.DataFrame(view["rows"], columns=view["columns"])
         for column in [c for c in frame.columns if c == "as_of" or c.endswith("_date")]:  # SQL holds ISO text
             frame[column] = pd.to_datetime(frame[column], errors="coerce").dt.date
-        target = ExportTarget(format="xlsx") if fmt == "xlsx" else ExportTarget(bom=True)
-        rtl = right_to_left(frame["language"]) if "language" in frame.columns else None
-        data = file_bytes(frame, target, rtl)
-        users.audit(user, f"export {fmt}", detail=f"{name} as_of={view['as_of']} rows={len(frame)}")
+        data = target_file(frame, target)
+        what = f"export {target_name or fmt}"
+        users.audit(user, what, detail=f"{name} as_of={view['as_of']} rows={len(frame)}")
         media = ("application/vnd.openxmlformats-officedocument.spreadsheetml.sheet" if fmt == "xlsx"
                  else "text/csv; charset=utf-8")
-        filename = f"{name}-{view['as_of']}.{fmt}"
+        filename = f"{name}-{view['as_of']}{'-' + target_name if target_name else ''}.{fmt}"
         return Response(data, media_type=media, headers={"Content-Disposition": f'attachment; filename="{filename}"'})
 
     # ---- API -------------------------------------------------------------------------------------------------
@@ -338,8 +353,8 @@ def create_app(sql_url: str, users: UserStore, include_contact: bool = False, ch
         state = workspace.health()
         return {"status": "ok" if state["database"] == "ok" else "degraded", **state}
 
-    # the two hot API routes run on the event loop: their queries are short and indexed, and a hop to the
-    # thread pool costs more than they do
+    # the two hot API routes run on the event loop: their queries are short and indexed, and a hop to the thread
+    # pool costs more than they do (measured on SQLite and on PostgreSQL with bench/bench_app.py)
     @app.get("/api/lists/{name}", tags=["api"], response_class=JSONResponse)
     async def api_list(name: str, request: Request, user: User = Depends(viewer)):
         """One page of a list view, with the view's counts and totals (filters: see /api/docs)."""
@@ -347,8 +362,12 @@ def create_app(sql_url: str, users: UserStore, include_contact: bool = False, ch
 
     @app.get("/api/lists/{name}/export", tags=["api"])
     def api_export(name: str, request: Request, format: str = Query("csv", pattern="^(csv|xlsx)$"),
+                   target: str | None = Query(None, pattern="^[A-Za-z0-9_-]{1,64}$",
+                                              description="an export target of the config (crm, excel, audit "
+                                                          "by default): its rows, columns and file format"),
                    user: User = Depends(marketer)) -> Response:
-        return _export(name, _query(request), user, format)
+        """The filtered view (same filters as the list) as a file: plain CSV/XLSX, or through an export target."""
+        return _export(name, _query(request), user, format, target)
 
     @app.get("/api/customers/{customer_id}", tags=["api"], response_class=JSONResponse)
     async def api_customer(customer_id: str, user: User = Depends(viewer)):
@@ -420,6 +439,8 @@ def create_app(sql_url: str, users: UserStore, include_contact: bool = False, ch
 
     @app.get("/lists/{name}", response_class=HTMLResponse)
     def list_page(name: str, request: Request, user: User = Depends(viewer)):
+        from serving.exports import takes
+
         query = _query(request)
         view = _page(name, query, user)
         params = parse_qs(request.url.query)
@@ -432,13 +453,18 @@ def create_app(sql_url: str, users: UserStore, include_contact: bool = False, ch
         return templates.TemplateResponse(request, "list.html", {
             "user": user, "view": view, "query": query, "shown": shown, "link": link,
             "export": urlencode({k: v for k, v in params.items() if k not in ("page", "size")}, doseq=True),
-            "can_export": user.can("marketer")})
+            "can_export": user.can("marketer"),
+            "targets": [(t, spec.format) for t, spec in targets.items() if takes(spec, name)]})
 
     @app.get("/lists/{name}/export.{fmt}")
     def list_export(name: str, fmt: str, request: Request, user: User = Depends(marketer)):
         if fmt not in ("csv", "xlsx"):
             raise HTTPException(404, "export as .csv or .xlsx")
         return _export(name, _query(request), user, fmt)
+
+    @app.get("/lists/{name}/export/{target}")
+    def list_export_target(name: str, target: str, request: Request, user: User = Depends(marketer)):
+        return _export(name, _query(request), user, None, target)
 
     @app.get("/customers/{customer_id}", response_class=HTMLResponse)
     def customer_page(customer_id: str, request: Request, user: User = Depends(viewer)):
@@ -523,5 +549,5 @@ def app_for(cfg) -> FastAPI:
         return folders[-1].parent if folders else None
 
     return create_app(sql_url(outputs, cfg.outputs.sql_url), store_for(outputs), cfg.outputs.include_contact,
-                      champions, backtest_dir=backtest_dir)
+                      champions, backtest_dir=backtest_dir, exports=cfg.exports)
 

@@ -91,15 +91,23 @@ def file_bytes(frame: pd.DataFrame, target: ExportTarget, rtl: pd.Series | None 
     return (("\ufeff" if target.bom else "") + text).encode("utf-8")
 
 
+def takes(target: ExportTarget, name: str) -> bool:
+    """True when ``target`` exports list ``name``."""
+    return target.lists is None or name in target.lists
+
+
+def target_file(frame: pd.DataFrame, target: ExportTarget) -> bytes:
+    """The file ``target`` makes of one list's rows (its groups, its columns, its dialect): what publishing writes
+    for the whole list and what the workspace exports for a filtered view of it."""
+    rows = _rows(frame, target)
+    rtl = right_to_left(rows["language"]).reset_index(drop=True) if "language" in rows.columns else None
+    return file_bytes(_columns(rows, target), target, rtl)
+
+
 def export_files(name: str, frame: pd.DataFrame, targets: dict[str, ExportTarget]) -> dict[str, bytes]:
     """``exports/<target>.<ext>`` (relative to the list's as-of folder) for every target that takes list ``name``."""
-    out = {}
-    for target_name, target in targets.items():
-        if target.lists is None or name in target.lists:
-            rows = _rows(frame, target)
-            rtl = right_to_left(rows["language"]).reset_index(drop=True) if "language" in rows.columns else None
-            out[f"exports/{target_name}.{target.format}"] = file_bytes(_columns(rows, target), target, rtl)
-    return out
+    return {f"exports/{target_name}.{target.format}": target_file(frame, target)
+            for target_name, target in targets.items() if takes(target, name)}
 
 
 def changes(current: pd.DataFrame, previous: pd.DataFrame | None) -> pd.DataFrame:

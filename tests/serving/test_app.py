@@ -28,6 +28,7 @@ def _at_risk(probabilities: list[float]) -> pd.DataFrame:
         "churn_probability": probabilities,
         "risk_tier": ["high" if p >= 0.6 else "medium" for p in probabilities],
         "predicted_cltv": [v / p for v, p in zip(value, probabilities)], "value_at_risk": value,
+        "p_alive": [0.4, 0.25, 0.8, 0.55][:n],
         "rfm_segment": ["At Risk", "Lost", "Champions", "At Risk"][:n],
         "country": ["CZ", "IL", "US", "DE"][:n], "language": ["cs", "he", "en", "de"][:n],
         "reason_1": ["Bez nákupu 143 dnů", "אין רכישה כבר יומיים", "No purchase for 90 days", "143 Tage ohne Kauf"][:n],
@@ -46,10 +47,11 @@ def _at_risk(probabilities: list[float]) -> pd.DataFrame:
         "purchase_history": [json.dumps([["2026-08", 3, 0, 120.5], ["2026-09", 1, 1, 10.0]])] * n})
 
 
-def build_workspace(folder) -> dict:
+def build_workspace(folder, url: str | None = None) -> dict:
     """Two as-of dates of both lists published by hand (Czech, Hebrew, English and German customers, one in the
-    control group, contact fields), three users and one champion."""
-    outputs, url = folder / "outputs", f"sqlite:///{folder / 'outputs' / 'lists.db'}"
+    control group, contact fields), three users and one champion; in SQLite, or at ``url`` (PostgreSQL)."""
+    outputs = folder / "outputs"
+    url = url or f"sqlite:///{folder / 'outputs' / 'lists.db'}"
     winback = pd.DataFrame({"rank": [1], "customer_id": ["W1"], "reactivation_probability": [0.2],
                             "value_if_reactivated": [500.0], "expected_winback_value": [100.0],
                             "risk_tier": ["lapsed"], "country": ["US"], "language": ["en"],
@@ -86,9 +88,11 @@ def _png(path) -> None:
     plt.close(figure)
 
 
-@pytest.fixture(scope="module")
-def workspace(tmp_path_factory):
-    return build_workspace(tmp_path_factory.mktemp("app"))
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def workspace(request, tmp_path_factory):
+    """The workspace over SQLite (the default) and over PostgreSQL (any SQLAlchemy URL): every test runs on both."""
+    url = request.getfixturevalue("postgres_server")() if request.param == "postgresql" else None
+    return build_workspace(tmp_path_factory.mktemp("app"), url)
 
 
 def _client(workspace, role: str | None = None) -> TestClient:
@@ -101,6 +105,7 @@ def _client(workspace, role: str | None = None) -> TestClient:
 # every route with the least role that may use it (a new route fails this test until it is listed)
 ROUTES = {
     ("GET", "/"): "viewer", ("GET", "/lists/{name}"): "viewer", ("GET", "/lists/{name}/export.{fmt}"): "marketer",
+    ("GET", "/lists/{name}/export/{target}"): "marketer",
     ("GET", "/customers/{customer_id}"): "viewer", ("GET", "/campaigns"): "viewer", ("GET", "/models"): "viewer",
     ("GET", "/models/plots/{filename}"): "viewer",
     ("POST", "/logout"): "viewer", ("GET", "/api/lists/{name}"): "viewer",
@@ -109,7 +114,7 @@ ROUTES = {
     ("GET", "/api/audit"): "admin", ("GET", "/api/openapi.json"): "viewer", ("GET", "/api/docs"): "viewer",
     ("GET", "/api/health"): None, ("GET", "/login"): None, ("POST", "/login"): None,
 }
-EXAMPLE = {"{name}": "at_risk", "{fmt}": "csv", "{customer_id}": "C001", "{filename}": "roc.png"}
+EXAMPLE = {"{name}": "at_risk", "{fmt}": "csv", "{target}": "crm", "{customer_id}": "C001", "{filename}": "roc.png"}
 
 
 def _routes(app) -> set[tuple[str, str]]:
@@ -198,6 +203,7 @@ def test_a_profile_has_the_history_the_language_s_direction_and_is_audited_witho
     page = client.get("/customers/C001").text
     assert 'lang="he" dir="rtl"' in page and "אין רכישה כבר יומיים" in page and "<svg" in page
     assert "0.900" in page and "0.700" in page
+    assert "P(alive), BG/NBD</dt><dd>0.250</dd>" in page and body["latest"]["p_alive"] == 0.25
     assert 'class="chart waterfall"' in page and "days_since_last_purchase = 143" in page and "+2.40" in page
     assert body["latest"]["shap_contributions"]["features"][0] == ["days_since_last_purchase", 143, 2.4]
     assert body["latest"]["purchase_history"][0] == ["2026-08", 3, 0, 120.5]
@@ -224,8 +230,22 @@ def test_an_export_holds_exactly_the_view_and_is_audited(workspace):
     header = [c.value for c in sheet[1]]
     row = {h: c for h, c in zip(header, sheet[2])}
     assert row["customer_id"].value == "C001" and row["reason_1"].alignment.readingOrder == 2
+    # through the ready crm target: its rows (treatment only: C003 of the view is in the control group), its
+    # columns in its order, plain UTF-8; the page links every target that takes the list
+    crm = client.get("/lists/at_risk/export/crm", params={"country": ["IL", "DE"]})
+    assert crm.status_code == 200 and "at_risk-2026-11-01-crm.csv" in crm.headers["content-disposition"]
+    frame = pd.read_csv(io.BytesIO(crm.content))
+    assert frame["customer_id"].tolist() == ["C001"]
+    assert frame.columns.tolist() == ["customer_id", "email", "language", "campaign_id", "recommended_action",
+                                      "offer", "playbook", "risk_tier"]
+    same = client.get("/api/lists/at_risk/export", params={"target": "crm", "country": ["IL", "DE"]})
+    assert same.content == crm.content
+    assert client.get("/lists/at_risk/export/nope").status_code == 404
+    assert "crm" in client.get("/lists/at_risk/export/nope").text
+    assert client.get("/api/lists/at_risk/export", params={"target": "../x"}).status_code == 400
+    assert 'href="/lists/at_risk/export/excel?' in client.get("/lists/at_risk").text
     exports = [e for e in _client(workspace, "admin").get("/api/audit").json() if e["action"].startswith("export")]
-    assert {e["action"] for e in exports} == {"export csv", "export xlsx"}
+    assert {e["action"] for e in exports} == {"export csv", "export xlsx", "export crm"}
 
 
 def test_sign_in_gives_a_strict_signed_session_and_bad_keys_are_slowed(workspace, monkeypatch):
