@@ -8,6 +8,8 @@ VENV := .venv
 CHURN := $(VENV)/bin/churn
 # the workspace's browser test drives Debian's chromium (../shared/ENVIRONMENT.md), installed through apt if absent
 CHROMIUM := /usr/bin/chromium
+# the workspace's tests also run on a throwaway PostgreSQL server: Debian's, installed through apt if absent
+POSTGRES := /usr/lib/postgresql
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # uv: never download a Python build, install into .venv, exactly the locked versions
@@ -25,7 +27,7 @@ run: venv  ## create .venv from the lock, generate the default data if there is 
 	$(CHURN) generate --if-missing
 	$(CHURN) run
 
-test: venv $(CHROMIUM)  ## the whole test suite
+test: venv $(CHROMIUM) $(POSTGRES)  ## the whole test suite
 	$(VENV)/bin/python -m pytest -q
 
 bench: venv  ## speed figures (see bench/; the feature bench needs 1M validated customers: see its docstring)
@@ -36,6 +38,10 @@ venv: $(VENV)/.synced
 $(CHROMIUM):  ## Chromium through apt when absent (the browser test)
 	$(SUDO) apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium
+
+$(POSTGRES):  ## PostgreSQL's server binaries through apt when absent (the workspace's tests on PostgreSQL)
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends postgresql
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)

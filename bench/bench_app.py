@@ -2,9 +2,12 @@
 lookup at fixed request rates, on loopback, against a published at-risk list of N customers.
 
 Usage: python bench/bench_app.py [--customers 200000] [--rates 50,200] [--seconds 60] [--work DIR]
+       [--database sqlite|postgresql]
 
 A list of ``--customers`` rows (two as-of dates, so profiles have a history) is published with
-:func:`serving.publish.publish_lists` into SQLite, a viewer key is created, and ``churn serve``'s app runs in its
+:func:`serving.publish.publish_lists` into SQLite (default) or into a throwaway local PostgreSQL server
+(``--database postgresql``: Debian's binaries, as the tests use, :mod:`tests.postgres`; it shares the two cores),
+a viewer key is created, and ``churn serve``'s app runs in its
 own process (uvicorn, one worker) on 127.0.0.1. For each rate and each request kind the client sends an open-loop
 schedule for ``--seconds``: request i is started at ``i / rate`` seconds (a slow server cannot slow the schedule
 down), at most ``rate x seconds`` requests, each with a 5 s timeout. The list page is ``/api/lists/at_risk``
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import os
 import shlex
@@ -44,13 +48,13 @@ def _lists():
     return LISTS[0], LISTS[1]  # the at-risk list (tiered, ranked by value at risk) and the win-back list
 
 
-def published(folder: Path, customers: int, seed: int = 7) -> str:
+def published(folder: Path, customers: int, url: str | None = None, seed: int = 7) -> str:
     from serving.publish import publish_lists
 
     at_risk, winback = _lists()
     rng = np.random.default_rng(seed)
     ids = np.char.add("C", np.char.zfill(np.arange(customers).astype(str), 7))
-    url = f"sqlite:///{folder / 'outputs' / 'lists.db'}"
+    url = url or f"sqlite:///{folder / 'outputs' / 'lists.db'}"
     for as_of in (dt.date(2026, 10, 1), dt.date(2026, 11, 1)):
         p = rng.uniform(0.3, 0.99, customers)
         cltv = rng.gamma(2.0, 400.0, customers)
@@ -82,21 +86,26 @@ uvicorn.run(create_app({url!r}, UserStore({users!r})), host="127.0.0.1", port={p
 
 
 async def run_load(base: str, key: str, rate: int, seconds: float, make_path, rng) -> dict:
-    import httpx
+    """The open-loop schedule of one kind of request; aiohttp's client (C parsers) so that the client, which
+    shares the cores with the server, costs as little as it can (httpx's pure-Python one took more CPU than
+    the server and its backlog, not the server, set the latency)."""
+    import aiohttp
 
     total = int(rate * seconds)
     latencies, errors = [], 0
-    limits = httpx.Limits(max_connections=512, max_keepalive_connections=512)
-    async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=5.0,
-                                 limits=limits) as client:
-        start = time.perf_counter()
+    connector = aiohttp.TCPConnector(limit=512)
+    timeout = aiohttp.ClientTimeout(total=5.0)
+    async with aiohttp.ClientSession(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=timeout,
+                                     connector=connector) as client:
+        start, cpu = time.perf_counter(), time.process_time()
 
         async def one(due: float, path: str) -> None:
             nonlocal errors
             try:
-                response = await client.get(path)
-                ok = response.status_code == 200
-            except httpx.HTTPError:
+                async with client.get(path) as response:
+                    await response.read()
+                    ok = response.status == 200
+            except (aiohttp.ClientError, asyncio.TimeoutError):
                 ok = False
             latencies.append(time.perf_counter() - due)
             errors += not ok
@@ -113,10 +122,11 @@ async def run_load(base: str, key: str, rate: int, seconds: float, make_path, rn
             running.add(task)
             task.add_done_callback(running.discard)
         await asyncio.gather(*running)
-        took = time.perf_counter() - start
+        took, cpu = time.perf_counter() - start, time.process_time() - cpu
     values = np.array(latencies) * 1000
     return {"requests": total, "errors": errors, "p50_ms": float(np.percentile(values, 50)),
-            "p99_ms": float(np.percentile(values, 99)), "max_ms": float(values.max()), "seconds": took}
+            "p99_ms": float(np.percentile(values, 99)), "max_ms": float(values.max()), "seconds": took,
+            "client_cpu_s": cpu}
 
 
 def main() -> None:
@@ -125,12 +135,23 @@ def main() -> None:
     parser.add_argument("--rates", default="50,200")
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--work", type=Path, default=None)
+    parser.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite")
     args = parser.parse_args()
+    with contextlib.ExitStack() as stack:
+        url = None
+        if args.database == "postgresql":
+            from tests.postgres import local_postgres
+
+            url = stack.enter_context(local_postgres())()
+        bench(args, url)
+
+
+def bench(args, url: str | None) -> None:
     command = shlex.join([Path(sys.executable).name, *sys.argv])
     work = (args.work or Path(tempfile.mkdtemp(prefix="bench-app-"))).resolve()
     print(f"command: {command}\nwork folder: {work}", flush=True)
     started = time.perf_counter()
-    url = published(work, args.customers)
+    url = published(work, args.customers, url)
     print(f"published {args.customers:,} customers x 2 as-of dates in {time.perf_counter() - started:.0f} s",
           flush=True)
     from serving.users import UserStore
@@ -182,12 +203,13 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait(10)
-    print("\n| request | rate/s | requests | errors | p50 ms | p99 ms | max ms | server CPU s |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("\n| request | rate/s | requests | errors | p50 ms | p99 ms | max ms | server CPU s | client CPU s |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         print(f"| {r['kind']} | {r['rate']} | {r['requests']} | {r['errors']} | {r['p50_ms']:.1f} | "
-              f"{r['p99_ms']:.1f} | {r['max_ms']:.1f} | {r['server_cpu_s']:.1f} |")
-    print(f"\nSQLite, {args.customers:,} customers; load average at the end: {os.getloadavg()[0]:.2f}")
+              f"{r['p99_ms']:.1f} | {r['max_ms']:.1f} | {r['server_cpu_s']:.1f} | {r['client_cpu_s']:.1f} |")
+    database = "PostgreSQL" if args.database == "postgresql" else "SQLite"
+    print(f"\n{database}, {args.customers:,} customers; load average at the end: {os.getloadavg()[0]:.2f}")
     print(f"command: {command}")
 
 

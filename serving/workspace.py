@@ -3,7 +3,8 @@ and ``list_latest``), never recomputed. Every filter and sort is a bound paramet
 table's own columns, so no request text ever becomes SQL.
 
 The dates of each list and the counts and totals of a filtered view are kept until the next publish (the
-``list_publish`` id changes), so paging through a view costs one indexed query a page. A list view
+``list_publish`` id changes), so paging through a view costs one indexed query a page, and a page asked for again
+(the last ``PAGES_KEPT``) none. A list view
 (:class:`ListQuery`) filters by risk tier, RFM segment, country, playbook, contact group, value and
 score ranges and a customer id prefix, sorts by any published column and pages; its counts and totals are those
 of the whole filtered view. A profile gathers one customer's rows of every list and as-of date (the score
@@ -29,6 +30,7 @@ POINTER_TABLE = "list_latest"
 VERSION_TABLE = "list_publish"
 MAX_EXPORT_ROWS = 500_000
 VIEWS_KEPT = 32
+PAGES_KEPT = 512
 
 
 class QueryError(ValueError):
@@ -102,6 +104,7 @@ class Workspace:
         self._tables_version: str | None = None
         self._small = _PublishCache(4096)  # dates and view totals
         self._views = _PublishCache(VIEWS_KEPT)  # each view's customer ids in order
+        self._pages = _PublishCache(PAGES_KEPT)  # the rows of the pages last asked for
 
     def _publish_id(self, db) -> str | None:
         """The publish whose rows the tables hold (``list_publish``): a new one empties the caches and the
@@ -255,10 +258,16 @@ class Workspace:
         wanted = ids[(query.page - 1) * query.size:query.page * query.size]
         if not wanted:
             return []
-        result = db.execute(sa.select(*[c[n] for n in columns]).where(where[0], c.customer_id.in_(wanted)))
-        keys = list(result.keys())
-        found = {r["customer_id"]: r for r in (dict(zip(keys, row)) for row in result.all())}
-        return [found[i] for i in wanted if i in found]
+
+        def rows() -> list[dict]:
+            result = db.execute(sa.select(*[c[n] for n in columns]).where(where[0], c.customer_id.in_(wanted)))
+            keys = list(result.keys())
+            found = {r["customer_id"]: r for r in (dict(zip(keys, row)) for row in result.all())}
+            return [found[i] for i in wanted if i in found]
+
+        # the rows of a page do not change until the next publish (an erasure is a publish too, so a forgotten
+        # customer leaves every cached page at once); the callers copy nothing out of them and change nothing
+        return self._pages.get(version, (key, tuple(columns), query.page, query.size), rows)
 
     def customer(self, customer_id: str, contact: bool = False) -> dict | None:
         """One customer's rows on every list and as-of date (latest first), or None when no list holds them (a

@@ -65,3 +65,17 @@ def validated_dir(generated_config) -> Path:
     cfg = load_config(generated_config)
     ingest(cfg, GENERATED_AS_OF, run_id="fixture")
     return cfg.validated_dir
+
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A throwaway PostgreSQL server on 127.0.0.1 (:func:`tests.postgres.local_postgres`), stopped and deleted
+    after the session: a function that creates a new, empty database and returns its SQLAlchemy URL."""
+    from tests.postgres import PostgresMissing, local_postgres
+
+    try:
+        with local_postgres() as database:
+            yield database
+    except PostgresMissing as exc:
+        pytest.fail(str(exc))
