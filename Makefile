@@ -15,6 +15,9 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # uv: never download a Python build, install into .venv, exactly the locked versions
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
+# byte-compile every installed module once, at install: with PYTHONDONTWRITEBYTECODE set (as on these machines)
+# Python would otherwise compile each imported module's source again in every process
+export UV_COMPILE_BYTECODE := 1
 # offline and quiet at run time (../shared/ENVIRONMENT.md)
 export DO_NOT_TRACK := true
 export MLFLOW_DISABLE_TELEMETRY := true

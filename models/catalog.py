@@ -24,9 +24,29 @@ import numpy as np
 import pandas as pd
 
 from common.config import HorizonsConfig, ModelsConfig, SnapshotsConfig
-from features.snapshots import cutoff_schedule, latest_labeled_cutoff
-from models import metrics as m
-from models import training as tr
+
+
+class _OnFirstUse:
+    """A module imported when one of its names is first used: the catalogue is read by quick commands (`churn
+    models`) that never train, and LightGBM, scikit-learn and SciPy cost seconds to import."""
+
+    def __init__(self, name: str):
+        self._name = name
+
+    def __getattr__(self, attribute: str):
+        import importlib
+
+        return getattr(importlib.import_module(self._name), attribute)
+
+
+m = _OnFirstUse("models.metrics")
+tr = _OnFirstUse("models.training")
+
+# the baselines' columns
+RECENCY_RULE = ["days_since_last_purchase"]
+RFM_COLUMNS = ["days_since_last_purchase", "orders", "net_spend"]
+SUBSCRIPTION_COLUMNS = ["months_subscribed", "subscription_monthly_amount", "days_since_last_purchase", "orders",
+                        "net_spend"]
 
 
 class StepAside(ValueError):
@@ -101,6 +121,8 @@ class BacktestData:
 
     def allowed(self, horizon_days: int) -> pd.DataFrame:
         """Every row (all customers) at the training cutoffs of ``as_of`` whose ``horizon_days`` window has ended."""
+        from features.snapshots import cutoff_schedule
+
         return training_rows(self.snapshots, self.as_of, horizon_days, cutoff_schedule(self.as_of, self.schedule))
 
 
@@ -114,6 +136,8 @@ def btyd_at(cache: dict, cutoff: dt.date, cutoff_rows: pd.DataFrame, horizons: H
 def evaluation_cutoff(as_of: dt.date, last_day: dt.date, horizon_days: int) -> dt.date:
     """``as_of`` when a ``horizon_days`` label window at ``as_of`` lies inside the data, else the latest cutoff whose
     window does."""
+    from features.snapshots import latest_labeled_cutoff
+
     return min(as_of, latest_labeled_cutoff(last_day, horizon_days))
 
 
@@ -327,8 +351,8 @@ MODELS: tuple[ModelSpec, ...] = (
         description="P(no order in the next churn_days) for an active customer, calibrated",
         population=ACTIVE, label="churned", score_column="churn_probability",
         baselines=(Baseline("btyd", BTYD_NO_PURCHASE, _btyd("p_no_purchase")),
-                   Baseline("recency_rule", RECENCY, _rule(tr.RECENCY_RULE)),
-                   Baseline("logistic_rfm", RFM, _rule(tr.RFM_COLUMNS))),
+                   Baseline("recency_rule", RECENCY, _rule(RECENCY_RULE)),
+                   Baseline("logistic_rfm", RFM, _rule(RFM_COLUMNS))),
         oracle=lambda truth: truth["p_no_purchase"], plot_prefix=""),
     ModelSpec(
         name="winback-classifier", section="winback", kind="classifier",
@@ -336,7 +360,7 @@ MODELS: tuple[ModelSpec, ...] = (
         population=LAPSED, label="reactivated", score_column="reactivation_probability",
         baselines=(Baseline("btyd", "1 - BG/NBD's P(no purchase in the churn horizon)",
                             _btyd("p_no_purchase", invert=True)),
-                   Baseline("recency_rule", RECENCY, _rule(tr.RECENCY_RULE))),
+                   Baseline("recency_rule", RECENCY, _rule(RECENCY_RULE))),
         required=False, oracle=lambda truth: 1 - truth["p_no_purchase"], explains="return"),
     ModelSpec(
         name="cltv-regressor", section="cltv", kind="regressor",
@@ -356,7 +380,7 @@ MODELS: tuple[ModelSpec, ...] = (
                                                 "band", _tenure_plan),
                    Baseline("logistic_regression", "logistic regression on log1p of tenure, monthly amount, "
                                                    "recency, orders and net spend",
-                            _rule(tr.SUBSCRIPTION_COLUMNS))),
+                            _rule(SUBSCRIPTION_COLUMNS))),
         required=False, on_lists=True, plot_prefix="subscription_"),
     ModelSpec(
         name="next-order-regressor", section="next_order", kind="duration",

@@ -20,13 +20,16 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from common.config import ModelsConfig, PipelineConfig
 from common.errors import ChurnError
 from models import catalog
-from models.training import ScoringModel
+
+if TYPE_CHECKING:
+    from models.training import ScoringModel
 
 MODEL_NAMES = tuple(catalog.names())
 EXPERIMENT = "churn-pipeline"

@@ -367,10 +367,6 @@ def fit_rule(snapshots: pd.DataFrame, label: str, columns: list[str]) -> RuleMod
     return RuleModel(columns, model)
 
 
-RECENCY_RULE = ["days_since_last_purchase"]
-RFM_COLUMNS = ["days_since_last_purchase", "orders", "net_spend"]
-SUBSCRIPTION_COLUMNS = ["months_subscribed", "subscription_monthly_amount", "days_since_last_purchase", "orders",
-                        "net_spend"]
 TENURE_BANDS_MONTHS = (3, 6, 12, 24)  # tenure bands [0, 3), [3, 6), [6, 12), [12, 24), 24+ months
 
 
