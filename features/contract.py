@@ -59,6 +59,9 @@ CONTRACT: dict[str, TableContract] = {t.name: t for t in (
         _CUSTOMER,
         Column("signup_date", "date"), Column("country", "country", doc="ISO 3166-1 alpha-2"),
         Column("marketing_consent", "bool", doc="false or missing = never on an outreach list"),
+        Column("acquisition_channel", "str", doc="how the customer was acquired (organic, paid_search, social, "
+                                                 "referral, ...): `referral` counts in the KPI report's referral "
+                                                 "rate"),
         Column("email", "str", pii=True), Column("name", "str", pii=True), Column("phone", "str", pii=True),
     ), unique=("customer_id",), time_column="signup_date"),
     TableContract("support_tickets", "Support tickets.", (

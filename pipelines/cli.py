@@ -387,6 +387,47 @@ def backtest(
     _run(debug, body)
 
 
+@app.command()
+def report(
+    as_of: Annotated[Optional[dt.datetime], typer.Option(
+        "--as-of", formats=["%Y-%m-%d"], help="the report's cutoff: complete periods before it (default: the day "
+                                              "after the latest transaction)")] = None,
+    period: Annotated[str, typer.Option(help="month or quarter")] = "month",
+    periods: Annotated[int, typer.Option(help="how many complete periods", min=1, max=120)] = 12,
+    config: ConfigOpt = None, data_dir: DataDirOpt = None, debug: DebugOpt = False,
+) -> None:
+    """Retention KPIs (churn and retention rates, revenue retention, AOV, frequency, historical CLTV, NPS, CSAT,
+    CES, support, referrals) per period, market and RFM segment, and the cohort retention matrix: one HTML file,
+    tables and a JSON summary under <outputs>/reports/ (see docs/reports.md)."""
+
+    def body() -> None:
+        from pipelines import jobs
+        from serving.report import HEADLINE, NO_DATA, format_value, nps_split
+
+        cfg = _config(config, data_dir)
+        start = time.perf_counter()
+        with _progress() as progress:
+            task = progress.add_task("report", total=4)
+            folder, info = jobs.report(cfg, as_of.date() if as_of else None, period, periods,
+                                       progress=lambda message: progress.update(task, advance=1,
+                                                                                description=message))
+            progress.update(task, completed=4, description="done")
+        head = info.get("headline") or {}
+        if not head:
+            out.print(f"{NO_DATA}: no complete {period} with one before it in the data")
+        else:
+            rows = [{"KPI": name, "value": nps_split(head) if kind == "split" else format_value(head.get(column), kind,
+                                                                                     info["currency"])}
+                    for name, column, kind in HEADLINE]
+            rows.append({"KPI": f"Model: mean predicted CLTV ({info['predicted_cltv_days']} days)",
+                         "value": format_value(info.get("mean_predicted_cltv"), "money", info["currency"])})
+            out.print(_table(f"retention KPIs, {info['latest_period']} (as of {info['as_of']})", ["KPI", "value"],
+                             rows, right=("value",)))
+        out.print(f"report {folder / 'report.html'} ({time.perf_counter() - start:.1f} s)")
+
+    _run(debug, body)
+
+
 def _flows(config: Optional[Path], data_dir: Optional[Path]):
     """The flows module, imported after the offline, quiet settings are in place for this config's data_dir."""
     from pipelines import runtime
@@ -468,6 +509,10 @@ def print_scoring(summary: dict, cfg=None) -> None:
                   "it fills are empty and a list made of its scores has no rows[/]")
     for name, path in summary["published"].items():
         out.print(f"{name} list: {path}")
+    if summary.get("report"):
+        out.print(f"KPI report: {Path(summary['report']) / 'report.html'}")
+    elif not summary["dry_run"]:
+        out.print("[yellow]the KPI report failed (see the flow's log); the lists are published[/]")
     if summary["dry_run"]:
         out.print("dry run: nothing published")
 

@@ -1,4 +1,5 @@
-"""Prefect flows: ingest, build-features, train, score and the parent churn-pipeline. Orchestration only.
+"""Prefect flows: ingest, build-features, train, score (with the KPI report after publishing) and the parent
+churn-pipeline. Orchestration only.
 
 Every task calls a job of :mod:`pipelines.jobs` (which calls the domain code in features/, models/, serving/).
 Retries with back-off are on the I/O tasks only (reading sources, the tracking store, publishing), never on a
@@ -148,6 +149,25 @@ def publish_lists(cfg: PipelineConfig, lists: dict, as_of: dt.date, run_meta: di
     return {name: str(path) for name, path in jobs.publish(cfg, lists, as_of, run_meta).items()}
 
 
+@task(name="kpi-report", cache_policy=NO_CACHE)
+def kpi_report(cfg: PipelineConfig, as_of: dt.date) -> str | None:
+    """The KPI report of the scoring cutoff (:func:`pipelines.jobs.report`) with its headline numbers as an
+    artifact. The lists are already published: a report that fails is logged as an error and leaves the previous
+    report, not the scoring run, failed."""
+    from serving.report import markdown as report_markdown
+
+    logger = get_run_logger()
+    try:
+        folder, info = jobs.report(cfg, as_of, progress=logger.info)
+    except (ChurnError, OSError, ValueError) as exc:
+        logger.error(f"the KPI report failed ({type(exc).__name__}: {exc}); the previous report is unchanged")
+        return None
+    create_markdown_artifact(report_markdown(info), key="kpi-report", description="retention KPIs of the latest "
+                                                                                  "complete period")
+    logger.info(f"KPI report -> {folder / 'report.html'}")
+    return str(folder)
+
+
 def _snapshot(cfg: PipelineConfig, name: str, cutoffs: list[dt.date], with_labels: bool) -> tuple[str, str]:
     """The snapshot folder (built, or reused from the cache when its inputs are unchanged) and its key."""
     key = keys.snapshot_key(cfg, cutoffs, with_labels)
@@ -295,8 +315,9 @@ def _score(cfg: PipelineConfig, dry_run: bool, unregistered: dict | None = None)
         paths = publish_lists(cfg, lists, cutoff, run_meta)
         for name, path in paths.items():
             logger.info(f"published {name}: {len(lists[name]):,} customers -> {path}")
+    report = None if dry_run else kpi_report(cfg, cutoff)
     summary = {**summary, "as_of": cutoff.isoformat(), "run_id": run_id, "published": paths,
-               "dry_run": dry_run}
+               "dry_run": dry_run, "report": report}
     create_markdown_artifact(score_markdown(summary), key="score-summary", description="batch scoring summary")
     return summary
 

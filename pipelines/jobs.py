@@ -447,3 +447,48 @@ def with_contacts(cfg: PipelineConfig, lists: dict) -> dict:
                         "email, name or phone, or set it to false")
     contacts = pd.read_parquet(path).set_index("customer_id")
     return {name: frame.join(contacts, on="customer_id") for name, frame in lists.items()}
+
+
+def report(cfg: PipelineConfig, as_of: dt.date | None = None, period: str = "month", periods: int = 12,
+           progress: Progress = _quiet) -> tuple[Path, dict]:
+    """The KPI report (:mod:`features.kpis`, :mod:`serving.report`) of the ``periods`` complete periods before
+    ``as_of`` (default: the scoring cutoff), written to ``<outputs>/reports/as_of=<DATE>/`` all or nothing.
+    Returns the folder and the JSON summary."""
+    from common.files import replace_folder
+    from features.kpis import boundaries, boundary_status, cohort_matrix, kpi_table
+    from serving.lists import LISTS
+    from serving.publish import list_folder
+    from serving.report import report_folder, summary, write_report
+
+    if period not in ("month", "quarter"):
+        raise ChurnError(f"the report's period must be month or quarter, got {period!r}")
+    src = open_sources(cfg.validated_dir, memory_limit=cfg.snapshots.duckdb_memory_limit)
+    as_of = as_of or scoring_cutoff(cfg, src.last_day)
+    tables = {}
+    for name, columns in (("transactions", ["customer_id", "ts", "amount"]), ("customers", None),
+                          ("surveys", None), ("support_tickets", None)):
+        path = cfg.validated_dir / f"{name}.parquet"
+        if path.exists():
+            frame = pd.read_parquet(path, columns=columns)
+            time_column = {"transactions": "ts", "surveys": "ts", "support_tickets": "opened_at"}.get(name)
+            tables[name] = frame[frame[time_column] < pd.Timestamp(as_of)] if time_column else frame
+    edges = boundaries(as_of, src.first_day, period, periods)
+    progress(f"customers at {len(edges)} period boundaries")
+    status = boundary_status(src, edges, cfg.horizons) if len(edges) > 1 else None
+    progress("KPIs per period, market and segment")
+    kpis = kpi_table(status, tables["transactions"], edges, period, customers=tables.get("customers"),
+                     surveys=tables.get("surveys"), tickets=tables.get("support_tickets"))
+    progress("cohort retention matrix")
+    countries = (tables["customers"][["customer_id", "country"]] if "customers" in tables
+                 and "country" in tables["customers"].columns else None)
+    cohorts = cohort_matrix(tables["transactions"], as_of, countries)
+    run = list_folder(cfg.resolve(cfg.outputs.dir), LISTS[0].name, as_of) / "run.json"
+    predicted = json.loads(run.read_text()).get("mean_predicted_cltv") if run.exists() else None
+    info = summary(kpis, cohorts, as_of, period, cfg.base_currency, predicted, cfg.horizons.cltv_days)
+    note = (f"A customer is active on a day when their last order is at most {cfg.horizons.activity_window_days} "
+            "days before it (the labels' rule); periods are complete calendar "
+            f"{period}s before {as_of.isoformat()}; formulas in docs/reports.md.")
+    folder = report_folder(cfg.resolve(cfg.outputs.dir), as_of)
+    progress("writing the report")
+    replace_folder(folder, lambda tmp: write_report(tmp, kpis, cohorts, info, note))
+    return folder, info

@@ -42,6 +42,9 @@ FAILURES_BEFORE_DELAY = 3
 FAILURE_WINDOW_SECONDS = 300
 CSP = ("default-src 'none'; style-src 'self'; img-src 'self' data:; script-src 'self'; form-action 'self'; "
        "frame-ancestors 'none'; base-uri 'none'")
+# the KPI report is one self-contained file (its style inline, its plots data: images) and has no script at all
+REPORT_CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-action 'none'; "
+              "frame-ancestors 'none'; base-uri 'none'")
 log = logging.getLogger("churn.app")
 
 
@@ -181,12 +184,13 @@ class _Throttle:
 
 
 def create_app(sql_url: str, users: UserStore, include_contact: bool = False, champions=None,
-               backtest_dir=None, exports=None) -> FastAPI:
+               backtest_dir=None, exports=None, report=None) -> FastAPI:
     """The app over the lists at ``sql_url``. ``champions`` is a callable returning the champion of each model
     (rows of :func:`models.tracking.list_versions`), called when the models page or API is asked for;
     ``backtest_dir`` one returning the latest backtest folder (``report.json`` and the plots) or None;
     ``exports`` the config's export targets (None: :data:`common.config.READY_EXPORTS`, as the publisher), which
-    a view can be exported through as well as as plain CSV/XLSX."""
+    a view can be exported through as well as as plain CSV/XLSX; ``report`` one returning the latest KPI report's
+    HTML file (:func:`serving.report.latest_report`) or None."""
     from common.config import READY_EXPORTS
 
     targets = dict(exports or READY_EXPORTS)
@@ -232,7 +236,8 @@ def create_app(sql_url: str, users: UserStore, include_contact: bool = False, ch
     @app.middleware("http")
     async def _headers(request: Request, call_next):
         response = await call_next(request)
-        response.headers.update({"Content-Security-Policy": CSP, "X-Frame-Options": "DENY",
+        policy = REPORT_CSP if request.url.path.startswith("/reports/") else CSP
+        response.headers.update({"Content-Security-Policy": policy, "X-Frame-Options": "DENY",
                                  "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
                                  "Cache-Control": "no-store"})
         return response
@@ -492,6 +497,14 @@ def create_app(sql_url: str, users: UserStore, include_contact: bool = False, ch
             return None, {}
         return Path(folder), json.loads((Path(folder) / "report.json").read_text())
 
+    @app.get("/reports/latest", response_class=HTMLResponse)
+    def kpi_report(user: User = Depends(viewer)):
+        """The latest KPI report (``churn report``, and every scoring run), as written."""
+        found = report() if report is not None else None
+        if found is None or not Path(found).exists():
+            raise HTTPException(404, "no KPI report yet: `churn report` (or a scoring run) writes one")
+        return HTMLResponse(Path(found).read_text(encoding="utf-8"))
+
     @app.get("/models", response_class=HTMLResponse)
     def models_page(request: Request, user: User = Depends(viewer)):
         from models.catalog import MODELS
@@ -548,6 +561,9 @@ def app_for(cfg) -> FastAPI:
         folders = sorted((outputs / "backtest").glob("as_of=*/report.json"))
         return folders[-1].parent if folders else None
 
+    from serving.report import latest_report
+
     return create_app(sql_url(outputs, cfg.outputs.sql_url), store_for(outputs), cfg.outputs.include_contact,
-                      champions, backtest_dir=backtest_dir, exports=cfg.exports)
+                      champions, backtest_dir=backtest_dir, exports=cfg.exports,
+                      report=lambda: latest_report(outputs))
 

@@ -285,6 +285,8 @@ def summarize(scores: pd.DataFrame, lists: dict[str, pd.DataFrame], champions: d
         "active_customers": int(len(active)),
         "at_risk_customers": int((active["churn_probability"] >= at_risk_threshold).sum()),
         "value_at_risk": _total(active["value_at_risk"]),
+        "mean_predicted_cltv": (float(active["predicted_cltv"].mean()) if active["predicted_cltv"].notna().any()
+                                else None),  # of the active customers: the KPI report shows it beside its own
         "lapsed_customers": int((~scores["is_active"]).sum()),
         "expected_winback_value": _total(scores["expected_winback_value"]),
         "list_rows": {name: int(len(frame)) for name, frame in lists.items()},

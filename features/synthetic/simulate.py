@@ -64,10 +64,13 @@ _LAST = ("Smith", "Novak", "Muller", "Martin", "Papadopoulos", "Tanaka", "Brown"
 _DIAL = {"US": "+1", "GB": "+44", "DE": "+49", "FR": "+33", "CZ": "+420", "GR": "+30", "JP": "+81", "CA": "+1",
          "SI": "+386", "IL": "+972"}
 
+ACQUISITION_CHANNELS = ("organic", "paid_search", "social", "referral", "email")
+ACQUISITION_SHARES = (0.38, 0.24, 0.16, 0.14, 0.08)
+
 _SCHEMAS = {
     "customers": pa.schema([("customer_id", pa.string()), ("signup_date", pa.date32()), ("country", pa.string()),
-                            ("marketing_consent", pa.bool_()), ("email", pa.string()), ("name", pa.string()),
-                            ("phone", pa.string())]),
+                            ("marketing_consent", pa.bool_()), ("acquisition_channel", pa.string()),
+                            ("email", pa.string()), ("name", pa.string()), ("phone", pa.string())]),
     "transactions": pa.schema([("order_id", pa.int64()), ("customer_id", pa.string()),
                                ("ts", pa.timestamp("us")), ("amount", pa.float64()), ("currency", pa.string()),
                                ("category", pa.string()), ("channel", pa.string()), ("quantity", pa.int32()),
@@ -341,9 +344,12 @@ def _customers_table(p, rng, ids, signup, country, consent, first_number) -> pa.
                         np.char.add(number.astype(str), "@example.com"))
     dial = np.array([_DIAL[c] for c in COUNTRIES])[country]
     phone = np.char.add(np.char.add(dial, " 555 "), np.char.zfill(rng.integers(0, 10**6, n).astype(str), 6))
+    # from a child of the chunk's seed, so that adding the column changed no other value of the data
+    channel_rng = np.random.default_rng(rng.bit_generator.seed_seq.spawn(1)[0])
+    channel = channel_rng.choice(np.array(ACQUISITION_CHANNELS), size=n, p=ACQUISITION_SHARES)
     return pa.table({
         "customer_id": ids, "signup_date": _date(p, signup), "country": np.array(COUNTRIES)[country],
-        "marketing_consent": consent, "email": email, "name": np.char.add(np.char.add(first, " "), last),
+        "marketing_consent": consent, "acquisition_channel": channel, "email": email, "name": np.char.add(np.char.add(first, " "), last),
         "phone": phone,
     }, schema=_SCHEMAS["customers"])
 

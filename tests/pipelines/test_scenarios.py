@@ -79,6 +79,18 @@ def test_churn_run_succeeds_on_every_scenario(tmp_path, scenario):
     if scenario == "subscription-business":
         assert len(at_risk) > 0 and at_risk["value_at_risk"].is_monotonic_decreasing
 
+    # the KPI report written after scoring: a KPI without its table is no data, the model's CLTV beside its own
+    assert "KPI report:" in out
+    report = json.loads(next((tmp_path / "outputs" / "reports").glob("as_of=*/summary.json")).read_text())
+    if report["headline"]:
+        assert report["headline"]["churn_rate"] is not None
+        if "surveys" not in scenario_tables(scenario):
+            assert {"nps", "csat", "ces_mean", "survey_response_rate"} <= set(report["no_data"])
+        if "cltv-regressor" not in skipped:
+            assert report["mean_predicted_cltv"] > 0
+        else:
+            assert report["mean_predicted_cltv"] is None
+
     # the preflight (printed by validate as a table) named each model that steps aside, with the reason
     from common.config import load_config
     from pipelines import jobs

@@ -72,7 +72,11 @@ def build_workspace(folder, url: str | None = None) -> dict:
         "as_of": "2026-08-03", "churn": {"roc_auc": 0.9519, "ece": 0.012, "n": 3551},
         "baselines": {"btyd": {"churn": {"roc_auc": 0.9375, "ece": 0.04}}, "recency_rule": {"churn": {"roc_auc": 0.92}}}}))
     _png(backtest / "roc.png")
-    app = create_app(url, users, include_contact=True, champions=lambda: champions, backtest_dir=lambda: backtest)
+    report = outputs / "reports" / "as_of=2026-11-01" / "report.html"
+    report.parent.mkdir(parents=True)
+    report.write_text("<!doctype html><title>KPIs</title><style>p{}</style><p>Retention KPIs as of 2026-11-01</p>")
+    app = create_app(url, users, include_contact=True, champions=lambda: champions, backtest_dir=lambda: backtest,
+                     report=lambda: report)
     return {"app": app, "keys": keys, "users": users, "outputs": outputs, "url": url}
 
 
@@ -107,7 +111,7 @@ ROUTES = {
     ("GET", "/"): "viewer", ("GET", "/lists/{name}"): "viewer", ("GET", "/lists/{name}/export.{fmt}"): "marketer",
     ("GET", "/lists/{name}/export/{target}"): "marketer",
     ("GET", "/customers/{customer_id}"): "viewer", ("GET", "/campaigns"): "viewer", ("GET", "/models"): "viewer",
-    ("GET", "/models/plots/{filename}"): "viewer",
+    ("GET", "/models/plots/{filename}"): "viewer", ("GET", "/reports/latest"): "viewer",
     ("POST", "/logout"): "viewer", ("GET", "/api/lists/{name}"): "viewer",
     ("GET", "/api/lists/{name}/export"): "marketer", ("GET", "/api/customers/{customer_id}"): "viewer",
     ("GET", "/api/campaigns"): "viewer", ("GET", "/api/champions"): "viewer", ("GET", "/api/users"): "admin",
@@ -289,6 +293,20 @@ def test_every_response_carries_strict_security_headers_and_pages_have_no_inline
         if response.headers["content-type"].startswith("text/html"):
             assert "<script" not in response.text and "style=" not in response.text and "http" not in \
                 response.text.replace("http-equiv", ""), url
+
+
+def test_the_kpi_report_is_linked_and_served_with_its_own_strict_policy(workspace):
+    client = _client(workspace, "viewer")
+    assert 'href="/reports/latest"' in client.get("/campaigns").text
+    page = client.get("/reports/latest")
+    assert page.status_code == 200 and "Retention KPIs as of 2026-11-01" in page.text
+    policy = page.headers["content-security-policy"]
+    assert "script" not in policy and "default-src 'none'" in policy and "frame-ancestors 'none'" in policy
+    assert page.headers["x-frame-options"] == "DENY"
+    assert _client(workspace).get("/reports/latest").status_code == 303  # anonymous: to the sign-in page
+    bare = TestClient(create_app(workspace["url"], workspace["users"]))
+    bare.headers["Authorization"] = f"Bearer {workspace['keys']['viewer']}"
+    assert bare.get("/reports/latest").status_code == 404 and "churn report" in bare.get("/reports/latest").text
 
 
 def test_campaigns_and_champions(workspace):

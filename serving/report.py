@@ -1,0 +1,283 @@
+"""The KPI report (``churn report`` and the ``report`` step after scoring): the numbers of
+:mod:`features.kpis` for the latest complete periods, as one self-contained HTML file (plots embedded as PNG data,
+no script, no network), the tables as Parquet and CSV, and a JSON summary, under
+``<outputs>/reports/as_of=<DATE>/``, written all or nothing (a failed report leaves the previous one).
+
+A KPI without its data is "no data" in the HTML and null in the JSON, never 0.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import io
+import json
+import math
+from html import escape
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from features.kpis import KPI_COLUMNS, OVERALL
+
+FILES = ("report.html", "kpis.parquet", "kpis.csv", "cohorts.parquet", "cohorts.csv", "summary.json")
+NO_DATA = "no data"
+
+# the headline table: label, column, format
+HEADLINE = (
+    ("Customers at the start", "customers_start", "int"), ("New customers", "new_customers", "int"),
+    ("Lost customers", "lost_customers", "int"), ("Churn rate", "churn_rate", "pct"),
+    ("Customer retention rate", "retention_rate", "pct"), ("Revenue retention", "revenue_retention", "pct"),
+    ("Average order value", "average_order_value", "money"), ("Purchase frequency", "purchase_frequency", "num"),
+    ("Repeat-purchase rate", "repeat_purchase_rate", "pct"),
+    ("Expected lifespan (periods)", "expected_lifespan_periods", "num"),
+    ("Historical CLTV (AOV x frequency x lifespan)", "historical_cltv", "money"),
+    ("NPS", "nps", "num"), ("Promoters / passives / detractors", "nps_split", "split"),
+    ("CSAT (share of 4-5)", "csat", "pct"), ("CSAT mean", "csat_mean", "num"), ("CES mean", "ces_mean", "num"),
+    ("Survey response rate", "survey_response_rate", "pct"), ("Tickets per 100 customers", "tickets_per_100", "num"),
+    ("Ticket CSAT mean", "ticket_csat_mean", "num"), ("Referral rate (new customers)", "referral_rate", "pct"),
+)
+
+
+def report_folder(outputs_dir: Path, as_of: dt.date) -> Path:
+    return Path(outputs_dir) / "reports" / f"as_of={as_of.isoformat()}"
+
+
+def latest_report(outputs_dir: Path) -> Path | None:
+    """The newest report's HTML file, or None."""
+    found = sorted((Path(outputs_dir) / "reports").glob("as_of=*/report.html"))
+    return found[-1] if found else None
+
+
+def _clean(value):
+    if value is None:
+        return None
+    if isinstance(value, (float, np.floating)):
+        return None if not math.isfinite(float(value)) else float(value)
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (dt.date, pd.Timestamp)):
+        return value.isoformat()
+    return value
+
+
+def summary(kpis: pd.DataFrame, cohorts: pd.DataFrame, as_of: dt.date, period: str, currency: str,
+            predicted_cltv: float | None, cltv_days: int) -> dict:
+    """The JSON summary: the last period's KPIs overall and per market and segment (null = no data), the mean
+    predicted CLTV of the latest scoring run beside the historical one, and the shape of the cohort matrix."""
+    if kpis.empty:
+        return {"as_of": as_of.isoformat(), "period": period, "currency": currency, "periods": [], "headline": {},
+                "no_data": list(KPI_COLUMNS), "markets": {}, "segments": {}, "cohorts": 0}
+    last = kpis[kpis["period"] == kpis["period"].iloc[-1]]
+    overall = last[last["grouping"] == "overall"].iloc[0]
+    headline = {c: _clean(overall[c]) for c in KPI_COLUMNS}
+    return {
+        "as_of": as_of.isoformat(), "period": period, "currency": currency,
+        "periods": list(dict.fromkeys(kpis["period"])), "latest_period": str(overall["period"]),
+        "headline": headline, "no_data": [c for c, v in headline.items() if v is None],
+        "mean_predicted_cltv": _clean(predicted_cltv), "predicted_cltv_days": cltv_days,
+        "markets": {str(r["group"]): {c: _clean(r[c]) for c in KPI_COLUMNS}
+                    for _, r in last[last["grouping"] == "market"].iterrows()},
+        "segments": {str(r["group"]): {c: _clean(r[c]) for c in KPI_COLUMNS}
+                     for _, r in last[last["grouping"] == "segment"].iterrows()},
+        "cohorts": int(cohorts.loc[cohorts["market"] == OVERALL, "cohort"].nunique()) if len(cohorts) else 0,
+    }
+
+
+def format_value(value, kind: str, currency: str = "") -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return NO_DATA
+    if kind == "int":
+        return f"{int(value):,}"
+    if kind == "pct":
+        return f"{100 * value:.1f}%"
+    if kind == "money":
+        return f"{value:,.2f} {currency}".strip()
+    return f"{value:,.2f}"
+
+
+def nps_split(row) -> str:
+    parts = [row.get("nps_promoters"), row.get("nps_passives"), row.get("nps_detractors")]
+    if any(p is None or (isinstance(p, float) and not math.isfinite(p)) for p in parts):
+        return NO_DATA
+    return " / ".join(f"{100 * p:.0f}%" for p in parts)
+
+
+def _png(figure) -> str:
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(figure)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def _trend_plot(overall: pd.DataFrame, columns: list[tuple[str, str]], title: str, percent: bool) -> str | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = [(c, name) for c, name in columns if overall[c].notna().any()]
+    if not shown:
+        return None
+    figure, axes = plt.subplots(figsize=(7, 2.8))
+    for column, name in shown:
+        values = overall[column] * (100 if percent else 1)
+        axes.plot(overall["period"], values, marker="o", label=name)
+    axes.set_title(title)
+    axes.set_ylabel("%" if percent else "")
+    axes.grid(alpha=0.3)
+    axes.legend(loc="best", fontsize=8)
+    axes.tick_params(axis="x", rotation=45, labelsize=8)
+    return _png(figure)
+
+
+def _heatmap(cohorts: pd.DataFrame, market: str, value: str, title: str) -> str | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = cohorts[cohorts["market"] == market]
+    if rows.empty:
+        return None
+    grid = rows.pivot_table(index="cohort", columns="months_since", values=value, aggfunc="first").sort_index()
+    figure, axes = plt.subplots(figsize=(8, max(2.5, 0.18 * len(grid) + 1)))
+    shown = grid.to_numpy(dtype=float) * 100
+    image = axes.imshow(shown, aspect="auto", cmap="viridis", vmin=0, vmax=100 if value == "customer_share" else
+                        np.nanpercentile(shown, 98) if np.isfinite(shown).any() else 100)
+    axes.set_yticks(range(len(grid)), grid.index, fontsize=6)
+    ticks = list(range(0, grid.shape[1], max(1, grid.shape[1] // 12)))
+    axes.set_xticks(ticks, [str(grid.columns[t]) for t in ticks], fontsize=7)
+    axes.set_xlabel("months since the first order")
+    axes.set_ylabel("cohort (month of the first order)")
+    axes.set_title(title, fontsize=10)
+    figure.colorbar(image, ax=axes, label="% of month 0" if value == "revenue_share" else "% of the cohort")
+    return _png(figure)
+
+
+STYLE = """body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2rem auto;max-width:70rem;
+color:#1d2733;padding:0 1rem}h1{font-size:1.5rem}h2{font-size:1.15rem;margin-top:2rem;border-bottom:1px solid #dde}
+table{border-collapse:collapse;font-size:.85rem;margin:.5rem 0}td,th{padding:.25rem .6rem;border-bottom:1px solid #eef;
+text-align:right}th:first-child,td:first-child{text-align:left}.nodata{color:#8a94a3;font-style:italic}
+.note{color:#556;font-size:.85rem}img{max-width:100%}.scroll{overflow-x:auto}"""
+
+
+def _cell(value, kind: str, currency: str) -> str:
+    text = format_value(_clean(value), kind, currency)
+    return f'<td class="nodata">{text}</td>' if text == NO_DATA else f"<td>{escape(text)}</td>"
+
+
+KIND = {c: k for _, c, k in HEADLINE}
+
+
+def _group_table(last: pd.DataFrame, grouping: str, title: str, currency: str) -> str:
+    rows = last[last["grouping"] == grouping]
+    if rows.empty:
+        return f"<h2>{escape(title)}</h2><p class=\"nodata\">{NO_DATA}</p>"
+    columns = ["customers_start", "new_customers", "churn_rate", "retention_rate", "revenue_retention",
+               "average_order_value", "purchase_frequency", "repeat_purchase_rate", "historical_cltv", "nps",
+               "csat", "tickets_per_100"]
+    head = "".join(f"<th>{escape(c.replace('_', ' '))}</th>" for c in columns)
+    body = "".join("<tr><td>" + escape(str(r["group"])) + "</td>"
+                   + "".join(_cell(r[c], KIND.get(c, "num"), "") for c in columns) + "</tr>"
+                   for _, r in rows.iterrows())
+    return (f"<h2>{escape(title)} (money in {escape(currency)})</h2><div class=\"scroll\"><table><thead><tr>"
+            f"<th>{grouping}</th>{head}</tr>"
+            f"</thead><tbody>{body}</tbody></table></div>")
+
+
+def render_html(kpis: pd.DataFrame, cohorts: pd.DataFrame, info: dict, definitions_note: str) -> str:
+    """The self-contained HTML report."""
+    currency, period = info["currency"], info["period"]
+    parts = [f"<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Retention KPIs as of "
+             f"{info['as_of']}</title><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+             f"<style>{STYLE}</style></head><body>",
+             f"<h1>Retention KPIs as of {info['as_of']}</h1>"]
+    if kpis.empty:
+        parts.append(f"<p class=\"nodata\">{NO_DATA}: the data holds no complete {period} with one before it.</p>")
+    else:
+        overall = kpis[kpis["grouping"] == "overall"].reset_index(drop=True)
+        last = kpis[kpis["period"] == info["latest_period"]]
+        row = overall.iloc[-1].to_dict()
+        parts.append(f"<p class=\"note\">{escape(definitions_note)} Money in {escape(currency)}.</p>")
+        parts.append(f"<h2>Headline: {escape(info['latest_period'])}</h2><table><tbody>")
+        for name, column, kind in HEADLINE:
+            if kind == "split":
+                text = nps_split(row)
+                cell = f'<td class="nodata">{text}</td>' if text == NO_DATA else f"<td>{text}</td>"
+            else:
+                cell = _cell(row[column], kind, currency)
+            parts.append(f"<tr><td>{escape(name)}</td>{cell}</tr>")
+        predicted = info.get("mean_predicted_cltv")
+        parts.append(f"<tr><td>Model: mean predicted CLTV of the active customers (next {info['predicted_cltv_days']} "
+                     f"days)</td>{_cell(predicted, 'money', currency)}</tr></tbody></table>")
+        plots = [
+            _trend_plot(overall, [("churn_rate", "churn rate"), ("retention_rate", "retention rate"),
+                                  ("revenue_retention", "revenue retention")], f"Retention per {period}", True),
+            _trend_plot(overall, [("nps", "NPS")], f"NPS per {period}", False),
+            _trend_plot(overall, [("average_order_value", "average order value")], f"Average order value ({currency})",
+                        False),
+            _trend_plot(overall, [("historical_cltv", "historical CLTV")], f"Historical CLTV ({currency})", False),
+        ]
+        parts += [f"<img alt=\"trend\" src=\"{p}\">" for p in plots if p]
+        parts.append(_group_table(last, "market", f"Per market: {info['latest_period']}", currency))
+        parts.append(_group_table(last, "segment", f"Per RFM segment at the start of {info['latest_period']}",
+                                  currency))
+        history = "".join("<tr><td>" + escape(r["period"]) + "</td>" + "".join(
+            _cell(r[c], KIND.get(c, "num"), currency) for c in ("customers_start", "churn_rate", "retention_rate",
+                                                                   "revenue_retention", "average_order_value", "nps"))
+            + "</tr>" for _, r in overall.iterrows())
+        parts.append("<h2>Every period</h2><table><thead><tr><th>period</th><th>customers at start</th>"
+                     "<th>churn rate</th><th>retention rate</th><th>revenue retention</th><th>AOV</th><th>NPS</th>"
+                     f"</tr></thead><tbody>{history}</tbody></table>")
+    parts.append("<h2>Cohort retention</h2>")
+    if cohorts.empty:
+        parts.append(f"<p class=\"nodata\">{NO_DATA}</p>")
+    else:
+        parts.append("<p class=\"note\">Rows: the month of a customer's first order; columns: months since it. "
+                     "A cell is the share of the cohort with an order in that month (revenue: the cohort's net "
+                     "revenue in that month as a share of its first month's).</p>")
+        for market, value, title in [(OVERALL, "customer_share", "Customers retained, all customers"),
+                                     (OVERALL, "revenue_share", "Revenue retained, all customers")] + [
+                (m, "customer_share", f"Customers retained, {m}")
+                for m in _largest_markets(cohorts)]:
+            image = _heatmap(cohorts, market, value, title)
+            if image:
+                parts.append(f"<img alt=\"{escape(title)}\" src=\"{image}\">")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def _largest_markets(cohorts: pd.DataFrame, count: int = 4) -> list[str]:
+    sizes = cohorts[(cohorts["market"] != OVERALL) & (cohorts["months_since"] == 0)].groupby("market")["cohort_size"].sum()
+    return list(sizes.sort_values(ascending=False).index[:count])
+
+
+def write_report(folder: Path, kpis: pd.DataFrame, cohorts: pd.DataFrame, info: dict, definitions_note: str) -> Path:
+    """Write every file of one report into ``folder`` (the caller swaps it in)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    kpis.to_parquet(folder / "kpis.parquet", index=False)
+    kpis.to_csv(folder / "kpis.csv", index=False)
+    cohorts.to_parquet(folder / "cohorts.parquet", index=False)
+    cohorts.to_csv(folder / "cohorts.csv", index=False)
+    (folder / "summary.json").write_text(json.dumps(info, indent=2) + "\n")
+    (folder / "report.html").write_text(render_html(kpis, cohorts, info, definitions_note), encoding="utf-8")
+    return folder
+
+
+def markdown(info: dict) -> str:
+    """The headline numbers as Markdown (the flow's artifact)."""
+    head = info.get("headline") or {}
+    lines = [f"# Retention KPIs as of {info['as_of']}", ""]
+    if not head:
+        return "\n".join(lines + [f"{NO_DATA}: no complete {info['period']} with one before it"])
+    lines += [f"Period {info['latest_period']}, money in {info['currency']}.", "", "| KPI | value |", "| --- | --- |"]
+    for name, column, kind in HEADLINE:
+        text = nps_split(head) if kind == "split" else format_value(head.get(column), kind, info["currency"])
+        lines.append(f"| {name} | {text} |")
+    lines.append(f"| Model: mean predicted CLTV ({info['predicted_cltv_days']} days) | "
+                 f"{format_value(info.get('mean_predicted_cltv'), 'money', info['currency'])} |")
+    return "\n".join(lines)
