@@ -218,6 +218,18 @@ class ScoringConfig(_Strict):
                                                                          "date assumes they still buy)")
     reasons_file: str | None = Field(None, description="reason templates (relative to data_dir); default: the "
                                                        "shipped configs/reasons.yaml")
+    drift_warn_psi: float = Field(0.1, gt=0, description="a model feature or score whose PSI against the "
+                                                         "champion's training rows reaches this is a drift warning")
+    drift_alert_psi: float = Field(0.25, gt=0, description="... and an alert at this PSI (models/monitoring.py)")
+    block_on_drift: bool = Field(False, description="refuse to publish when a drift alert fires (the last lists "
+                                                    "stay as they are)")
+
+    @model_validator(mode="after")
+    def _drift_thresholds(self):
+        if self.drift_alert_psi < self.drift_warn_psi:
+            raise ValueError(f"drift_alert_psi ({self.drift_alert_psi}) is below drift_warn_psi "
+                             f"({self.drift_warn_psi}); the alert threshold must be the higher one")
+        return self
 
 
 class TargetingConfig(_Strict):

@@ -54,6 +54,9 @@ KPI_COLUMNS = ("customers_start", "customers_end", "new_customers", "lost_custom
                "nps_passives", "nps_detractors", "csat", "csat_mean", "ces_mean", "survey_response_rate",
                "tickets_per_100", "ticket_csat_mean", "referral_rate")
 REFERRAL = "referral"
+# money is summed in whole millionths, as the features do (features.definitions.MICROS): integer sums do not depend
+# on the order DuckDB's threads add rows in, so the same data gives byte-identical tables
+_MICROS = "CAST(round(amount * 1e6) AS BIGINT)"
 
 
 def _months(period: str) -> int:
@@ -99,7 +102,7 @@ def _customer_periods(transactions: pd.DataFrame, edges: list[dt.date]) -> pd.Da
         case = " ".join(f"WHEN ts < TIMESTAMP '{b}' THEN {i - 1}" for i, b in enumerate(bounds[1:]))
         return con.execute(
             f"SELECT customer_id, CASE {case} END AS period, count(*) FILTER (WHERE amount >= 0) AS orders, "
-            "coalesce(sum(amount) FILTER (WHERE amount >= 0), 0) AS order_value, sum(amount) AS net "
+            f"coalesce(sum({_MICROS}) FILTER (WHERE amount >= 0), 0) / 1e6 AS order_value, sum({_MICROS}) / 1e6 AS net "
             f"FROM t WHERE ts >= TIMESTAMP '{before}' AND ts < TIMESTAMP '{edges[-1]}' GROUP BY 1, 2").df()
     finally:
         con.close()
@@ -260,14 +263,14 @@ def cohort_matrix(transactions: pd.DataFrame, as_of: dt.date, countries: pd.Data
         long = con.execute("""
             WITH monthly AS (
                 SELECT t.customer_id, f.cohort, date_trunc('month', t.ts) AS month,
-                       count(*) FILTER (WHERE t.amount >= 0) AS orders, sum(t.amount) AS net
+                       count(*) FILTER (WHERE t.amount >= 0) AS orders, sum(CAST(round(t.amount * 1e6) AS BIGINT)) AS micros
                 FROM t JOIN f USING (customer_id) GROUP BY ALL),
             tagged AS (
                 SELECT m.*, coalesce(c.country, '?') AS country,
                        (year(m.month) - year(m.cohort)) * 12 + month(m.month) - month(m.cohort) AS months_since
                 FROM monthly m LEFT JOIN c USING (customer_id))
             SELECT market, cohort, months_since, count(*) FILTER (WHERE orders > 0) AS customers,
-                   sum(net) AS net_revenue
+                   sum(micros) / 1e6 AS net_revenue
             FROM (SELECT *, 'ALL' AS market FROM tagged UNION ALL SELECT *, country AS market FROM tagged)
             GROUP BY ALL""").df()
         sizes = con.execute("""

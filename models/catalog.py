@@ -331,10 +331,19 @@ class ModelSpec:
     def fit(self, rows: pd.DataFrame, settings: ModelsConfig,
             on_round: Callable[[int, int], None] | None = None) -> tr.ScoringModel:
         """Train on ``rows`` (the population's labeled rows; unlabeled ones are dropped) after
-        :meth:`check_trainable`; ``on_round(done, total)`` after each boosting round."""
+        :meth:`check_trainable`; ``on_round(done, total)`` after each boosting round. The model carries the
+        distributions of its features and score at its latest training cutoff (:func:`models.monitoring.profile`)."""
+        from models.monitoring import profile
+
         self.check_trainable(rows, settings)
         fit = {"classifier": tr.fit_classifier, "regressor": tr.fit_cltv, "duration": tr.fit_duration}[self.kind]
-        return fit(rows, self.label, self.name, settings, on_round)
+        model = fit(rows, self.label, self.name, settings, on_round)
+        labeled = rows[rows[self.label].notna()]
+        # drift is measured against the latest training cutoff: the older ones describe a younger customer base
+        # (in a growing business tenure and everything counted since the first order drift by construction)
+        latest = labeled[labeled["cutoff"] == labeled["cutoff"].max()] if "cutoff" in labeled.columns else labeled
+        model.reference = profile(latest, model.features, model.score)
+        return model
 
     def outcome(self, rows: pd.DataFrame) -> np.ndarray:
         values = rows[self.label]

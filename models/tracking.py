@@ -399,3 +399,33 @@ def promote(cfg: PipelineConfig, name: str, version: str, note: str = "manual") 
             done.append(written)
     finally:
         store_log.setLevel(level)
+
+
+def log_monitoring(cfg: PipelineConfig, as_of: str, run_id: str, drift: dict) -> str:
+    """One MLflow run per scoring run (``monitoring <as_of>``, tagged ``kind=monitoring``): the PSI of every
+    feature and score of each champion as metrics ``psi.<model>.<column>``, the missing-value rates as
+    ``missing.<model>.<column>``, and the drift as a JSON artifact. Returns the MLflow run id."""
+    import re
+
+    mlflow = _mlflow(cfg)
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+
+    client = MlflowClient()
+    experiment_id = _experiment_id(cfg, client)
+    safe = lambda text: re.sub(r"[^0-9A-Za-z_.\-/ ]", "_", text)  # noqa: E731 - MLflow's metric key alphabet
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"monitoring {as_of}",
+                          tags={"kind": "monitoring", "as_of": as_of, "scoring_run_id": run_id}) as run:
+        now = int(pd.Timestamp.now(tz="UTC").timestamp() * 1000)
+        metrics = []
+        for name, state in drift.get("models", {}).items():
+            for column in state["columns"]:
+                if column["psi"] is not None:
+                    metrics.append(Metric(safe(f"psi.{name}.{column['column']}"), float(column["psi"]), now, 0))
+                metrics.append(Metric(safe(f"missing.{name}.{column['column']}"), float(column["missing_now"]),
+                                      now, 0))
+            metrics.append(Metric(safe(f"alerts.{name}"), float(len(state["alerts"])), now, 0))
+        for start in range(0, len(metrics), 900):  # MLflow takes at most 1,000 metrics per batch
+            client.log_batch(run.info.run_id, metrics=metrics[start:start + 900])
+        mlflow.log_dict(drift, "drift.json")
+        return run.info.run_id

@@ -141,6 +141,9 @@ class ScoringModel:
     # regressor: "factor" multiplies by calibration[0]; "btyd_total" scales each cutoff's predictions to add up to
     # that cutoff's BG/NBD x Gamma-Gamma total (the BTYD_LEVEL column), see fit_cltv
     level: str = "factor"
+    # the training distributions of the features and the score (models.monitoring.profile): drift is measured
+    # against them at every scoring run
+    reference: dict = field(default_factory=dict)
 
     @property
     def input_columns(self) -> list[str]:

@@ -507,6 +507,10 @@ def print_scoring(summary: dict, cfg=None) -> None:
     for name in summary.get("models_without_champion") or []:
         out.print(f"[yellow]{name} has no champion (it stepped aside in training, see `churn backtest`): the columns "
                   "it fills are empty and a list made of its scores has no rows[/]")
+    from pipelines.jobs import drift_lines
+
+    for line in drift_lines(summary.get("drift")):
+        out.print(f"[yellow]{escape(line)}[/]")
     for name, path in summary["published"].items():
         out.print(f"{name} list: {path}")
     if summary.get("report"):

@@ -149,6 +149,14 @@ def publish_lists(cfg: PipelineConfig, lists: dict, as_of: dt.date, run_meta: di
     return {name: str(path) for name, path in jobs.publish(cfg, lists, as_of, run_meta).items()}
 
 
+@task(name="log-monitoring", **IO)
+def monitoring_run(cfg: PipelineConfig, as_of: str, run_id: str, drift: dict) -> str:
+    """The run's drift as an MLflow monitoring run (:func:`models.tracking.log_monitoring`)."""
+    from models.tracking import log_monitoring
+
+    return log_monitoring(cfg, as_of, run_id, drift)
+
+
 @task(name="kpi-report", cache_policy=NO_CACHE)
 def kpi_report(cfg: PipelineConfig, as_of: dt.date) -> str | None:
     """The KPI report of the scoring cutoff (:func:`pipelines.jobs.report`) with its headline numbers as an
@@ -303,7 +311,16 @@ def _score(cfg: PipelineConfig, dry_run: bool, unregistered: dict | None = None)
     folder, key = _snapshot(cfg, f"snapshot_{cutoff.isoformat()}", [cutoff], False)
     run_id = keys.scoring_run_id(key, champions, cfg, jobs.reasons_path(cfg), jobs.playbooks_path(cfg))
     lists, summary = score_customers(cfg, folder, champions, run_id)
+    for line in jobs.drift_lines(summary.get("drift")):
+        logger.warning(line)
     paths = {}
+    if not dry_run:
+        jobs.refuse_on_drift(cfg, summary.get("drift"))
+        try:
+            monitoring_run(cfg, cutoff.isoformat(), run_id, summary.get("drift") or {})
+        except Exception as exc:  # noqa: BLE001 - monitoring is recorded, never a reason not to publish
+            logger.warning(f"the drift could not be logged to MLflow ({type(exc).__name__}: {exc}); it is in the "
+                           "lists' run.json")
     if dry_run:
         logger.info("dry run: lists not published")
     else:

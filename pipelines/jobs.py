@@ -323,8 +323,8 @@ def score(cfg: PipelineConfig, snapshot: pd.DataFrame, champions: dict, run_id: 
     """Score one snapshot with the champions; returns the lists and their summary."""
     from common.faults import checkpoint
     from serving.reasons import load_reasons
-    from serving.scoring import (add_purchase_history, add_reasons, build_lists, in_currency, score_snapshot,
-                                 summarize, target_lists)
+    from serving.scoring import (add_purchase_history, add_reasons, build_lists, in_currency, score_drift,
+                                 score_snapshot, summarize, target_lists)
     from serving.targeting import check_budgets, load_playbooks, marketing_consent
 
     scores, inputs = score_snapshot(snapshot, champions, cfg.horizons, with_inputs=True,
@@ -343,7 +343,40 @@ def score(cfg: PipelineConfig, snapshot: pd.DataFrame, champions: dict, run_id: 
     lists = add_purchase_history(lists, cfg.validated_dir / "transactions.parquet", as_of)
     lists = in_currency(lists, cfg.base_currency)
     summary = summarize(scores, lists, champions, cfg.targeting.at_risk_threshold, campaigns)
-    return lists, {**summary, "reason_audit": audit}
+    drift = score_drift(scores, inputs, champions, cfg.horizons, cfg.scoring.drift_warn_psi,
+                        cfg.scoring.drift_alert_psi)
+    return lists, {**summary, "reason_audit": audit, "drift": drift}
+
+
+def drift_lines(drift: dict | None) -> list[str]:
+    """One line per model with drift warnings or alerts, or without a training profile (for the flow's log and
+    the CLI)."""
+    lines = []
+    for name, state in (drift or {}).get("models", {}).items():
+        if not state["reference"]:
+            if state["rows"]:
+                lines.append(f"{name}: no training profile to measure drift against (trained before drift "
+                             "monitoring existed): `churn train --force` gives it one")
+            continue
+        by_column = {c["column"]: c["psi"] for c in state["columns"]}
+        for level, columns in (("drift alert", state["alerts"]), ("drift warning", state["warnings"])):
+            if columns:
+                shown = ", ".join(f"{c} (PSI {by_column[c]:.2f})" for c in columns[:8])
+                more = f" and {len(columns) - 8} more" if len(columns) > 8 else ""
+                lines.append(f"{name}: {level} on {shown}{more}")
+    return lines
+
+
+def refuse_on_drift(cfg: PipelineConfig, drift: dict | None) -> None:
+    """With ``scoring.block_on_drift``, refuse to publish when any drift alert fired."""
+    from serving.scoring import drift_alerts
+
+    alerts = drift_alerts(drift)
+    if cfg.scoring.block_on_drift and alerts:
+        raise ChurnError(f"drift alert on {'; '.join(alerts[:6])}{' ...' if len(alerts) > 6 else ''} at or above "
+                         f"PSI {cfg.scoring.drift_alert_psi}: not published (scoring.block_on_drift is true); the "
+                         "last published lists are unchanged. Look at the data, retrain (`churn train --force`) or "
+                         "set scoring.block_on_drift: false to publish anyway")
 
 
 def publish(cfg: PipelineConfig, lists: dict, as_of: dt.date, run_meta: dict) -> dict[str, Path]:
@@ -483,8 +516,10 @@ def report(cfg: PipelineConfig, as_of: dt.date | None = None, period: str = "mon
                  and "country" in tables["customers"].columns else None)
     cohorts = cohort_matrix(tables["transactions"], as_of, countries)
     run = list_folder(cfg.resolve(cfg.outputs.dir), LISTS[0].name, as_of) / "run.json"
-    predicted = json.loads(run.read_text()).get("mean_predicted_cltv") if run.exists() else None
-    info = summary(kpis, cohorts, as_of, period, cfg.base_currency, predicted, cfg.horizons.cltv_days)
+    scored = json.loads(run.read_text()) if run.exists() else {}
+    info = summary(kpis, cohorts, as_of, period, cfg.base_currency, scored.get("mean_predicted_cltv"),
+                   cfg.horizons.cltv_days)
+    info["drift"] = scored.get("drift")  # the scoring run's, when one published lists at this date
     note = (f"A customer is active on a day when their last order is at most {cfg.horizons.activity_window_days} "
             "days before it (the labels' rule); periods are complete calendar "
             f"{period}s before {as_of.isoformat()}; formulas in docs/reports.md.")

@@ -233,6 +233,7 @@ def render_html(kpis: pd.DataFrame, cohorts: pd.DataFrame, info: dict, definitio
         parts.append("<h2>Every period</h2><table><thead><tr><th>period</th><th>customers at start</th>"
                      "<th>churn rate</th><th>retention rate</th><th>revenue retention</th><th>AOV</th><th>NPS</th>"
                      f"</tr></thead><tbody>{history}</tbody></table>")
+    parts.append(_drift_section(info.get("drift")))
     parts.append("<h2>Cohort retention</h2>")
     if cohorts.empty:
         parts.append(f"<p class=\"nodata\">{NO_DATA}</p>")
@@ -249,6 +250,31 @@ def render_html(kpis: pd.DataFrame, cohorts: pd.DataFrame, info: dict, definitio
                 parts.append(f"<img alt=\"{escape(title)}\" src=\"{image}\">")
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def _drift_section(drift: dict | None) -> str:
+    """The scoring run's drift: per model the features and score at or above the warning PSI."""
+    head = "<h2>Drift of the scored customers against the champions' training rows</h2>"
+    if not drift or not drift.get("models"):
+        return head + f'<p class="nodata">{NO_DATA}: no scoring run published lists at this date</p>'
+    rows = []
+    for name, state in drift["models"].items():
+        if not state["reference"]:
+            rows.append(f"<tr><td>{escape(name)}</td><td class=\"nodata\" colspan=\"4\">no training profile "
+                        "(trained before drift monitoring)</td></tr>")
+            continue
+        flagged = [c for c in state["columns"] if c["level"] in ("warn", "alert")]
+        if not flagged:
+            best = f"{state['max_psi']:.3f}" if state["max_psi"] is not None else NO_DATA
+            rows.append(f"<tr><td>{escape(name)}</td><td colspan=\"4\">stable: every PSI below "
+                        f"{drift['warn_psi']} (highest {best})</td></tr>")
+        for c in sorted(flagged, key=lambda c: -c["psi"]):
+            rows.append(f"<tr><td>{escape(name)}</td><td>{escape(c['column'])}</td><td>{c['psi']:.3f}</td>"
+                        f"<td>{escape(c['level'])}</td><td>{100 * c['missing_training']:.1f}% / "
+                        f"{100 * c['missing_now']:.1f}%</td></tr>")
+    return (head + f"<p class=\"note\">PSI with bins from training: a warning at {drift['warn_psi']}, an alert at "
+            f"{drift['alert_psi']}.</p><table><thead><tr><th>model</th><th>column</th><th>PSI</th><th>level</th>"
+            "<th>missing (training / now)</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
 
 
 def _largest_markets(cohorts: pd.DataFrame, count: int = 4) -> list[str]:

@@ -299,3 +299,42 @@ def summarize(scores: pd.DataFrame, lists: dict[str, pd.DataFrame], champions: d
 def _total(values: pd.Series) -> float | None:
     """The sum, or None when no value is known (its model stepped aside): unknown is not zero."""
     return float(values.sum()) if values.notna().any() else None
+
+
+def score_drift(scores: pd.DataFrame, inputs: pd.DataFrame, champions: dict[str, Champion], horizons: HorizonsConfig,
+                warn: float, alert: float) -> dict:
+    """The drift of this run (:mod:`models.monitoring`): per champion, the PSI of each of its features and of its
+    score over the customers of its population in this snapshot against its training rows; ``scores`` and
+    ``inputs`` are :func:`score_snapshot`'s, in the same row order. A champion trained before the profiles
+    existed has none (``reference: false``: retrain it)."""
+    from models.catalog import get
+    from models.monitoring import drift
+
+    out: dict = {"warn_psi": warn, "alert_psi": alert, "models": {}}
+    for name, champion in sorted(champions.items()):
+        spec = get(name)
+        reference = getattr(champion.model, "reference", None) or {}
+        members = spec.population.mask(inputs, horizons).to_numpy()
+        if not reference or not members.any():
+            out["models"][name] = {"reference": bool(reference), "rows": int(members.sum()), "alerts": [],
+                                   "warnings": [], "max_psi": None, "columns": []}
+            continue
+        table = drift(reference, inputs[members], scores.loc[members, spec.score_column].to_numpy(), warn, alert)
+        finite = table["psi"].dropna()
+        out["models"][name] = {
+            "reference": True, "rows": int(members.sum()),
+            "alerts": table.loc[table["level"] == "alert", "column"].tolist(),
+            "warnings": table.loc[table["level"] == "warn", "column"].tolist(),
+            "max_psi": float(finite.max()) if len(finite) else None,
+            "columns": [{k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in row.items()}
+                        for row in table.to_dict("records")]}
+    return out
+
+
+def drift_alerts(drift: dict) -> list[str]:
+    """``model: column (PSI x.xx)`` for every alert of a run's drift."""
+    found = []
+    for name, state in (drift or {}).get("models", {}).items():
+        by_column = {c["column"]: c["psi"] for c in state["columns"]}
+        found += [f"{name}: {column} (PSI {by_column[column]:.2f})" for column in state["alerts"]]
+    return found

@@ -159,7 +159,8 @@ def test_the_cohort_matrix_matches_a_pandas_reference(validated_dir):
         assert row["customers"] == customers_retained and row["cohort_size"] == sizes[c]
         assert row["customer_share"] == pytest.approx(customers_retained / sizes[c])
     for (c, k), net in revenue.items():
-        assert overall.loc[(str(c), k), "net_revenue"] == pytest.approx(net, rel=1e-9, abs=1e-6)
+        # each amount is summed rounded to a millionth (byte-identical sums on any thread count)
+        assert overall.loc[(str(c), k), "net_revenue"] == pytest.approx(net, abs=1e-4)
     assert (overall.xs(0, level="months_since")["customer_share"] == 1.0).all()  # everyone buys in month 0
     # per market: the markets' customers add up to the whole
     markets = found[found["market"] != OVERALL].groupby(["cohort", "months_since"])["customers"].sum()

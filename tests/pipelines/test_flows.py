@@ -168,6 +168,25 @@ def test_churn_run_publishes_both_lists_with_the_champions(pipeline):
     csv = pd.read_csv(out / "at_risk" / f"as_of={SCORING_AS_OF}" / "at_risk.csv", dtype={"churn_model_version": str})
     assert list(csv["customer_id"]) == list(at_risk["customer_id"])
     assert "customers scored" in pipeline["first"].output and "at_risk list:" in pipeline["first"].output
+    # drift of this run against each champion's latest training cutoff, in run.json, the MLflow monitoring run
+    # and the KPI report
+    drift = meta["drift"]
+    assert drift["warn_psi"] == 0.1 and drift["alert_psi"] == 0.25
+    assert set(drift["models"]) == set(champions) - {n for n, v in champions.items() if v is None}
+    churn = drift["models"]["churn-classifier"]
+    assert churn["reference"] and churn["rows"] == meta["active_customers"]
+    assert {c["column"] for c in churn["columns"]} >= {"days_since_last_purchase", "score"}
+    assert all(c["psi"] is None or c["psi"] >= 0 for c in churn["columns"])
+    from mlflow import MlflowClient
+
+    from models.tracking import _mlflow
+
+    _mlflow(load_config(pipeline["config"]))
+    runs = MlflowClient().search_runs([MlflowClient().get_experiment_by_name("churn-pipeline").experiment_id],
+                                      "tags.kind = 'monitoring'")
+    assert runs and "psi.churn-classifier.days_since_last_purchase" in runs[0].data.metrics
+    report = (out / "reports" / f"as_of={SCORING_AS_OF}" / "report.html").read_text()
+    assert "Drift of the scored customers" in report and "churn-classifier" in report
 
 
 def test_an_unchanged_rerun_publishes_identical_lists_and_keeps_the_champions(pipeline):
@@ -197,6 +216,23 @@ def test_scoring_after_the_data_is_refused_before_anything_runs_unless_forced(pi
                                  str(pipeline["config"])])
     assert forced.exit_code == 0, _failure(forced)
     assert "dry run: nothing published" in forced.output and _digests(pipeline["outputs"]) == before
+
+
+def test_block_on_drift_publishes_nothing_when_an_alert_fires(pipeline, tmp_path):
+    """With `scoring.block_on_drift` and thresholds every column reaches, the run refuses to publish, names the
+    columns, and the published lists (and the KPI report) stay as they were."""
+    settings = yaml.safe_load(pipeline["config"].read_text())
+    settings["scoring"] = {"block_on_drift": True, "drift_warn_psi": 1e-9, "drift_alert_psi": 1e-9}
+    settings["targeting"] = {"min_tier": "high"}  # the new lists would differ: an overwrite would show
+    strict = tmp_path / "strict.yaml"
+    strict.write_text(yaml.safe_dump(settings))
+    before = _digests(pipeline["outputs"])
+    refused = runner.invoke(app, ["score", "--config", str(strict)])
+    assert refused.exit_code == 2, _failure(refused)
+    out = " ".join(refused.output.split())
+    assert "error: drift alert on churn-classifier: " in out and "(scoring.block_on_drift is true)" in out
+    assert "the last published lists are unchanged" in out and "Traceback" not in out
+    assert _digests(pipeline["outputs"]) == before
 
 
 @pytest.mark.parametrize("point", ["score.after_scoring", "publish.after_staging", "publish.sql_after_first_list",
