@@ -461,6 +461,8 @@ def _write_rows(connection, name: str, frame: pd.DataFrame, as_of: str) -> None:
         connection.execute(sa.text(f"DELETE FROM {table} WHERE as_of = :as_of"), {"as_of": as_of})
     rows.to_sql(table, connection, if_exists="append", index=False)
     _ensure_indexes(connection, table, rows)
+    if connection.dialect.name == "postgresql":  # fresh planner statistics now, not an autovacuum under load later
+        connection.execute(sa.text(f"ANALYZE {table}"))
 
 
 def _ensure_indexes(connection, table: str, rows: pd.DataFrame) -> None:
