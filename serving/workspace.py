@@ -31,6 +31,7 @@ VERSION_TABLE = "list_publish"
 MAX_EXPORT_ROWS = 500_000
 VIEWS_KEPT = 32
 PAGES_KEPT = 512
+PAGE_ROWS_KEPT = 100
 
 
 class QueryError(ValueError):
@@ -266,7 +267,10 @@ class Workspace:
             return [found[i] for i in wanted if i in found]
 
         # the rows of a page do not change until the next publish (an erasure is a publish too, so a forgotten
-        # customer leaves every cached page at once); the callers copy nothing out of them and change nothing
+        # customer leaves every cached page at once); the callers change nothing in them. Only pages of up to
+        # PAGE_ROWS_KEPT rows are kept, so that the cache stays a few tens of MB
+        if query.size > PAGE_ROWS_KEPT:
+            return rows()
         return self._pages.get(version, (key, tuple(columns), query.page, query.size), rows)
 
     def customer(self, customer_id: str, contact: bool = False) -> dict | None:
