@@ -402,7 +402,7 @@ def report(
 
     def body() -> None:
         from pipelines import jobs
-        from serving.report import HEADLINE, NO_DATA, format_value, nps_split
+        from serving.report import NO_DATA, headline_rows
 
         cfg = _config(config, data_dir)
         start = time.perf_counter()
@@ -416,11 +416,7 @@ def report(
         if not head:
             out.print(f"{NO_DATA}: no complete {period} with one before it in the data")
         else:
-            rows = [{"KPI": name, "value": nps_split(head) if kind == "split" else format_value(head.get(column), kind,
-                                                                                     info["currency"])}
-                    for name, column, kind in HEADLINE]
-            rows.append({"KPI": f"Model: mean predicted CLTV ({info['predicted_cltv_days']} days)",
-                         "value": format_value(info.get("mean_predicted_cltv"), "money", info["currency"])})
+            rows = [{"KPI": name, "value": text} for name, text in headline_rows(head, info)]
             out.print(_table(f"retention KPIs, {info['latest_period']} (as of {info['as_of']})", ["KPI", "value"],
                              rows, right=("value",)))
         out.print(f"report {folder / 'report.html'} ({time.perf_counter() - start:.1f} s)")

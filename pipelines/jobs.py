@@ -488,13 +488,14 @@ def report(cfg: PipelineConfig, as_of: dt.date | None = None, period: str = "mon
     ``as_of`` (default: the scoring cutoff), written to ``<outputs>/reports/as_of=<DATE>/`` all or nothing.
     Returns the folder and the JSON summary."""
     from common.files import replace_folder
-    from features.kpis import boundaries, boundary_status, cohort_matrix, kpi_table
+    from features.contract import CONTRACT
+    from features.kpis import PERIODS, boundaries, boundary_status, cohort_matrix, kpi_table
     from serving.lists import LISTS
     from serving.publish import list_folder
     from serving.report import report_folder, summary, write_report
 
-    if period not in ("month", "quarter"):
-        raise ChurnError(f"the report's period must be month or quarter, got {period!r}")
+    if period not in PERIODS:
+        raise ChurnError(f"the report's period must be one of {', '.join(PERIODS)}, got {period!r}")
     src = open_sources(cfg.validated_dir, memory_limit=cfg.snapshots.duckdb_memory_limit)
     as_of = as_of or scoring_cutoff(cfg, src.last_day)
     tables = {}
@@ -503,8 +504,9 @@ def report(cfg: PipelineConfig, as_of: dt.date | None = None, period: str = "mon
         path = cfg.validated_dir / f"{name}.parquet"
         if path.exists():
             frame = pd.read_parquet(path, columns=columns)
-            time_column = {"transactions": "ts", "surveys": "ts", "support_tickets": "opened_at"}.get(name)
-            tables[name] = frame[frame[time_column] < pd.Timestamp(as_of)] if time_column else frame
+            if name != "customers":  # the events before the cutoff (every customer record is kept)
+                frame = frame[frame[CONTRACT[name].time_column] < pd.Timestamp(as_of)]
+            tables[name] = frame
     edges = boundaries(as_of, src.first_day, period, periods)
     progress(f"customers at {len(edges)} period boundaries")
     status = boundary_status(src, edges, cfg.horizons) if len(edges) > 1 else None

@@ -104,6 +104,18 @@ def nps_split(row) -> str:
     return " / ".join(f"{100 * p:.0f}%" for p in parts)
 
 
+def headline_rows(values: dict, info: dict) -> list[tuple[str, str]]:
+    """The headline table as (label, text) rows, "no data" where a KPI has none: the KPIs of :data:`HEADLINE`
+    from ``values`` (one period's overall row), then the model's mean predicted CLTV from ``info`` (the summary).
+    The HTML, the flow's markdown and the CLI print the same rows."""
+    currency = info["currency"]
+    rows = [(name, nps_split(values) if kind == "split" else format_value(_clean(values.get(column)), kind, currency))
+            for name, column, kind in HEADLINE]
+    rows.append((f"Model: mean predicted CLTV of the active customers (next {info['predicted_cltv_days']} days)",
+                 format_value(info.get("mean_predicted_cltv"), "money", currency)))
+    return rows
+
+
 def _png(figure) -> str:
     import matplotlib.pyplot as plt
 
@@ -204,16 +216,10 @@ def render_html(kpis: pd.DataFrame, cohorts: pd.DataFrame, info: dict, definitio
         row = overall.iloc[-1].to_dict()
         parts.append(f"<p class=\"note\">{escape(definitions_note)} Money in {escape(currency)}.</p>")
         parts.append(f"<h2>Headline: {escape(info['latest_period'])}</h2><table><tbody>")
-        for name, column, kind in HEADLINE:
-            if kind == "split":
-                text = nps_split(row)
-                cell = f'<td class="nodata">{text}</td>' if text == NO_DATA else f"<td>{text}</td>"
-            else:
-                cell = _cell(row[column], kind, currency)
+        for name, text in headline_rows(row, info):
+            cell = f'<td class="nodata">{text}</td>' if text == NO_DATA else f"<td>{escape(text)}</td>"
             parts.append(f"<tr><td>{escape(name)}</td>{cell}</tr>")
-        predicted = info.get("mean_predicted_cltv")
-        parts.append(f"<tr><td>Model: mean predicted CLTV of the active customers (next {info['predicted_cltv_days']} "
-                     f"days)</td>{_cell(predicted, 'money', currency)}</tr></tbody></table>")
+        parts.append("</tbody></table>")
         plots = [
             _trend_plot(overall, [("churn_rate", "churn rate"), ("retention_rate", "retention rate"),
                                   ("revenue_retention", "revenue retention")], f"Retention per {period}", True),
@@ -301,9 +307,5 @@ def markdown(info: dict) -> str:
     if not head:
         return "\n".join(lines + [f"{NO_DATA}: no complete {info['period']} with one before it"])
     lines += [f"Period {info['latest_period']}, money in {info['currency']}.", "", "| KPI | value |", "| --- | --- |"]
-    for name, column, kind in HEADLINE:
-        text = nps_split(head) if kind == "split" else format_value(head.get(column), kind, info["currency"])
-        lines.append(f"| {name} | {text} |")
-    lines.append(f"| Model: mean predicted CLTV ({info['predicted_cltv_days']} days) | "
-                 f"{format_value(info.get('mean_predicted_cltv'), 'money', info['currency'])} |")
+    lines += [f"| {name} | {text} |" for name, text in headline_rows(head, info)]
     return "\n".join(lines)
