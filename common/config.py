@@ -223,6 +223,10 @@ class ScoringConfig(_Strict):
     drift_alert_psi: float = Field(0.25, gt=0, description="... and an alert at this PSI (models/monitoring.py)")
     block_on_drift: bool = Field(False, description="refuse to publish when a drift alert fires (the last lists "
                                                     "stay as they are)")
+    live_performance_margin: float = Field(0.05, ge=0, description="flag a model whose live ROC AUC (CLTV: "
+                                                                   "normalised Gini) on a past run's scores is "
+                                                                   "more than this below its backtest "
+                                                                   "(serving/live.py)")
 
     @model_validator(mode="after")
     def _drift_thresholds(self):

@@ -305,6 +305,23 @@ def champion_versions(cfg: PipelineConfig) -> dict[str, str | None]:
             for name in MODEL_NAMES}
 
 
+def champion_backtests(cfg: PipelineConfig, versions: dict[str, str]) -> dict[str, dict]:
+    """The backtest figures each model ``version`` was registered with (its ``challenger.<metric>`` tags, with
+    ``eval_as_of``): what it was promoted on. A version without them (``unregistered``: a dry run's) maps to {}."""
+    _mlflow(cfg)
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client, out = MlflowClient(), {}
+    for name, version in versions.items():
+        try:
+            tags = client.get_model_version(name, version).tags or {}
+        except MlflowException:
+            tags = {}
+        out[name] = metrics_from_tags(tags, "challenger")
+    return out
+
+
 def load_champion(cfg: PipelineConfig, name: str) -> tuple[str, ScoringModel]:
     """The ``champion`` of ``name``: its version and the model, loaded by version number (so that a promotion
     while loading cannot mix versions)."""
@@ -401,10 +418,12 @@ def promote(cfg: PipelineConfig, name: str, version: str, note: str = "manual") 
         store_log.setLevel(level)
 
 
-def log_monitoring(cfg: PipelineConfig, as_of: str, run_id: str, drift: dict) -> str:
+def log_monitoring(cfg: PipelineConfig, as_of: str, run_id: str, drift: dict, live: list[dict] = ()) -> str:
     """One MLflow run per scoring run (``monitoring <as_of>``, tagged ``kind=monitoring``): the PSI of every
     feature and score of each champion as metrics ``psi.<model>.<column>``, the missing-value rates as
-    ``missing.<model>.<column>``, and the drift as a JSON artifact. Returns the MLflow run id."""
+    ``missing.<model>.<column>``, and the drift as a JSON artifact; ``live`` (rows of
+    :func:`serving.live.evaluate` newly known at this run) as ``live.<model>.<metric>`` with the scored as-of
+    date's ``YYYYMMDD`` as the step, and ``live.json``. Returns the MLflow run id."""
     import re
 
     mlflow = _mlflow(cfg)
@@ -425,7 +444,15 @@ def log_monitoring(cfg: PipelineConfig, as_of: str, run_id: str, drift: dict) ->
                 metrics.append(Metric(safe(f"missing.{name}.{column['column']}"), float(column["missing_now"]),
                                       now, 0))
             metrics.append(Metric(safe(f"alerts.{name}"), float(len(state["alerts"])), now, 0))
+        for row in live:
+            step = int(row["as_of"].replace("-", ""))
+            for key in (row["metric"], "ece", "list_precision", "live_minus_backtest", "flagged"):
+                value = row.get(key)
+                if value is not None and pd.notna(value):
+                    metrics.append(Metric(safe(f"live.{row['model']}.{key}"), float(value), now, step))
         for start in range(0, len(metrics), 900):  # MLflow takes at most 1,000 metrics per batch
             client.log_batch(run.info.run_id, metrics=metrics[start:start + 900])
         mlflow.log_dict(drift, "drift.json")
+        if live:
+            mlflow.log_dict({"live": list(live)}, "live.json")
         return run.info.run_id

@@ -419,6 +419,18 @@ def report(
             rows = [{"KPI": name, "value": text} for name, text in headline_rows(head, info)]
             out.print(_table(f"retention KPIs, {info['latest_period']} (as of {info['as_of']})", ["KPI", "value"],
                              rows, right=("value",)))
+        live = info.get("live") or {}
+        if live.get("history"):
+            def number(value) -> str:
+                return "no data" if value is None else f"{value:.3f}"
+
+            rows = [{"scored as of": r["as_of"], "model": r["model"], "customers": f"{r['evaluated']:,}",
+                     "metric": r["metric"], "live": number(r.get(r["metric"])), "backtest": number(r["backtest"]),
+                     "flag": "FLAGGED" if r["flagged"] else ""} for r in live["history"]]
+            out.print(_table("live performance of past scoring runs", list(rows[0]), rows,
+                             right=("customers", "live", "backtest")))
+        for line in live.get("flagged") or []:
+            out.print(f"[bold yellow]live performance:[/] {escape(line)}")
         out.print(f"report {folder / 'report.html'} ({time.perf_counter() - start:.1f} s)")
 
     _run(debug, body)
@@ -507,6 +519,12 @@ def print_scoring(summary: dict, cfg=None) -> None:
 
     for line in drift_lines(summary.get("drift")):
         out.print(f"[yellow]{escape(line)}[/]")
+    live = summary.get("live") or {}
+    for line in live.get("flagged") or []:
+        out.print(f"[bold yellow]live performance:[/] {escape(line)}")
+    if live.get("evaluated"):
+        out.print(f"live performance of past runs: {live['evaluated']} model(s) x as-of date(s) judged against "
+                  "what happened (in the KPI report)")
     for name, path in summary["published"].items():
         out.print(f"{name} list: {path}")
     if summary.get("report"):

@@ -138,7 +138,7 @@ def load_champions(cfg: PipelineConfig, unregistered: dict | None = None) -> dic
 
 
 @task(name="score-customers", cache_policy=NO_CACHE)
-def score_customers(cfg: PipelineConfig, snapshot_folder: str, champions: dict, run_id: str) -> tuple[dict, dict]:
+def score_customers(cfg: PipelineConfig, snapshot_folder: str, champions: dict, run_id: str) -> tuple:
     from features.snapshots import read_snapshots
 
     return jobs.score(cfg, read_snapshots(snapshot_folder), champions, run_id)
@@ -150,11 +150,38 @@ def publish_lists(cfg: PipelineConfig, lists: dict, as_of: dt.date, run_meta: di
 
 
 @task(name="log-monitoring", **IO)
-def monitoring_run(cfg: PipelineConfig, as_of: str, run_id: str, drift: dict) -> str:
-    """The run's drift as an MLflow monitoring run (:func:`models.tracking.log_monitoring`)."""
+def monitoring_run(cfg: PipelineConfig, as_of: str, run_id: str, drift: dict, live: list) -> str:
+    """The run's drift and the live performance newly known as an MLflow monitoring run
+    (:func:`models.tracking.log_monitoring`)."""
     from models.tracking import log_monitoring
 
-    return log_monitoring(cfg, as_of, run_id, drift)
+    return log_monitoring(cfg, as_of, run_id, drift, live)
+
+
+@task(name="live-performance", cache_policy=NO_CACHE)
+def live_performance(cfg: PipelineConfig) -> dict:
+    """How the scores of past runs did once their outcome is known (:func:`pipelines.jobs.live_performance`);
+    monitoring, never a reason not to publish: a failure is logged as an error."""
+    logger = get_run_logger()
+    try:
+        live = jobs.live_performance(cfg, progress=logger.info)
+    except Exception as exc:  # noqa: BLE001 - recorded; the lists are still published
+        logger.error(f"the live performance could not be computed ({type(exc).__name__}: {exc}); the previous "
+                     "history is unchanged")
+        return {"new": [], "flagged": [], "evaluated": None, "pending": []}
+    for row in live.new:
+        value, backtest = row.get(row["metric"]), row["backtest"]
+        logger.info(f"live {row['model']} on the scores of {row['as_of']}: {row['metric']} "
+                    f"{'unknown' if value is None else f'{value:.4f}'} (backtest "
+                    f"{'unknown' if backtest is None else f'{backtest:.4f}'}), {row['evaluated']:,} customers")
+    for line in live.lines():
+        logger.warning(line)
+    return {"new": live.new, "flagged": live.lines(), "evaluated": int(len(live.history)), "pending": live.pending}
+
+
+@task(name="keep-score-record", **IO)
+def keep_record(cfg: PipelineConfig, record, as_of: dt.date, run_id: str, champions: dict) -> str:
+    return str(jobs.keep_record(cfg, record, as_of, run_id, champions))
 
 
 @task(name="kpi-report", cache_policy=NO_CACHE)
@@ -310,14 +337,16 @@ def _score(cfg: PipelineConfig, dry_run: bool, unregistered: dict | None = None)
     cutoff = jobs.scoring_cutoff(cfg, jobs.last_data_day(cfg))
     folder, key = _snapshot(cfg, f"snapshot_{cutoff.isoformat()}", [cutoff], False)
     run_id = keys.scoring_run_id(key, champions, cfg, jobs.reasons_path(cfg), jobs.playbooks_path(cfg))
-    lists, summary = score_customers(cfg, folder, champions, run_id)
+    lists, summary, record = score_customers(cfg, folder, champions, run_id)
     for line in jobs.drift_lines(summary.get("drift")):
         logger.warning(line)
     paths = {}
     if not dry_run:
         jobs.refuse_on_drift(cfg, summary.get("drift"))
+        live = live_performance(cfg)
+        summary["live"] = {k: v for k, v in live.items() if k != "new"}
         try:
-            monitoring_run(cfg, cutoff.isoformat(), run_id, summary.get("drift") or {})
+            monitoring_run(cfg, cutoff.isoformat(), run_id, summary.get("drift") or {}, live["new"])
         except Exception as exc:  # noqa: BLE001 - monitoring is recorded, never a reason not to publish
             logger.warning(f"the drift could not be logged to MLflow ({type(exc).__name__}: {exc}); it is in the "
                            "lists' run.json")
@@ -332,6 +361,11 @@ def _score(cfg: PipelineConfig, dry_run: bool, unregistered: dict | None = None)
         paths = publish_lists(cfg, lists, cutoff, run_meta)
         for name, path in paths.items():
             logger.info(f"published {name}: {len(lists[name]):,} customers -> {path}")
+        try:  # after the lists: only published scores are judged later
+            keep_record(cfg, record, cutoff, run_id, champions)
+        except Exception as exc:  # noqa: BLE001 - the lists are published; this run's live performance is lost
+            logger.error(f"the score record could not be kept ({type(exc).__name__}: {exc}); the lists are "
+                         "published, but their live performance will not be measured")
     report = None if dry_run else kpi_report(cfg, cutoff)
     summary = {**summary, "as_of": cutoff.isoformat(), "run_id": run_id, "published": paths,
                "dry_run": dry_run, "report": report}

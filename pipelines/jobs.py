@@ -319,8 +319,10 @@ def playbooks_path(cfg: PipelineConfig) -> Path:
     return cfg.resolve(cfg.targeting.playbooks_file) if cfg.targeting.playbooks_file else DEFAULT_PLAYBOOKS
 
 
-def score(cfg: PipelineConfig, snapshot: pd.DataFrame, champions: dict, run_id: str) -> tuple[dict, dict]:
-    """Score one snapshot with the champions; returns the lists and their summary."""
+def score(cfg: PipelineConfig, snapshot: pd.DataFrame, champions: dict, run_id: str
+          ) -> tuple[dict, dict, pd.DataFrame]:
+    """Score one snapshot with the champions; returns the lists, their summary and the run's score record
+    (:func:`serving.live.score_record`: every scored customer, for the live performance once outcomes are known)."""
     from common.faults import checkpoint
     from serving.reasons import load_reasons
     from serving.scoring import (add_purchase_history, add_reasons, build_lists, in_currency, score_drift,
@@ -345,7 +347,126 @@ def score(cfg: PipelineConfig, snapshot: pd.DataFrame, champions: dict, run_id: 
     summary = summarize(scores, lists, champions, cfg.targeting.at_risk_threshold, campaigns)
     drift = score_drift(scores, inputs, champions, cfg.horizons, cfg.scoring.drift_warn_psi,
                         cfg.scoring.drift_alert_psi)
-    return lists, {**summary, "reason_audit": audit, "drift": drift}
+    from serving.live import score_record
+
+    return lists, {**summary, "reason_audit": audit, "drift": drift}, score_record(scores, lists)
+
+
+# ---- live performance ---------------------------------------------------------------------------------------------
+
+
+def records_dir(cfg: PipelineConfig) -> Path:
+    """Where the score records of the published runs are kept (under data_dir: `churn forget` erases in them)."""
+    return Path(cfg.data_dir) / "monitoring" / "scores"
+
+
+def live_dir(cfg: PipelineConfig) -> Path:
+    """The live-performance history: ``live_performance`` and ``reliability`` (Parquet and CSV)."""
+    return cfg.resolve(cfg.outputs.dir) / "monitoring"
+
+
+def keep_record(cfg: PipelineConfig, record: pd.DataFrame, as_of: dt.date, run_id: str, champions: dict,
+                backtests: dict | None = None) -> Path:
+    """Keep a published run's score record with the backtest figures its champions were promoted on
+    (``<data_dir>/monitoring/scores/as_of=<DATE>/``: ``scores.parquet`` and ``record.json``; a later run at the
+    same date replaces it, as it replaces the lists). ``backtests`` (model name -> metrics): those figures when
+    known already, else read from the registry."""
+    from common.files import replace_folder
+
+    if backtests is None:
+        from models.tracking import champion_backtests
+
+        registered = {name: c.version for name, c in champions.items() if c.version != "unregistered"}
+        backtests = champion_backtests(cfg, registered) if registered else {}
+    meta = {"as_of": as_of.isoformat(), "run_id": run_id, "customers": int(len(record)),
+            "champions": {name: {"version": c.version, "backtest": backtests.get(name, {})}
+                          for name, c in sorted(champions.items())}}
+
+    def fill(tmp: Path) -> None:
+        record.to_parquet(tmp / "scores.parquet", index=False)
+        (tmp / "record.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
+
+    folder = records_dir(cfg) / f"as_of={as_of.isoformat()}"
+    return replace_folder(folder, fill)
+
+
+@dataclass
+class LivePerformance:
+    history: pd.DataFrame  # one row per scored as-of date and model whose outcome is known
+    reliability: pd.DataFrame  # the classifiers' reliability curves, per as-of date
+    new: list[dict]  # the history rows computed by this call (not kept from an earlier one)
+    pending: list[dict]  # {as_of, model, known_from} of the records whose outcome is not known yet
+    margin: float
+
+    def lines(self) -> list[str]:
+        from serving.live import flag_lines
+
+        return flag_lines(self.history, self.margin)
+
+
+def _read_frame(path: Path) -> pd.DataFrame | None:
+    """The table at ``path``; None when there is none or it has no rows (nothing judged yet)."""
+    frame = pd.read_parquet(path) if path.exists() else None
+    return frame if frame is not None and len(frame) else None
+
+
+def live_performance(cfg: PipelineConfig, progress: Progress = _quiet) -> LivePerformance:
+    """The live performance of every kept score record whose outcome the data now shows (:mod:`serving.live`),
+    written to ``<outputs>/monitoring/`` all or nothing. A record already evaluated with the same run, the same
+    customers and the same closed windows keeps its rows; the others get one labeled snapshot build for all."""
+    import pyarrow.parquet as pq
+
+    from common.files import replace_folder
+    from models.catalog import MODELS
+    from serving.live import HISTORY_KEY, evaluate, pending, window_closed
+
+    margin = cfg.scoring.live_performance_margin
+    metas = [json.loads(p.read_text()) for p in sorted(records_dir(cfg).glob("as_of=*/record.json"))]
+    src = open_sources(cfg.validated_dir, memory_limit=cfg.snapshots.duckdb_memory_limit)
+    last_day = src.last_day
+    old = _read_frame(live_dir(cfg) / "live_performance.parquet")
+    old_curves = _read_frame(live_dir(cfg) / "reliability.parquet")
+    done_file = live_dir(cfg) / "evaluated.json"
+    done = json.loads(done_file.read_text()) if done_file.exists() else {}
+    kept, todo, evaluated = [], [], {}
+    for meta in metas:
+        as_of = dt.date.fromisoformat(meta["as_of"])
+        due = sorted(spec.name for spec in MODELS
+                     if spec.name in meta["champions"] and window_closed(spec, as_of, last_day, cfg.horizons))
+        if not due:
+            continue
+        rows = pq.ParquetFile(records_dir(cfg) / f"as_of={meta['as_of']}" / "scores.parquet").metadata.num_rows
+        key = {"run_id": meta["run_id"], "customers": rows, "models": due}  # fewer after an erasure
+        (kept if old is not None and done.get(meta["as_of"]) == key else todo).append(meta)
+        evaluated[meta["as_of"]] = key
+    new, curves = [], []
+    if todo:
+        dates = [dt.date.fromisoformat(meta["as_of"]) for meta in todo]
+        progress(f"live performance: outcomes of the scores of {', '.join(d.isoformat() for d in dates)}")
+        labeled = build_snapshots(src, dates, cfg.horizons, with_labels=True)
+        for meta, as_of in zip(todo, dates):
+            record = pd.read_parquet(records_dir(cfg) / f"as_of={meta['as_of']}" / "scores.parquet")
+            rows, curve = evaluate(record, meta, labeled[labeled["cutoff"] == as_of], last_day, cfg.horizons,
+                                   margin)
+            new += rows
+            curves += curve
+    kept = [meta["as_of"] for meta in kept]
+    parts = [old[old["as_of"].isin(kept)]] if old is not None else []
+    history = pd.concat([*parts, pd.DataFrame(new)], ignore_index=True) if (parts or new) else pd.DataFrame()
+    curve_parts = [old_curves[old_curves["as_of"].isin(kept)]] if old_curves is not None else []
+    reliability = (pd.concat([*curve_parts, pd.DataFrame(curves)], ignore_index=True)
+                   if (curve_parts or curves) else pd.DataFrame())
+    if len(history):
+        history = history.sort_values(HISTORY_KEY, kind="stable").reset_index(drop=True)
+    if evaluated != done or not (live_dir(cfg) / "live_performance.parquet").exists():
+        def fill(tmp: Path) -> None:
+            for name, frame in (("live_performance", history), ("reliability", reliability)):
+                frame.to_parquet(tmp / f"{name}.parquet", index=False)
+                frame.to_csv(tmp / f"{name}.csv", index=False, lineterminator="\n")
+            (tmp / "evaluated.json").write_text(json.dumps(evaluated, indent=2) + "\n")
+
+        replace_folder(live_dir(cfg), fill)
+    return LivePerformance(history, reliability, new, pending(metas, last_day, cfg.horizons), margin)
 
 
 def drift_lines(drift: dict | None) -> list[str]:
@@ -492,7 +613,7 @@ def report(cfg: PipelineConfig, as_of: dt.date | None = None, period: str = "mon
     from features.kpis import PERIODS, boundaries, boundary_status, cohort_matrix, kpi_table
     from serving.lists import LISTS
     from serving.publish import list_folder
-    from serving.report import report_folder, summary, write_report
+    from serving.report import live_info, report_folder, summary, write_report
 
     if period not in PERIODS:
         raise ChurnError(f"the report's period must be one of {', '.join(PERIODS)}, got {period!r}")
@@ -522,6 +643,8 @@ def report(cfg: PipelineConfig, as_of: dt.date | None = None, period: str = "mon
     info = summary(kpis, cohorts, as_of, period, cfg.base_currency, scored.get("mean_predicted_cltv"),
                    cfg.horizons.cltv_days)
     info["drift"] = scored.get("drift")  # the scoring run's, when one published lists at this date
+    live = live_performance(cfg, progress)  # kept by the scoring run before it; computed here when new
+    info["live"] = live_info(live.history, live.reliability, live.pending, live.lines(), live.margin)
     note = (f"A customer is active on a day when their last order is at most {cfg.horizons.activity_window_days} "
             "days before it (the labels' rule); periods are complete calendar "
             f"{period}s before {as_of.isoformat()}; formulas in docs/reports.md.")

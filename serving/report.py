@@ -174,7 +174,7 @@ STYLE = """body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif
 color:#1d2733;padding:0 1rem}h1{font-size:1.5rem}h2{font-size:1.15rem;margin-top:2rem;border-bottom:1px solid #dde}
 table{border-collapse:collapse;font-size:.85rem;margin:.5rem 0}td,th{padding:.25rem .6rem;border-bottom:1px solid #eef;
 text-align:right}th:first-child,td:first-child{text-align:left}.nodata{color:#8a94a3;font-style:italic}
-.note{color:#556;font-size:.85rem}img{max-width:100%}.scroll{overflow-x:auto}"""
+.note{color:#556;font-size:.85rem}img{max-width:100%}.scroll{overflow-x:auto}.alert{color:#a4161a;font-weight:600}"""
 
 
 def _cell(value, kind: str, currency: str) -> str:
@@ -240,6 +240,7 @@ def render_html(kpis: pd.DataFrame, cohorts: pd.DataFrame, info: dict, definitio
                      "<th>churn rate</th><th>retention rate</th><th>revenue retention</th><th>AOV</th><th>NPS</th>"
                      f"</tr></thead><tbody>{history}</tbody></table>")
     parts.append(_drift_section(info.get("drift")))
+    parts.append(_live_section(info.get("live")))
     parts.append("<h2>Cohort retention</h2>")
     if cohorts.empty:
         parts.append(f"<p class=\"nodata\">{NO_DATA}</p>")
@@ -281,6 +282,121 @@ def _drift_section(drift: dict | None) -> str:
     return (head + f"<p class=\"note\">PSI with bins from training: a warning at {drift['warn_psi']}, an alert at "
             f"{drift['alert_psi']}.</p><table><thead><tr><th>model</th><th>column</th><th>PSI</th><th>level</th>"
             "<th>missing (training / now)</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
+
+
+def live_info(history: pd.DataFrame, reliability: pd.DataFrame, pending: list[dict], flagged: list[str],
+              margin: float) -> dict:
+    """The live performance for the report's JSON summary and HTML (:mod:`serving.live`)."""
+    def rows(frame: pd.DataFrame) -> list[dict]:
+        return [{k: _clean(v) for k, v in r.items()} for r in frame.to_dict("records")] if len(frame) else []
+
+    return {"margin": margin, "history": rows(history), "reliability": rows(reliability), "pending": pending,
+            "flagged": flagged}
+
+
+def _live_plot(history: pd.DataFrame) -> str | None:
+    """Each model's live promotion metric over the scored as-of dates, its backtest dashed beside it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = history[history["metric"].isin(["roc_auc", "normalized_gini"])]
+    if shown.empty:
+        return None
+    figure, axes = plt.subplots(figsize=(7, 3))
+    for (model, metric), rows in shown.groupby(["model", "metric"], sort=True):
+        dates = pd.to_datetime(rows["as_of"])
+        line, = axes.plot(dates, rows[metric], marker="o", label=f"{model}: live {metric}")
+        if rows["backtest"].notna().any():
+            axes.plot(dates, rows["backtest"], linestyle="--", marker="x", color=line.get_color(), alpha=0.7,
+                      label=f"{model}: backtest")
+    dates = pd.to_datetime(shown["as_of"])
+    if dates.nunique() == 1:  # one date: a month around it, not matplotlib's years
+        axes.set_xlim(dates.min() - pd.Timedelta(days=15), dates.min() + pd.Timedelta(days=15))
+    axes.set_title("Live performance of the published scores (by scored as-of date)")
+    axes.grid(alpha=0.3)
+    axes.legend(loc="best", fontsize=7)
+    axes.tick_params(axis="x", rotation=30, labelsize=8)
+    return _png(figure)
+
+
+def _reliability_plot(curves: pd.DataFrame, as_of: str) -> str | None:
+    """The classifiers' reliability curves of one scored as-of date."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = curves[curves["as_of"] == as_of] if len(curves) else curves
+    if rows.empty:
+        return None
+    figure, axes = plt.subplots(figsize=(4.5, 4.5))
+    axes.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfectly calibrated")
+    for model, curve in rows.groupby("model", sort=True):
+        axes.plot(curve["mean_predicted"], curve["observed"], marker="o", label=model)
+    axes.set_xlim(0, 1)
+    axes.set_ylim(0, 1)
+    axes.set_xlabel("published probability (bin mean)")
+    axes.set_ylabel("observed rate")
+    axes.set_title(f"Reliability of the scores of {as_of}")
+    axes.grid(alpha=0.3)
+    axes.legend(loc="best", fontsize=7)
+    return _png(figure)
+
+
+def _fmt(value, digits: int = 3) -> str:
+    return NO_DATA if value is None else f"{value:.{digits}f}"
+
+
+def _live_section(live: dict | None) -> str:
+    """Live performance: each past run's published scores against what happened, beside the backtest."""
+    head = "<h2>Live performance of past scoring runs</h2>"
+    if not live or not live.get("history"):
+        waiting = (live or {}).get("pending") or []
+        why = (f"the outcome of the scores of {escape(min(p['as_of'] for p in waiting))} is known from "
+               f"{escape(min(p['known_from'] for p in waiting))}" if waiting
+               else "no published scoring run is old enough for its outcome to be known")
+        return head + f'<p class="nodata">{NO_DATA}: {why}</p>'
+    history = pd.DataFrame(live["history"])
+    parts = [head, "<p class=\"note\">Every scored customer's published score against the outcome the data show "
+             "once the model's label window has passed, computed as the training labels are; the backtest is "
+             f"the figure the champion was promoted on. Flagged: more than {live['margin']} below it. Precision: "
+             "the share of the list's customers with the outcome (at-risk: churned; win-back: bought again), "
+             "over the whole list and its control group (the treatment group was contacted).</p>"]
+    parts += [f'<p class="alert">{escape(line)}</p>' for line in live.get("flagged") or []]
+    rows = []
+    for r in history.sort_values(["as_of", "model"], ascending=[False, True]).to_dict("records"):
+        metric = r["metric"]
+        precision = (f"{100 * r['list_precision']:.1f}% of {int(r['list_customers']):,}"
+                     if pd.notna(r.get("list_precision")) else "")
+        control = (f"{100 * r['control_precision']:.1f}% of {int(r['control_customers']):,}"
+                   if pd.notna(r.get("control_precision")) else "")
+        revenue = (f"{r['realised_revenue']:,.0f} / {r['predicted_revenue']:,.0f}"
+                   if pd.notna(r.get("realised_revenue")) else "")
+        delta = r.get("live_minus_backtest")
+        rows.append(f"<tr><td>{escape(r['as_of'])}</td><td>{escape(r['model'])}</td><td>{escape(str(r['version']))}"
+                    f"</td><td>{int(r['evaluated']):,}</td><td>{escape(metric)}</td><td>{_fmt(r.get(metric))}</td>"
+                    f"<td>{_fmt(r.get('backtest'))}</td><td>{_fmt(delta) if pd.notna(delta) else NO_DATA}</td>"
+                    f"<td>{_fmt(r.get('ece')) if pd.notna(r.get('ece')) else ''}</td><td>{precision}</td>"
+                    f"<td>{control}</td><td>{revenue}</td><td>{'FLAGGED' if r['flagged'] else ''}</td></tr>")
+    parts.append("<table><thead><tr><th>scored as of</th><th>model</th><th>version</th><th>customers</th>"
+                 "<th>metric</th><th>live</th><th>backtest</th><th>live - backtest</th><th>ECE</th>"
+                 "<th>list precision</th><th>control precision</th><th>realised / predicted revenue</th>"
+                 "<th></th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
+    image = _live_plot(history)
+    if image:
+        parts.append(f'<img alt="live performance over as-of dates" src="{image}">')
+    curves = pd.DataFrame(live.get("reliability") or [])
+    if len(curves):
+        latest = max(curves["as_of"])
+        image = _reliability_plot(curves, latest)
+        if image:
+            parts.append(f'<img alt="reliability of the scores of {escape(latest)}" src="{image}">')
+    for p in live.get("pending") or []:
+        parts.append(f'<p class="note">{escape(p["model"])} on the scores of {escape(p["as_of"])}: outcome known '
+                     f'from {escape(p["known_from"])}</p>')
+    return "\n".join(parts)
 
 
 def _largest_markets(cohorts: pd.DataFrame, count: int = 4) -> list[str]:

@@ -310,6 +310,49 @@ def test_each_flow_runs_on_its_own(pipeline):
     assert "not retrained" in latest["churn-pipeline-summary"] and "| transactions |" in latest["ingest-summary"]
 
 
+def test_a_past_run_s_scores_are_judged_once_their_outcome_is_known(pipeline):
+    """Scores published at 2026-07-01 (churn window closed by the data's last day 2026-10-31; CLTV's 365 days not):
+    the next run judges them against what happened, into the history, MLflow's monitoring run and the report."""
+    from common.config import load_config
+    from models.catalog import get
+    from pipelines import jobs
+
+    cfg = load_config(pipeline["config"])
+    past = runner.invoke(app, ["score", "--as-of", "2026-07-01", "--config", str(pipeline["config"])])
+    assert past.exit_code == 0, _failure(past)
+    record = jobs.records_dir(cfg) / "as_of=2026-07-01"
+    scores = pd.read_parquet(record / "scores.parquet")
+    meta = json.loads((record / "record.json").read_text())
+    churn = get("churn-classifier")
+    # every scored customer, not only the listed ones, and the backtest its champion was promoted on
+    listed = pd.read_parquet(pipeline["outputs"] / "at_risk" / "as_of=2026-07-01" / "at_risk.parquet")
+    assert len(scores) == meta["customers"] > len(listed)
+    assert set(scores.loc[scores["at_risk_group"].notna(), "customer_id"]) == set(listed["customer_id"])
+    assert 0.5 < meta["champions"][churn.name]["backtest"]["roc_auc"] <= 1
+    now = runner.invoke(app, ["score", "--config", str(pipeline["config"])])
+    assert now.exit_code == 0, _failure(now)
+    assert "live performance of past runs" in now.output
+    history = pd.read_parquet(jobs.live_dir(cfg) / "live_performance.parquet")
+    past_rows = history[history["as_of"] == "2026-07-01"].set_index("model")
+    assert churn.name in past_rows.index and get("cltv-regressor").name not in past_rows.index
+    row = past_rows.loc[churn.name]
+    assert row["evaluated"] == (scores[churn.score_column].notna()).sum() and 0.5 < row["roc_auc"] <= 1
+    assert row["backtest"] == meta["champions"][churn.name]["backtest"]["roc_auc"]
+    assert row["list_customers"] == len(listed) and 0 <= row["list_precision"] <= 1
+    report = (pipeline["outputs"] / "reports" / f"as_of={SCORING_AS_OF}" / "report.html").read_text()
+    assert "Live performance of past scoring runs" in report and "<td>2026-07-01</td>" in report
+    assert "outcome known from" in report  # the CLTV model's window of 2026-07-01 is still open
+    from mlflow import MlflowClient
+
+    from models.tracking import tracking_uri
+
+    client = MlflowClient(tracking_uri(cfg))
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()],
+                              "tags.kind = 'monitoring'", order_by=["attributes.start_time DESC"], max_results=1)
+    steps = client.get_metric_history(runs[0].info.run_id, f"live.{churn.name}.roc_auc")
+    assert [(m.step, m.value) for m in steps] == [(20260701, pytest.approx(row["roc_auc"]))]
+
+
 def _strings_in_data(folder: Path, skip: tuple[str, ...]) -> tuple[set[str], bytes]:
     """Every string cell of every Parquet file and the bytes of every other file under ``folder``, except the
     paths that contain one of ``skip``."""
