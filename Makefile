@@ -24,7 +24,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 
-.PHONY: run test venv bench clean
+.PHONY: run test venv bench notebooks clean
 
 run: venv  ## create .venv from the lock, generate the default data if there is none, run the whole pipeline
 	$(CHURN) generate --if-missing
@@ -36,7 +36,22 @@ test: venv $(CHROMIUM) $(POSTGRES)  ## the whole test suite
 bench: venv  ## speed figures (see bench/; the feature bench needs 1M validated customers: see its docstring)
 	$(VENV)/bin/python bench/bench_generate.py 20000 1000000
 
+# JupyterLab: the notebooks' jupytext .py files open as notebooks on a double click (a default of the lab's own
+# settings, under .venv; a user's settings still win)
+NOTEBOOK_VIEWERS := $(VENV)/share/jupyter/lab/settings/overrides.d/churn-notebooks.json
+# Jupyter refuses to serve as root without being told (the project machines run as root)
+ALLOW_ROOT := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
+
+notebooks: venv $(NOTEBOOK_VIEWERS)  ## JupyterLab over notebooks/ on 127.0.0.1: open the address it prints
+	$(VENV)/bin/jupyter lab --ServerApp.ip=127.0.0.1 --ServerApp.root_dir=notebooks --no-browser \
+		--LabApp.news_url=None --LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate \
+		--LabApp.extension_manager=readonly $(ALLOW_ROOT)
+
 venv: $(VENV)/.synced
+
+$(NOTEBOOK_VIEWERS): $(VENV)/.synced
+	mkdir -p $(@D)
+	echo '{"@jupyterlab/docmanager-extension:plugin": {"defaultViewers": {"python": "Jupytext Notebook"}}}' > $@
 
 $(CHROMIUM):  ## Chromium through apt when absent (the browser test)
 	$(SUDO) apt-get update -qq

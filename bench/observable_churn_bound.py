@@ -19,7 +19,7 @@ Three modes, by what the filter is told about each customer's latent parameters:
 * ``plugin``: the parameters estimated from each customer's own history and population means: a practical HMM,
   for comparison.
 
-Usage: .venv/bin/python notebooks/observable_churn_bound.py DATA_DIR AS_OF [TRAINING_SNAPSHOTS] [true|hazards|plugin]
+Usage: .venv/bin/python bench/observable_churn_bound.py DATA_DIR AS_OF [TRAINING_SNAPSHOTS] [true|hazards|plugin]
 (for example ``data 2026-08-03 data/features/training_snapshots hazards`` after `make run`; ``hazards`` is the
 slowest mode)
 """
