@@ -421,8 +421,8 @@ def promote(cfg: PipelineConfig, name: str, version: str, note: str = "manual") 
 def log_monitoring(cfg: PipelineConfig, as_of: str, run_id: str, drift: dict, live: list[dict] = ()) -> str:
     """One MLflow run per scoring run (``monitoring <as_of>``, tagged ``kind=monitoring``): the PSI of every
     feature and score of each champion as metrics ``psi.<model>.<column>``, the missing-value rates as
-    ``missing.<model>.<column>``, and the drift as a JSON artifact; ``live`` (rows of
-    :func:`serving.live.evaluate` newly known at this run) as ``live.<model>.<metric>`` with the scored as-of
+    ``missing.<model>.<column>``, and the drift as a JSON artifact; ``live`` (the history of
+    :func:`serving.live.evaluate` rows known at this run) as ``live.<model>.<metric>`` with the scored as-of
     date's ``YYYYMMDD`` as the step, and ``live.json``. Returns the MLflow run id."""
     import re
 

@@ -151,7 +151,7 @@ def publish_lists(cfg: PipelineConfig, lists: dict, as_of: dt.date, run_meta: di
 
 @task(name="log-monitoring", **IO)
 def monitoring_run(cfg: PipelineConfig, as_of: str, run_id: str, drift: dict, live: list) -> str:
-    """The run's drift and the live performance newly known as an MLflow monitoring run
+    """The run's drift and the live performance known so far as an MLflow monitoring run
     (:func:`models.tracking.log_monitoring`)."""
     from models.tracking import log_monitoring
 
@@ -168,7 +168,7 @@ def live_performance(cfg: PipelineConfig) -> dict:
     except Exception as exc:  # noqa: BLE001 - recorded; the lists are still published
         logger.error(f"the live performance could not be computed ({type(exc).__name__}: {exc}); the previous "
                      "history is unchanged")
-        return {"new": [], "flagged": [], "evaluated": None, "pending": []}
+        return {"history": [], "flagged": [], "evaluated": None, "pending": []}
     for row in live.new:
         value, backtest = row.get(row["metric"]), row["backtest"]
         logger.info(f"live {row['model']} on the scores of {row['as_of']}: {row['metric']} "
@@ -176,7 +176,8 @@ def live_performance(cfg: PipelineConfig) -> dict:
                     f"{'unknown' if backtest is None else f'{backtest:.4f}'}), {row['evaluated']:,} customers")
     for line in live.lines():
         logger.warning(line)
-    return {"new": live.new, "flagged": live.lines(), "evaluated": int(len(live.history)), "pending": live.pending}
+    return {"history": live.history.to_dict("records"), "flagged": live.lines(), "evaluated": int(len(live.history)),
+            "pending": live.pending}
 
 
 @task(name="keep-score-record", **IO)
@@ -344,9 +345,9 @@ def _score(cfg: PipelineConfig, dry_run: bool, unregistered: dict | None = None)
     if not dry_run:
         jobs.refuse_on_drift(cfg, summary.get("drift"))
         live = live_performance(cfg)
-        summary["live"] = {k: v for k, v in live.items() if k != "new"}
+        summary["live"] = {k: v for k, v in live.items() if k != "history"}
         try:
-            monitoring_run(cfg, cutoff.isoformat(), run_id, summary.get("drift") or {}, live["new"])
+            monitoring_run(cfg, cutoff.isoformat(), run_id, summary.get("drift") or {}, live["history"])
         except Exception as exc:  # noqa: BLE001 - monitoring is recorded, never a reason not to publish
             logger.warning(f"the drift could not be logged to MLflow ({type(exc).__name__}: {exc}); it is in the "
                            "lists' run.json")
