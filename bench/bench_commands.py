@@ -1,6 +1,7 @@
 """How long the quick commands take to answer (issue 21: `churn models` under 3 s), beside the floor measured in
 the same run: a bare interpreter, and importing MLflow and opening its registry (what `churn models` cannot
-avoid). Each command runs ``--repeat`` times in a fresh process; the median wall and CPU seconds are printed.
+avoid). Each command runs ``--repeat`` times in a fresh process; printed per command: the median wall and CPU
+seconds, the largest peak RSS and the 1-minute load before its first run and after its last (``bench/measure.py``).
 
 Usage: python bench/bench_commands.py [--data-dir data] [--repeat 5]
 """
@@ -8,28 +9,24 @@ Usage: python bench/bench_commands.py [--data-dir data] [--repeat 5]
 from __future__ import annotations
 
 import argparse
-import os
-import resource
-import shlex
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
+
+import measure
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def timed(command: list[str], repeat: int) -> tuple[float, float]:
-    walls, cpus = [], []
-    for _ in range(repeat):
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        start = time.perf_counter()
-        subprocess.run(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
-        walls.append(time.perf_counter() - start)
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
-    return statistics.median(walls), statistics.median(cpus)
+def timed(command: list[str], repeat: int) -> measure.Figures:
+    """``repeat`` runs of ``command``: median wall and CPU seconds, the largest peak RSS, the load around them."""
+    runs = [measure.run_command(command, capture=False, cwd=ROOT) for _ in range(repeat)]
+    for done, _ in runs:
+        done.check_returncode()
+    figures = [f for _, f in runs]
+    return measure.Figures(figures[0].label, statistics.median(f.wall_s for f in figures),
+                           statistics.median(f.cpu_s for f in figures), max(f.peak_rss_mb for f in figures),
+                           figures[0].load_before, figures[-1].load_after)
 
 
 def main() -> None:
@@ -48,16 +45,19 @@ def main() -> None:
         ("churn users list", [churn, "users", "list", "--data-dir", args.data_dir]),
         ("churn models", [churn, "models", "--data-dir", args.data_dir]),
     ]
-    print(f"command: {shlex.join([Path(python).name, *sys.argv])}; load average {os.getloadavg()[0]:.2f}")
-    print("| command | median wall s | median CPU s |\n| --- | --- | --- |")
+    command = measure.started()
+    print("| command | median wall s | median CPU s | peak RSS MB | load before -> after |\n"
+          "| --- | --- | --- | --- | --- |")
     results = {}
-    for name, command in rows:
-        wall, cpu = timed(command, args.repeat)
-        results[name] = wall
-        print(f"| {name} | {wall:.2f} | {cpu:.2f} |", flush=True)
+    with measure.measured(f"every command, {args.repeat} times") as total:
+        for name, argv in rows:
+            figures = timed(argv, args.repeat)
+            results[name] = figures.wall_s
+            print(f"| {name} | {figures.wall_s:.2f} | {figures.cpu_s:.2f} | {figures.peak_rss_mb:,.0f} | "
+                  f"{figures.load_before:.2f} -> {figures.load_after:.2f} |", flush=True)
     floor = results[rows[1][0]]
-    print(f"\nchurn models / its MLflow floor: {results['churn models'] / floor:.2f}x; "
-          f"load average at the end {os.getloadavg()[0]:.2f}")
+    print(f"\nchurn models / its MLflow floor: {results['churn models'] / floor:.2f}x")
+    measure.finished(total, command)
 
 
 if __name__ == "__main__":

@@ -12,17 +12,17 @@ the scoring run computed over every published row (``reason_audit`` in the list'
 another model's output), the same fact twice in a row, "0 orders", negative durations, "1 orders", "0%", rows not
 all in their language. Every count should be 0. Then ``--rows`` rows of each list: rank, customer, country,
 language, score, tier, the reasons, the action and the offer; with ``--languages``, ``--rows`` rows of each of
-those languages (of the first scenario that publishes them).
+those languages (of the first scenario that publishes them). Each command's wall time, CPU seconds, peak RSS and
+the 1-minute load before and after (read from its own process: ``bench/measure.py``) are printed per scenario and
+written to its ``commands.log``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+import measure  # noqa: E402
 from bench_scenarios import churn, first_error_line, write_config  # noqa: E402
 
 from serving.explain import AUDIT_COUNTS  # noqa: E402
@@ -39,26 +40,28 @@ from serving.lists import LISTS  # noqa: E402
 
 
 def run_scenario(name: str, work: Path, customers: int, seed: int) -> dict:
+    """Generate, validate and run one scenario; returns its lists (or ``"error"``) and ``"spent"``, the figures of
+    each command."""
     folder = work / name
     folder.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
+    spent: list[measure.Figures] = []
     with open(folder / "commands.log", "w") as log:
         steps = [["generate", "--scenario", name, "--customers", str(customers), "--seed", str(seed), "--out",
                   str(folder / "raw")]]
         for step in steps:
-            done = churn(step, log)
+            done = churn(step, log, spent)
             if done.returncode != 0:
-                return {"error": f"churn {step[0]}: {first_error_line(done)}"}
+                return {"error": f"churn {step[0]}: {first_error_line(done)}", "spent": spent}
         config = write_config(folder, name, {})
         data = yaml.safe_load(config.read_text())
         # scenarios without consent data publish nobody under require_consent: read every list anyway
         data["targeting"] = {"require_consent": False}
         config.write_text(yaml.safe_dump(data, sort_keys=False))
         for command in ("validate", "run"):
-            done = churn([command, "--config", str(config)], log)
+            done = churn([command, "--config", str(config)], log, spent)
             if done.returncode != 0:
-                return {"error": f"churn {command}: {first_error_line(done)}"}
-    out: dict = {"seconds": time.perf_counter() - started, "lists": {}}
+                return {"error": f"churn {command}: {first_error_line(done)}", "spent": spent}
+    out: dict = {"spent": spent, "lists": {}}
     for spec in LISTS:
         latest = sorted((folder / "outputs" / spec.name).glob("as_of=*"))
         if not latest:
@@ -83,13 +86,17 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=None)
     args = parser.parse_args()
     work = (args.work or Path(tempfile.mkdtemp(prefix="bench-reasons-"))).resolve()
-    command = shlex.join([Path(sys.executable).name, *sys.argv])
-    print(f"command: {command}\nwork folder: {work}\n", flush=True)
+    command = measure.started()
+    print(f"work folder: {work}\n", flush=True)
     results = {}
-    for name in [n.strip() for n in args.scenarios.split(",") if n.strip()]:
-        results[name] = run_scenario(name, work, args.customers, args.seed)
-        result = results[name]
-        print(f"{name}: " + (result["error"] if "error" in result else f"{result['seconds']:.0f} s"), flush=True)
+    with measure.measured("every scenario (this process and its commands)") as total:
+        for name in [n.strip() for n in args.scenarios.split(",") if n.strip()]:
+            results[name] = run_scenario(name, work, args.customers, args.seed)
+            result = results[name]
+            print(measure.combined(name, result["spent"]).line()
+                  + (f"\n    FAILED: {result['error']}" if "error" in result else ""), flush=True)
+            for step in result["spent"]:
+                print(f"    {step.line()}", flush=True)
 
     header = ["scenario", "list", "rows", *AUDIT_COUNTS]
     print("\n| " + " | ".join(header) + " |\n|" + "|".join(" --- " for _ in header) + "|")
@@ -119,7 +126,7 @@ def main() -> None:
                 shown.add((list_name, code))
                 print(f"\n{name} / {list_name} / {code}: first {args.rows} of {len(rows):,} rows in that language")
                 _print_rows(rows.head(args.rows), got["probability"])
-    print(f"\ncommand: {command}")
+    measure.finished(total, command)
 
 
 def _print_rows(frame: pd.DataFrame, probability: str) -> None:

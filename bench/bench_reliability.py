@@ -11,7 +11,9 @@ Usage: python bench/bench_reliability.py [--random-kills 20] [--skip-erasure]
   the next start leaves no leftovers and the SQL tables hold the same version as the files;
 * erasure: the variants of ``tests/reliability/test_erasure.py`` (run by pytest), passed / run.
 
-The last line is the corpus summary: cases, passed.
+Each part prints its wall time, CPU seconds (with the processes it started), peak RSS (of the bench process and
+its largest child so far) and the 1-minute load before and after (``bench/measure.py``); then the corpus summary:
+cases, passed.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import measure
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -143,8 +147,16 @@ def main() -> None:
     parser.add_argument("--random-kills", type=int, default=20)
     parser.add_argument("--skip-erasure", action="store_true")
     args = parser.parse_args()
-    started = time.perf_counter()
-    results = validation() + publishing(args.random_kills) + ([] if args.skip_erasure else erasure())
+    command = measure.started()
+    parts = [("validation", validation), ("publishing", lambda: publishing(args.random_kills))]
+    if not args.skip_erasure:
+        parts.append(("erasure", erasure))
+    results = []
+    with measure.measured("the whole corpus") as total:
+        for name, part in parts:
+            with measure.measured(name) as figures:
+                results += part()
+            print(f"\n{figures.line()}", flush=True)
     kinds = {"validation": 0, "publishing": 0, "erasure": 0}
     for name, _ in results:
         kinds["validation" if name.startswith("validation:") else
@@ -152,7 +164,8 @@ def main() -> None:
     passed = sum(ok for _, ok in results)
     print(f"\ncorpus: {len(results)} cases ({kinds['validation']} bad-input classes, {kinds['publishing']} publish "
           f"faults, {kinds['erasure']} erasure variants), {passed} passed, {len(results) - passed} failed "
-          f"({time.perf_counter() - started:.0f} s)")
+          f"({total.wall_s:.0f} s)")
+    measure.finished(total, command)
 
 
 if __name__ == "__main__":

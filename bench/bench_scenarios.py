@@ -18,7 +18,9 @@ For each scenario of ``features/synthetic/scenarios.py`` (all by default), in ``
 (:data:`FIT_HORIZONS`), a second row from a config with shorter horizons, so every model can be backtested; the
 row's label names the settings. A cell that misses the issue's target ends in ✗. Figures are what the reports hold
 (models/backtest.py); nothing is recomputed here. Printed: a rich table, the same as markdown, the command line and
-the wall time of each row; ``--json`` also saves the figures of each row and the reports.
+what each row cost (wall time, CPU seconds, peak RSS and the 1-minute load before and after each command, read
+from that command's own process: ``bench/measure.py``); ``--json`` also saves the figures of each row and the
+reports.
 """
 
 from __future__ import annotations
@@ -33,11 +35,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+
+import measure
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -68,7 +71,7 @@ TARGETS = (f"targets: churn AUC above every baseline; churn ECE <= {ECE_DEFAULT}
 
 COLUMNS = ("scenario", "churn AUC model / best baseline", "churn ECE", "win-back AUC model / best baseline",
            "CLTV Gini model / btyd", "CLTV total error model / btyd", "CLTV decile MAPE model / btyd",
-           "next-order median abs error days", "wall time")
+           "next-order median abs error days", "wall s / CPU s / peak RSS")
 
 
 @dataclass(frozen=True)
@@ -92,13 +95,17 @@ class Variant:
 # ---- running ----------------------------------------------------------------------------------------------------
 
 
-def churn(args: list[str], log) -> subprocess.CompletedProcess:
-    """``churn ARGS`` from the repository root; its output is appended to ``log``."""
+def churn(args: list[str], log, spent: list[measure.Figures] | None = None) -> subprocess.CompletedProcess:
+    """``churn ARGS`` from the repository root; its output and figures are appended to ``log``, its figures also
+    to ``spent``."""
     env = {**os.environ, "COLUMNS": "500", "NO_COLOR": "1", "TERM": "dumb"}  # rich: one line per message
-    done = subprocess.run([str(Path(sys.executable).with_name("churn")), *args], cwd=ROOT, capture_output=True,
-                          text=True, env=env)
-    log.write(f"$ churn {shlex.join(args)}\n{done.stdout}{done.stderr}\n(exit {done.returncode})\n\n")
+    done, figures = measure.run_command([Path(sys.executable).with_name("churn"), *args], f"churn {args[0]}",
+                                        cwd=ROOT, env=env)
+    log.write(f"$ churn {shlex.join(args)}\n{done.stdout}{done.stderr}\n(exit {done.returncode})\n"
+              f"{figures.line()}\n\n")
     log.flush()
+    if spent is not None:
+        spent.append(figures)
     return done
 
 
@@ -128,34 +135,35 @@ def write_config(folder: Path, scenario: str, horizons: dict) -> Path:
 def run_variant(variant: Variant, work: Path, raw: Path | None, customers: int, seed: int) -> dict:
     """Generate (or link ``raw``, already generated for the scenario), validate and backtest one variant.
 
-    Returns ``{"variant", "seconds", "raw", "report_path", "report"}`` or, on a failure, ``"error"`` (the failed
-    command and its first error line) instead of the report."""
+    Returns ``{"variant", "seconds", "cost", "spent", "raw", "report_path", "report"}`` or, on a failure,
+    ``"error"`` (the failed command and its first error line) instead of the report; ``spent`` holds the figures of
+    each command run, ``cost`` their sum."""
     folder = work / variant.folder_name
     folder.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    result: dict = {"variant": variant, "folder": str(folder)}
+    spent: list[measure.Figures] = []
+    result: dict = {"variant": variant, "folder": str(folder), "spent": spent}
+
+    def finish(**more) -> dict:
+        cost = measure.combined(variant.label, spent)
+        return {**result, **more, "seconds": cost.wall_s, "cost": cost}
+
     with open(folder / "commands.log", "w") as log:
         if raw is None:
             done = churn(["generate", "--scenario", variant.scenario, "--customers", str(customers), "--seed",
-                          str(seed), "--out", str(folder / "raw")], log)
+                          str(seed), "--out", str(folder / "raw")], log, spent)
             if done.returncode != 0:
-                return {**result, "seconds": time.perf_counter() - start,
-                        "error": f"churn generate: {first_error_line(done)}"}
+                return finish(error=f"churn generate: {first_error_line(done)}")
         elif not (folder / "raw").exists():
             (folder / "raw").symlink_to(raw)
         result["raw"] = str((folder / "raw").resolve())
         config = write_config(folder, variant.scenario, variant.horizons)
         for command in ("validate", "backtest"):
-            done = churn([command, "--config", str(config)], log)
+            done = churn([command, "--config", str(config)], log, spent)
             if done.returncode != 0:
-                return {**result, "seconds": time.perf_counter() - start,
-                        "error": f"churn {command}: {first_error_line(done)}"}
+                return finish(error=f"churn {command}: {first_error_line(done)}")
     printed = re.search(r"^report (\S+\.json)", done.stdout, re.MULTILINE)
     path = Path(printed.group(1)) if printed else next((folder / "outputs" / "backtest").glob("*/report.json"))
-    result["report_path"] = str(path)
-    result["report"] = json.loads(path.read_text())
-    result["seconds"] = time.perf_counter() - start
-    return result
+    return finish(report_path=str(path), report=json.loads(path.read_text()))
 
 
 # ---- figures ----------------------------------------------------------------------------------------------------
@@ -229,9 +237,13 @@ def figures(report: dict, scenario: str) -> dict:
     return out
 
 
-def cells(label: str, f: dict, seconds: float) -> dict[str, str]:
-    """The table's cells of one row (figures of :func:`figures`)."""
-    row = {"scenario": label, "wall time": f"{seconds:.0f} s"}
+def _cost(cost: measure.Figures) -> str:
+    return f"{cost.wall_s:.0f} s / {cost.cpu_s:.0f} s / {cost.peak_rss_mb:,.0f} MB"
+
+
+def cells(label: str, f: dict, cost: measure.Figures) -> dict[str, str]:
+    """The table's cells of one row (figures of :func:`figures`, what its commands cost)."""
+    row = {"scenario": label, "wall s / CPU s / peak RSS": _cost(cost)}
     c = f[CHURN]
     best = f"{c['best_baseline'][1]:.3f} ({c['best_baseline'][0]})" if c["best_baseline"] else "-"
     row["churn AUC model / best baseline"] = f"{c['roc_auc']:.3f} / {best}" + ("" if c["auc_ok"] else MISS)
@@ -260,8 +272,9 @@ def cells(label: str, f: dict, seconds: float) -> dict[str, str]:
     return row
 
 
-def failed_cells(label: str, error: str, seconds: float) -> dict[str, str]:
-    return {"scenario": label, "churn AUC model / best baseline": f"FAILED {error}", "wall time": f"{seconds:.0f} s"}
+def failed_cells(label: str, error: str, cost: measure.Figures) -> dict[str, str]:
+    return {"scenario": label, "churn AUC model / best baseline": f"FAILED {error}",
+            "wall s / CPU s / peak RSS": _cost(cost)}
 
 
 # ---- output -----------------------------------------------------------------------------------------------------
@@ -307,29 +320,30 @@ def main() -> None:
         parser.error(f"unknown scenario(s) {', '.join(unknown)}; known: {', '.join(SCENARIOS)}")
     work = (args.work or Path(tempfile.mkdtemp(prefix="bench-scenarios-"))).resolve()
     work.mkdir(parents=True, exist_ok=True)
-    command = shlex.join([Path(sys.executable).name, *sys.argv])
-    print(f"command: {command}\nwork folder: {work}\n", flush=True)
+    command = measure.started()
+    print(f"work folder: {work}\n", flush=True)
 
-    started = time.perf_counter()
     results = []
-    for name in names:
-        variants = [Variant(name, {})]
-        if args.fit_horizons and name in FIT_HORIZONS:
-            variants.append(Variant(name, FIT_HORIZONS[name]))
-        raw = None
-        for variant in variants:
-            result = run_variant(variant, work, raw, args.customers, args.seed)
-            raw = Path(result["raw"]) if "raw" in result else None  # the fitted variant reuses the data
-            if "error" in result:
-                print(f"{variant.label}: FAILED after {result['seconds']:.0f} s: {result['error']}", flush=True)
-            else:
-                result["figures"] = figures(result["report"], name)
-                print(f"{variant.label}: {result['seconds']:.0f} s (report {result['report_path']})", flush=True)
-            results.append(result)
-    total = time.perf_counter() - started
+    with measure.measured("every scenario (this process and its commands)") as total:
+        for name in names:
+            variants = [Variant(name, {})]
+            if args.fit_horizons and name in FIT_HORIZONS:
+                variants.append(Variant(name, FIT_HORIZONS[name]))
+            raw = None
+            for variant in variants:
+                result = run_variant(variant, work, raw, args.customers, args.seed)
+                raw = Path(result["raw"]) if "raw" in result else None  # the fitted variant reuses the data
+                if "error" in result:
+                    print(f"{result['cost'].line()}\n    FAILED: {result['error']}", flush=True)
+                else:
+                    result["figures"] = figures(result["report"], name)
+                    print(f"{result['cost'].line()}\n    report {result['report_path']}", flush=True)
+                for step in result["spent"]:
+                    print(f"    {step.line()}", flush=True)
+                results.append(result)
 
-    rows = [failed_cells(r["variant"].label, r["error"], r["seconds"]) if "error" in r else
-            cells(r["variant"].label, r["figures"], r["seconds"]) for r in results]
+    rows = [failed_cells(r["variant"].label, r["error"], r["cost"]) if "error" in r else
+            cells(r["variant"].label, r["figures"], r["cost"]) for r in results]
     title = (f"backtest per scenario: {args.customers:,} customers, seed {args.seed}, as_of {AS_OF} "
              "(backtest at the latest cutoff with a complete churn window)")
     print()
@@ -339,13 +353,14 @@ def main() -> None:
           + (f" ({results[0]['figures']['next_order']['method']})" if results and "figures" in results[0]
              and results[0]["figures"]["next_order"]["method"] else "") + "\n")
     print(markdown(rows))
-    print(f"\ncommand: {command}\ntotal wall time: {total:.0f} s")
+    measure.finished(total, command)
 
     if args.json:
         saved = {"command": command, "customers": args.customers, "seed": args.seed, "as_of": AS_OF,
-                 "total_seconds": total, "rows": [
+                 "total_seconds": total.wall_s, "total": total.as_dict(), "rows": [
                      {"label": r["variant"].label, "scenario": r["variant"].scenario,
                       "horizons": r["variant"].horizons, "seconds": r["seconds"],
+                      "cost": [step.as_dict() for step in r["spent"]],
                       **({"error": r["error"]} if "error" in r else
                          {"report_path": r["report_path"], "figures": r["figures"], "report": r["report"]})}
                      for r in results]}

@@ -17,21 +17,27 @@ customer repeated, which flatters the reason texts' per-value formatting. The st
 * publish: Parquet + CSV files and the SQLite tables, atomically (``publish_lists``).
 
 It also times ``shap.TreeExplainer`` and LightGBM's ``pred_contrib`` on the same 5,000 rows and prints both rates.
+Each stage prints wall time, CPU seconds, peak RSS and the 1-minute load before and after (``bench/measure.py``);
+the stages share one process, so a stage's peak RSS is the process's peak so far (what it was at the stage's
+start is printed beside it).
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
+import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from serving.lists import LISTS
+import measure
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from serving.lists import LISTS  # noqa: E402
 
 
 def main() -> None:
@@ -41,7 +47,15 @@ def main() -> None:
     parser.add_argument("--customers", type=int, default=1_000_000)
     parser.add_argument("--published-share", type=float, default=0.2)
     args = parser.parse_args()
+    command = measure.started()
+    with measure.measured("the whole bench") as total:
+        figures = _stages(args)
+    print(json.dumps(figures, indent=2))
+    measure.finished(total, command)
 
+
+def _stages(args) -> dict:
+    """Run and time every stage, printing each one's figures as it ends; returns the figures."""
     from common.config import load_config
     from features.snapshots import read_snapshots
     from pipelines import jobs
@@ -49,43 +63,53 @@ def main() -> None:
     from serving.reasons import load_reasons
     from serving.scoring import add_reasons, build_lists, score_snapshot
 
-    cfg = load_config(None, {"data_dir": str(args.data_dir)})
-    cutoff = jobs.scoring_cutoff(cfg, jobs.last_data_day(cfg))
-    if args.snapshot:
-        snapshot = read_snapshots(args.snapshot).head(args.customers)
-        cutoff = pd.Timestamp(snapshot["cutoff"].iloc[0]).date()
-    else:
-        base = read_snapshots(cfg.data_dir / "features" / f"snapshot_{cutoff.isoformat()}")
-        copies = -(-args.customers // len(base))
-        snapshot = pd.concat([base.assign(customer_id=base["customer_id"] + f"-{k:03d}") for k in range(copies)],
-                             ignore_index=True).head(args.customers)
-    champions = jobs.load_champions(cfg)
+    def done(stage: measure.Figures) -> None:
+        print(stage.line(), flush=True)
+
+    with measure.measured("load the snapshot and the champions") as load:
+        cfg = load_config(None, {"data_dir": str(args.data_dir)})
+        cutoff = jobs.scoring_cutoff(cfg, jobs.last_data_day(cfg))
+        if args.snapshot:
+            snapshot = read_snapshots(args.snapshot).head(args.customers)
+            cutoff = pd.Timestamp(snapshot["cutoff"].iloc[0]).date()
+        else:
+            base = read_snapshots(cfg.data_dir / "features" / f"snapshot_{cutoff.isoformat()}")
+            copies = -(-args.customers // len(base))
+            snapshot = pd.concat([base.assign(customer_id=base["customer_id"] + f"-{k:03d}")
+                                  for k in range(copies)], ignore_index=True).head(args.customers)
+        champions = jobs.load_champions(cfg)
+    done(load)
     figures = {"customers": len(snapshot), "snapshot": str(args.snapshot or "replicated"),
                "features": len(champions[LISTS[0].model.name].model.features),
                "trees": {n: c.model.best_iteration for n, c in champions.items()}}
 
-    start = time.perf_counter()
-    scores, inputs = score_snapshot(snapshot, champions, cfg.horizons, with_inputs=True)
-    figures["score_s"] = round(time.perf_counter() - start, 1)
+    with measure.measured("score") as score:
+        scores, inputs = score_snapshot(snapshot, champions, cfg.horizons, with_inputs=True)
+    done(score)
+    figures["score_s"] = round(score.wall_s, 1)
 
-    start = time.perf_counter()
-    ranked = build_lists(scores, champions, "bench")
-    keep = {name: int(round(len(frame) * args.published_share)) for name, frame in ranked.items()}
-    published = {name: frame.head(keep[name]).assign(risk_tier="-") for name, frame in ranked.items()}
-    figures["rank_s"] = round(time.perf_counter() - start, 1)
+    with measure.measured("rank") as rank:
+        ranked = build_lists(scores, champions, "bench")
+        keep = {name: int(round(len(frame) * args.published_share)) for name, frame in ranked.items()}
+        published = {name: frame.head(keep[name]).assign(risk_tier="-") for name, frame in ranked.items()}
+    done(rank)
+    figures["rank_s"] = round(rank.wall_s, 1)
     figures["published_rows"] = sum(keep.values())
 
     catalog = load_reasons(jobs.reasons_path(cfg))
-    start = time.perf_counter()
-    explained = add_reasons(published, inputs, champions, catalog, cfg.base_currency, cfg.horizons)
-    figures["explain_and_reasons_s"] = round(time.perf_counter() - start, 1)
+    with measure.measured("explain and reasons") as explain:
+        explained = add_reasons(published, inputs, champions, catalog, cfg.base_currency, cfg.horizons)
+    done(explain)
+    figures["explain_and_reasons_s"] = round(explain.wall_s, 1)
 
     with tempfile.TemporaryDirectory() as tmp:
-        start = time.perf_counter()
-        publish_lists(explained, Path(tmp), cutoff, {"run_id": "bench"}, sql=f"sqlite:///{tmp}/lists.db")
-        figures["publish_s"] = round(time.perf_counter() - start, 1)
+        with measure.measured("publish") as publish:
+            publish_lists(explained, Path(tmp), cutoff, {"run_id": "bench"}, sql=f"sqlite:///{tmp}/lists.db")
+    done(publish)
+    figures["publish_s"] = round(publish.wall_s, 1)
     figures["total_s"] = round(figures["score_s"] + figures["rank_s"] + figures["explain_and_reasons_s"]
                                + figures["publish_s"], 1)
+    done(measure.combined("score + rank + explain + publish", [score, rank, explain, publish]))
 
     # exact TreeSHAP on the same 5,000 rows: LightGBM's own against shap's
     import shap
@@ -95,18 +119,18 @@ def main() -> None:
     model = champions[LISTS[0].model.name].model
     rows = inputs[scores["is_active"].to_numpy()].head(5000)
     X = design_matrix(rows, model.features, model.categories)
-    start = time.perf_counter()
-    ours = model.booster.predict(X, pred_contrib=True, num_iteration=model.best_iteration)
-    lgb_s = time.perf_counter() - start
+    with measure.measured(f"LightGBM pred_contrib on {len(rows):,} rows") as lgb:
+        ours = model.booster.predict(X, pred_contrib=True, num_iteration=model.best_iteration)
     explainer = shap.TreeExplainer(model.booster)
-    start = time.perf_counter()
-    theirs = explainer.shap_values(X)
-    shap_s = time.perf_counter() - start
+    with measure.measured(f"shap TreeExplainer on {len(rows):,} rows") as tree:
+        theirs = explainer.shap_values(X)
+    done(lgb)
+    done(tree)
     theirs = theirs[1] if isinstance(theirs, list) else theirs
-    figures["treeshap_rows_per_s"] = {"lightgbm_pred_contrib": round(len(rows) / lgb_s),
-                                      "shap_TreeExplainer": round(len(rows) / shap_s),
+    figures["treeshap_rows_per_s"] = {"lightgbm_pred_contrib": round(len(rows) / lgb.wall_s),
+                                      "shap_TreeExplainer": round(len(rows) / tree.wall_s),
                                       "max_abs_difference": float(np.abs(ours[:, :-1] - theirs).max())}
-    print(json.dumps(figures, indent=2))
+    return figures
 
 
 if __name__ == "__main__":
