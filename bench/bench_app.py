@@ -15,7 +15,9 @@ filtered by tier and country on a random page of that view; the profile is ``/ap
 first request of a view after a publish counts the view's totals and orders its customer ids (kept until the next
 publish); the bench times that once per view (printed as the cold figure) and runs the load on warm views.
 Latency is measured from the moment a request was due; an error is a failed request or any status but 200. The
-client and the server share the machine's cores: the figures include the client's own cost.
+client and the server share the machine's cores: the figures include the client's own cost. Each run starts once
+the server is idle (the backlog of a run it could not keep up with would load the next) and its row ends with the
+time it ended and the machine's 1-minute load average then: on a shared machine, compare runs close in time.
 """
 
 from __future__ import annotations
@@ -194,23 +196,39 @@ def bench(args, url: str | None) -> None:
         rows = []
         for rate in (int(r) for r in args.rates.split(",")):
             for kind, make_path in kinds.items():
+                settled(server.pid)
                 cpu = server_cpu(server.pid)
                 result = asyncio.run(run_load(base, key, rate, args.seconds, make_path, rng))
                 result["server_cpu_s"] = server_cpu(server.pid) - cpu
-                rows.append({"kind": kind, "rate": rate, **result})
+                rows.append({"kind": kind, "rate": rate, **result, "ended": time.strftime("%H:%M:%S"),
+                             "load": os.getloadavg()[0]})
                 print(f"{kind} at {rate}/s: p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms, "
                       f"{result['errors']} errors of {result['requests']}", flush=True)
     finally:
         server.terminate()
         server.wait(10)
-    print("\n| request | rate/s | requests | errors | p50 ms | p99 ms | max ms | server CPU s | client CPU s |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("\n| request | rate/s | requests | errors | p50 ms | p99 ms | max ms | server CPU s | client CPU s | "
+          "ended | load |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         print(f"| {r['kind']} | {r['rate']} | {r['requests']} | {r['errors']} | {r['p50_ms']:.1f} | "
-              f"{r['p99_ms']:.1f} | {r['max_ms']:.1f} | {r['server_cpu_s']:.1f} | {r['client_cpu_s']:.1f} |")
+              f"{r['p99_ms']:.1f} | {r['max_ms']:.1f} | {r['server_cpu_s']:.1f} | {r['client_cpu_s']:.1f} | "
+              f"{r['ended']} | {r['load']:.2f} |")
     database = "PostgreSQL" if args.database == "postgresql" else "SQLite"
-    print(f"\n{database}, {args.customers:,} customers; load average at the end: {os.getloadavg()[0]:.2f}")
+    print(f"\n{database}, {args.customers:,} customers, {time.strftime('%Y-%m-%d')}; load: the 1-minute load "
+          f"average of the machine ({os.cpu_count()} cores) when each run ended")
     print(f"command: {command}")
+
+
+def settled(pid: int, seconds: float = 30) -> None:
+    """Wait (up to ``seconds``) until the server is idle: the backlog of a run it could not keep up with would
+    otherwise load the next run."""
+    until = time.monotonic() + seconds
+    while time.monotonic() < until:
+        before = server_cpu(pid)
+        time.sleep(0.5)
+        if server_cpu(pid) - before < 0.05:
+            return
 
 
 def server_cpu(pid: int) -> float:

@@ -17,12 +17,15 @@ inline scripts or styles, frame denial and no-sniff; API errors are JSON with a 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections import defaultdict, deque
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode
 
+import pydantic_core
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
@@ -45,6 +48,9 @@ CSP = ("default-src 'none'; style-src 'self'; img-src 'self' data:; script-src '
 # the KPI report is one self-contained file (its style inline, its plots data: images) and has no script at all
 REPORT_CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-action 'none'; "
               "frame-ancestors 'none'; base-uri 'none'")
+# threads of the hot API routes' reads from a database server: fewer than SQLAlchemy's pool of 5 connections, so
+# that none waits for one
+DB_THREADS = 4
 log = logging.getLogger("churn.app")
 
 
@@ -71,6 +77,14 @@ class _SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+class _JSON(JSONResponse):
+    """JSON written by pydantic-core (Rust), in a third of the standard library encoder's time (which was the
+    largest part of a list page's); a NaN or infinity becomes null, where the standard encoder fails."""
+
+    def render(self, content) -> bytes:
+        return pydantic_core.to_json(content, inf_nan_mode="null")
 
 
 class NotSignedIn(Exception):
@@ -376,12 +390,22 @@ def create_app(sql_url: str, users: UserStore, include_contact: bool = False, ch
         state = workspace.health()
         return {"status": "ok" if state["database"] == "ok" else "degraded", **state}
 
-    # the two hot API routes run on the event loop: their queries are short and indexed, and a hop to the thread
-    # pool costs more than they do (measured on SQLite and on PostgreSQL with bench/bench_app.py)
+    # the two hot API routes: on SQLite their reads are in-process work, which a hop to another thread only adds
+    # to, so they run on the event loop. From a database server (PostgreSQL) a request mostly waits for replies,
+    # which on the event loop would hold up every other request (on a busy machine, for as long as the server's
+    # process waits for a core); a few threads of their own wait instead, fewer than the default thread pool's 40,
+    # which cost more CPU in handing the GIL around and fared worse under load (bench/bench_app.py)
+    readers = None if workspace.in_process else ThreadPoolExecutor(DB_THREADS, thread_name_prefix="churn-db")
+
+    async def _read_db(work, *args):
+        if readers is None:
+            return work(*args)
+        return await asyncio.get_running_loop().run_in_executor(readers, functools.partial(work, *args))
+
     @app.get("/api/lists/{name}", tags=["api"], response_class=JSONResponse)
     async def api_list(name: str, request: Request, user: User = Depends(viewer)):
         """One page of a list view, with the view's counts and totals (filters: see /api/docs)."""
-        return JSONResponse(_page(name, _query(request), user))
+        return _JSON(await _read_db(_page, name, _query(request), user))
 
     @app.get("/api/lists/{name}/export", tags=["api"])
     def api_export(name: str, request: Request, format: str = Query("csv", pattern="^(csv|xlsx)$"),
@@ -395,7 +419,7 @@ def create_app(sql_url: str, users: UserStore, include_contact: bool = False, ch
     @app.get("/api/customers/{customer_id}", tags=["api"], response_class=JSONResponse)
     async def api_customer(customer_id: str, user: User = Depends(viewer)):
         """One customer's rows on every list and as-of date, latest first, with their SHAP contributions."""
-        return JSONResponse(_profile(customer_id, user))
+        return _JSON(await _read_db(_profile, customer_id, user))
 
     @app.get("/api/campaigns", tags=["api"])
     def api_campaigns(user: User = Depends(viewer)) -> list[dict]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-from functools import cached_property
+from functools import cache, cached_property
 from typing import Literal
 
 import sqlalchemy as sa
@@ -27,6 +27,7 @@ from serving.lists import get as get_list
 CONTACT_COLUMNS = ("email", "name", "phone")
 PROFILE_ONLY = ("shap_contributions", "purchase_history")  # a profile's data, not a list column
 POINTER_TABLE = "list_latest"
+LIST_TAG = "profile_list"  # the list of a profile's row, in the one statement that reads every list
 VERSION_TABLE = "list_publish"
 MAX_EXPORT_ROWS = 500_000
 VIEWS_KEPT = 32
@@ -58,6 +59,13 @@ class ListQuery(BaseModel):
     order: Literal["asc", "desc"] = "asc"
     page: int = Field(1, ge=1, le=1_000_000)
     size: int = Field(50, ge=1, le=500)
+
+
+def _records(result) -> list[dict]:
+    """The rows of ``result`` as dicts keyed by plain ``str``: SQLAlchemy's column names are a ``str`` subclass,
+    for which a fast JSON encoder (the app's) takes a slow path per key."""
+    keys = [str(k) for k in result.keys()]
+    return [dict(zip(keys, row)) for row in result.all()]
 
 
 class _PublishCache:
@@ -99,24 +107,42 @@ class Workspace:
 
     def __init__(self, url: str):
         self.url = url
-        # a file database needs no liveness check; a server (PostgreSQL) may have dropped the connection
-        self.engine = sa.create_engine(url, pool_pre_ping=not url.startswith("sqlite"))
+        # reads only, each statement its own snapshot (as READ COMMITTED gives inside a transaction too): no BEGIN
+        # and ROLLBACK round trips per request. No liveness check before each use either (another round trip);
+        # a connection the server dropped fails its first statement and the read is run once more (_read)
+        self.engine = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+        self.in_process = self.engine.dialect.name == "sqlite"  # no server to wait for: reads are CPU work
         self._tables: dict[str, sa.Table] = {}
+        self._histories: dict[bool, tuple] = {}  # a profile's statements, with and without contact fields
         self._tables_version: str | None = None
         self._small = _PublishCache(4096)  # dates and view totals
         self._views = _PublishCache(VIEWS_KEPT)  # each view's customer ids in order
         self._pages = _PublishCache(PAGES_KEPT)  # the rows of the pages last asked for
+
+    def _read(self, work):
+        """``work(connection)`` on a pooled connection; once more on a new one when the first had been dropped
+        by the server (a restart, an idle timeout): the pool then replaces every connection older than that."""
+        try:
+            with self.engine.connect() as db:
+                return work(db)
+        except sa.exc.DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
+        with self.engine.connect() as db:
+            return work(db)
 
     def _publish_id(self, db) -> str | None:
         """The publish whose rows the tables hold (``list_publish``): a new one empties the caches and the
         reflected tables (a publish may have added a column)."""
         try:
             version = db.execute(sa.text(f"SELECT publish_id FROM {VERSION_TABLE}")).scalar()
-        except sa.exc.SQLAlchemyError:
+        except sa.exc.SQLAlchemyError as exc:
+            if getattr(exc, "connection_invalidated", False):  # a dropped connection: _read runs it once more
+                raise
             db.rollback()
             return None
         if version != self._tables_version:
-            self._tables, self._tables_version = {}, version
+            self._tables, self._histories, self._tables_version = {}, {}, version
         return version
 
     def _cached(self, version: str | None, key, compute):
@@ -129,8 +155,7 @@ class Workspace:
         if table is None:
             get_list(name)  # a clear error for an unknown list
             if db is None:
-                with self.engine.connect() as db:
-                    return self.table(name, db)
+                return self._read(lambda db: self.table(name, db))
             if not sa.inspect(db).has_table(name):
                 return None
             table = self._tables[name] = sa.Table(name, sa.MetaData(), autoload_with=db)
@@ -143,13 +168,17 @@ class Workspace:
 
     def health(self) -> dict:
         """Database reachable and the latest as-of date and rows of each list."""
+        def pointers(db) -> list | None:
+            if not sa.inspect(db).has_table(POINTER_TABLE):
+                return None
+            return db.execute(sa.select(self._pointer)).mappings().all()
+
         try:
-            with self.engine.connect() as db:
-                if not sa.inspect(db).has_table(POINTER_TABLE):
-                    return {"database": "ok", "lists": {}}
-                rows = db.execute(sa.select(self._pointer)).mappings().all()
+            rows = self._read(pointers)
         except sa.exc.SQLAlchemyError as exc:
             return {"database": f"unreachable: {type(exc).__name__}", "lists": {}}
+        if rows is None:
+            return {"database": "ok", "lists": {}}
         lists = {r["list"]: {"as_of": r["as_of"], "rows": r["row_count"], "model_versions": {}} for r in rows}
         with self.engine.connect() as db:
             for name, state in lists.items():
@@ -172,7 +201,7 @@ class Workspace:
         table = self.table(name, db)
         if table is None:
             return []
-        return [c.name for c in table.columns if contact or c.name not in CONTACT_COLUMNS]
+        return [str(c.name) for c in table.columns if contact or c.name not in CONTACT_COLUMNS]
 
     def _where(self, name: str, table: sa.Table, query: ListQuery, as_of: str) -> list:
         spec = get_list(name)
@@ -199,8 +228,7 @@ class Workspace:
     def page(self, name: str, query: ListQuery, contact: bool = False, everything: bool = False) -> dict:
         """One page of a list view (``everything``: every row of the view, for an export), with the view's
         counts and totals."""
-        with self.engine.connect() as db:
-            return self._page(db, name, query, contact, everything)
+        return self._read(lambda db: self._page(db, name, query, contact, everything))
 
     def _page(self, db, name: str, query: ListQuery, contact: bool, everything: bool) -> dict:
         spec = get_list(name)
@@ -213,17 +241,25 @@ class Workspace:
         as_of = str(query.as_of) if query.as_of else dates[0]
         if as_of not in dates:
             raise QueryError(f"list {name} has no as-of date {as_of}; it has {', '.join(dates[:5])}")
-        columns = [c.name for c in table.columns if (contact or c.name not in CONTACT_COLUMNS)
+        columns = [str(c.name) for c in table.columns if (contact or c.name not in CONTACT_COLUMNS)
                    and c.name not in PROFILE_ONLY]
         if query.sort not in columns:
             raise QueryError(f"cannot sort by {query.sort!r}: list {name} has no such column")
-        where = self._where(name, table, query, as_of)
         c = table.c
-        key = c[query.sort].desc() if query.order == "desc" else c[query.sort].asc()
-        order = [key] if query.sort == "rank" else [key, c["rank"]]  # rank is unique per date and indexed
-        money = [m for m in MONEY_COLUMNS if m in c and m != "cost_per_contact"]  # a sum of unit costs means nothing
+        view = (name, as_of, repr(sorted(query.model_dump(exclude={"sort", "order", "page", "size"},
+                                                          mode="json").items())))
+
+        @cache
+        def clauses() -> tuple[list, list]:
+            """The view's conditions and order, built only when a query runs (a kept page needs neither)."""
+            key = c[query.sort].desc() if query.order == "desc" else c[query.sort].asc()
+            order = [key] if query.sort == "rank" else [key, c["rank"]]  # rank is unique per date and indexed
+            return self._where(name, table, query, as_of), order
 
         def view_totals() -> tuple[dict, dict]:
+            where = clauses()[0]
+            # a sum of unit costs means nothing
+            money = [m for m in MONEY_COLUMNS if m in c and m != "cost_per_contact"]
             summary = sa.select(sa.func.count().label("rows"),
                                 *[sa.func.sum(c[m]).label(m) for m in money]).where(*where)
             totals = dict(db.execute(summary).mappings().one())
@@ -233,37 +269,37 @@ class Workspace:
                                          .group_by(c.contact_group)).all())
             return totals, counts
 
-        filters = query.model_dump(exclude={"sort", "order", "page", "size"}, mode="json")
-        totals, counts = self._cached(version, ("view", name, as_of, repr(sorted(filters.items()))), view_totals)
+        totals, counts = self._cached(version, ("view", *view), view_totals)
         totals = dict(totals)
         if everything:
+            where, order = clauses()
             result = db.execute(sa.select(*[c[n] for n in columns]).where(*where).order_by(*order)
                                 .limit(MAX_EXPORT_ROWS))
-            keys = list(result.keys())
-            rows = [dict(zip(keys, r)) for r in result.all()]
+            rows = _records(result)
         else:
-            rows = self._rows_of_page(db, version, table, columns, where, order, query,
-                                      ("ids", name, as_of, repr(sorted(filters.items())), query.sort, query.order))
+            rows = self._rows_of_page(db, version, table, columns, clauses, query,
+                                      ("ids", *view, query.sort, query.order))
         total = int(totals.pop("rows"))
         return {"list": name, "as_of": as_of, "dates": dates, "columns": columns, "rows": rows, "total": total,
                 "totals": totals, "counts": counts, "page": query.page, "size": query.size,
                 "pages": -(-total // query.size), "value": spec.value, "probability": spec.probability}
 
-    def _rows_of_page(self, db, version, table: sa.Table, columns: list[str], where: list, order: list,
-                      query: ListQuery, key) -> list[dict]:
+    def _rows_of_page(self, db, version, table: sa.Table, columns: list[str], clauses, query: ListQuery,
+                      key) -> list[dict]:
         """One page: the view's customer ids in order are kept (for the last ``VIEWS_KEPT`` views, until the next
-        publish), so a page is one indexed lookup of ``size`` customers instead of a scan to its offset."""
+        publish), so a page is one indexed lookup of ``size`` customers instead of a scan to its offset.
+        ``clauses()`` gives the view's conditions and order."""
         c = table.c
         ids = self._views.get(version, key, lambda: db.execute(
-            sa.select(c.customer_id).where(*where).order_by(*order)).scalars().all())
+            sa.select(c.customer_id).where(*clauses()[0]).order_by(*clauses()[1])).scalars().all())
         wanted = ids[(query.page - 1) * query.size:query.page * query.size]
         if not wanted:
             return []
 
         def rows() -> list[dict]:
-            result = db.execute(sa.select(*[c[n] for n in columns]).where(where[0], c.customer_id.in_(wanted)))
-            keys = list(result.keys())
-            found = {r["customer_id"]: r for r in (dict(zip(keys, row)) for row in result.all())}
+            result = db.execute(sa.select(*[c[n] for n in columns]).where(clauses()[0][0],
+                                                                          c.customer_id.in_(wanted)))
+            found = {r["customer_id"]: r for r in _records(result)}
             return [found[i] for i in wanted if i in found]
 
         # the rows of a page do not change until the next publish (an erasure is a publish too, so a forgotten
@@ -273,20 +309,47 @@ class Workspace:
             return rows()
         return self._pages.get(version, (key, tuple(columns), query.page, query.size), rows)
 
+    def _histories_of(self, contact: bool, db) -> tuple[list[sa.CompoundSelect | sa.Select], dict[str, list[str]]]:
+        """The statements of one customer's rows of every published list, latest first, each row tagged with its
+        list (``LIST_TAG``), and each list's columns; built once per reflected tables (SQLAlchemy then compiles
+        them once too). Normally one UNION ALL of the lists (each list's own columns, NULL for another's), so that
+        a profile is one round trip to the database; one statement per list if a column's type differs between
+        two lists (a UNION needs one type per column)."""
+        found = self._histories.get(contact)
+        if found is not None:
+            return found
+        tables = {spec.name: t for spec in LISTS if (t := self.table(spec.name, db)) is not None}
+        own = {name: self.columns(name, contact, db) for name in tables}
+        every = list(dict.fromkeys(n for names in own.values() for n in names))
+        kinds = {(n, repr(t.c[n].type)) for name, t in tables.items() for n in own[name]}
+
+        def select(name: str, names: list[str]) -> sa.Select:
+            c = tables[name].c
+            return sa.select(sa.literal(name).label(LIST_TAG),
+                             *[c[n] if n in own[name] else sa.null().label(n) for n in names]
+                             ).where(c.customer_id == sa.bindparam("customer_id"))
+
+        latest_first = sa.literal_column("as_of").desc()
+        if len(tables) > 1 and len(kinds) == len(every):
+            statements = [sa.union_all(*[select(name, every) for name in tables]).order_by(latest_first)]
+        else:
+            statements = [select(name, own[name]).order_by(latest_first) for name in tables]
+        found = self._histories[contact] = (statements, own)
+        return found
+
     def customer(self, customer_id: str, contact: bool = False) -> dict | None:
         """One customer's rows on every list and as-of date (latest first), or None when no list holds them (a
         forgotten customer is gone from every table, so this is None right after `churn forget`)."""
-        found: dict[str, list[dict]] = {}
-        with self.engine.connect() as db:
-            for spec in LISTS:
-                table = self.table(spec.name, db)
-                if table is None:
-                    continue
-                columns = [table.c[n] for n in self.columns(spec.name, contact, db)]
-                rows = db.execute(sa.select(*columns).where(table.c.customer_id == customer_id)
-                                  .order_by(table.c.as_of.desc())).mappings().all()
-                if rows:
-                    found[spec.name] = [dict(r) for r in rows]
+        def rows_of(db) -> dict[str, list[dict]]:
+            statements, own = self._histories_of(contact, db)
+            found: dict[str, list[dict]] = {}
+            for statement in statements:
+                for row in _records(db.execute(statement, {"customer_id": customer_id})):
+                    name = row[LIST_TAG]
+                    found.setdefault(name, []).append({n: row[n] for n in own[name]})
+            return {spec.name: found[spec.name] for spec in LISTS if spec.name in found}
+
+        found = self._read(rows_of)
         if not found:
             return None
         latest = max(((name, rows[0]) for name, rows in found.items()), key=lambda item: str(item[1]["as_of"]))
@@ -295,28 +358,30 @@ class Workspace:
     def campaigns(self) -> list[dict]:
         """Per list and as-of date: treatment and control counts, cost, expected saved value, net return, and the
         customers each playbook matched."""
+        return self._read(self._campaigns)
+
+    def _campaigns(self, db) -> list[dict]:
         out = []
-        with self.engine.connect() as db:
-            for spec in LISTS:
-                table = self.table(spec.name, db)
-                if table is None or "contact_group" not in table.c:
-                    continue
-                c = table.c
-                treated = c.contact_group == "treatment"
-                saved = sa.func.sum(sa.case((treated, c[spec.value] * c.success_rate), else_=0))
-                cost = sa.func.sum(sa.case((treated, c.cost_per_contact), else_=0))
-                rows = db.execute(sa.select(c.as_of, c.campaign_id,
-                                            sa.func.sum(sa.case((treated, 1), else_=0)).label("treatment"),
-                                            sa.func.sum(sa.case((treated, 0), else_=1)).label("control"),
-                                            cost.label("cost"), saved.label("expected_saved_value"))
-                                  .group_by(c.as_of, c.campaign_id).order_by(c.as_of.desc())).mappings().all()
-                books = db.execute(sa.select(c.as_of, c.playbook, sa.func.count().label("customers"))
-                                   .group_by(c.as_of, c.playbook).order_by(sa.func.count().desc())).mappings().all()
-                for r in rows:
-                    item = {"list": spec.name, **dict(r)}
-                    item["cost"] = float(item["cost"] or 0)
-                    item["expected_saved_value"] = float(item["expected_saved_value"] or 0)
-                    item["expected_net_return"] = item["expected_saved_value"] - item["cost"]
-                    item["playbooks"] = {b["playbook"]: b["customers"] for b in books if b["as_of"] == r["as_of"]}
-                    out.append(item)
+        for spec in LISTS:
+            table = self.table(spec.name, db)
+            if table is None or "contact_group" not in table.c:
+                continue
+            c = table.c
+            treated = c.contact_group == "treatment"
+            saved = sa.func.sum(sa.case((treated, c[spec.value] * c.success_rate), else_=0))
+            cost = sa.func.sum(sa.case((treated, c.cost_per_contact), else_=0))
+            rows = db.execute(sa.select(c.as_of, c.campaign_id,
+                                        sa.func.sum(sa.case((treated, 1), else_=0)).label("treatment"),
+                                        sa.func.sum(sa.case((treated, 0), else_=1)).label("control"),
+                                        cost.label("cost"), saved.label("expected_saved_value"))
+                              .group_by(c.as_of, c.campaign_id).order_by(c.as_of.desc())).mappings().all()
+            books = db.execute(sa.select(c.as_of, c.playbook, sa.func.count().label("customers"))
+                               .group_by(c.as_of, c.playbook).order_by(sa.func.count().desc())).mappings().all()
+            for r in rows:
+                item = {"list": spec.name, **dict(r)}
+                item["cost"] = float(item["cost"] or 0)
+                item["expected_saved_value"] = float(item["expected_saved_value"] or 0)
+                item["expected_net_return"] = item["expected_saved_value"] - item["cost"]
+                item["playbooks"] = {b["playbook"]: b["customers"] for b in books if b["as_of"] == r["as_of"]}
+                out.append(item)
         return out

@@ -400,3 +400,60 @@ def test_concurrent_requests_for_one_view_compute_it_once(workspace):
         t.join()
     assert results == [42] * 8 and len(calls) == 1
     assert space._cached("v2", "key", lambda: 7) == 7  # a new publish computes again
+
+
+def test_a_connection_the_database_server_dropped_costs_no_request(workspace):
+    """No liveness check runs before each use of a pooled connection (a round trip per request): one the server
+    dropped (a restart, an idle timeout) fails its first statement, and the read runs again on a new one."""
+    if not workspace["url"].startswith("postgresql"):
+        pytest.skip("SQLite has no server to drop a connection")
+    import sqlalchemy as sa
+
+    client = _client(workspace, "viewer")
+    listed = client.get("/api/lists/at_risk").json()["total"]  # the pool now holds a connection
+    admin = sa.create_engine(workspace["url"], isolation_level="AUTOCOMMIT")
+    with admin.connect() as db:
+        dropped = db.execute(sa.text("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                     "WHERE datname = current_database() AND pid <> pg_backend_pid()")).scalar()
+    admin.dispose()
+    assert dropped >= 1
+    assert client.get("/api/customers/C001").json()["customer_id"] == "C001"
+    assert client.get("/api/lists/at_risk").json()["total"] == listed
+    assert client.get("/api/health").json()["database"] == "ok"
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_a_profile_reads_every_list_in_one_statement_each_row_with_its_own_columns(database, request, tmp_path):
+    """A customer on both lists (at risk at the earlier date, lapsed at the later one): one statement (a UNION ALL
+    of the lists) gives each list's rows with that list's columns only, latest first; and so do two when a column
+    holds different types on the two lists (which a UNION cannot)."""
+    import sqlalchemy as sa
+
+    from serving.workspace import Workspace
+
+    def winback(country) -> pd.DataFrame:
+        return pd.DataFrame({"rank": [1], "customer_id": ["C001"], "reactivation_probability": [0.2],
+                             "value_if_reactivated": [500.0], "expected_winback_value": [100.0],
+                             "risk_tier": ["lapsed"], "country": [country], "run_id": ["r"]})
+
+    for country, statements in (("US", 1), (840, 2)):  # 840: the country as a number, a type at_risk has not
+        folder = tmp_path / str(statements)
+        url = (request.getfixturevalue("postgres_server")() if database == "postgresql"
+               else f"sqlite:///{folder / 'lists.db'}")
+        publish_lists({"at_risk": _at_risk([0.5, 0.7]), "winback": winback(country).iloc[:0]}, folder, EARLIER,
+                      {"run_id": "r"}, sql=url)
+        publish_lists({"at_risk": _at_risk([0.5, 0.7]).iloc[:0], "winback": winback(country)}, folder, AS_OF,
+                      {"run_id": "r"}, sql=url)
+        space = Workspace(url)
+        space.customer("C001")  # reflects the tables
+        executed = []
+        sa.event.listen(space.engine, "before_cursor_execute", lambda *args: executed.append(args[2]))
+        found = space.customer("C001")
+        assert len(executed) == statements
+        assert found["list"] == "winback" and list(found["lists"]) == ["at_risk", "winback"]
+        assert [r["as_of"] for r in found["lists"]["at_risk"]] == [EARLIER.isoformat()]
+        assert found["lists"]["at_risk"][0]["churn_probability"] == 0.7
+        assert "reactivation_probability" not in found["lists"]["at_risk"][0]
+        assert found["latest"]["reactivation_probability"] == 0.2 and "churn_probability" not in found["latest"]
+        assert found["latest"]["country"] in ("US", 840) and space.customer("C009") is None
+        space.engine.dispose()
