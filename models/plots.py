@@ -13,7 +13,8 @@ from models.backtest import BacktestResult
 from models.catalog import MODELS, ModelSpec
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib's pyplot on the Agg backend: the plots are files (PNG), never shown."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display
@@ -42,7 +43,7 @@ def write_plots(result: BacktestResult, folder: str | Path, models: Sequence[Mod
 def _classifier_plots(spec: ModelSpec, rows, folder: Path, as_of: str) -> list[Path]:
     from sklearn.metrics import roc_auc_score, roc_curve
 
-    plt = _pyplot()
+    plt = pyplot()
     y = spec.outcome(rows)
     curves = [c for c in ("model", *(b.name for b in spec.baselines), "oracle") if c in rows.columns]
     what = spec.label.replace("_", " ")
@@ -82,7 +83,7 @@ def _classifier_plots(spec: ModelSpec, rows, folder: Path, as_of: str) -> list[P
 
 
 def _regressor_plots(spec: ModelSpec, rows, folder: Path, as_of: str) -> list[Path]:
-    plt = _pyplot()
+    plt = pyplot()
     actual = spec.outcome(rows)
     names = ("model", *(b.name for b in spec.baselines))
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
@@ -111,7 +112,7 @@ def write_shap_plots(model, rows, folder: str | Path, max_rows: int = 2000, top:
     """The model's global SHAP summary on (a sample of) ``rows``: ``shap_summary_<name>.png``, a beeswarm (each
     dot a customer, x = SHAP value in raw-score units, colour = the feature's value from low to high, by rank) and
     ``shap_importance_<name>.png``, the mean |SHAP| per feature. The ``top`` features by mean |SHAP| are shown."""
-    plt = _pyplot()
+    plt = pyplot()
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     sample = rows.sample(n=min(max_rows, len(rows)), random_state=seed) if len(rows) > max_rows else rows

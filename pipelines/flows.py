@@ -174,9 +174,10 @@ def live_performance(cfg: PipelineConfig) -> dict:
         logger.info(f"live {row['model']} on the scores of {row['as_of']}: {row['metric']} "
                     f"{'unknown' if value is None else f'{value:.4f}'} (backtest "
                     f"{'unknown' if backtest is None else f'{backtest:.4f}'}), {row['evaluated']:,} customers")
-    for line in live.lines():
+    flagged = live.lines()
+    for line in flagged:
         logger.warning(line)
-    return {"history": live.history.to_dict("records"), "flagged": live.lines(), "evaluated": int(len(live.history)),
+    return {"history": live.history.to_dict("records"), "flagged": flagged, "evaluated": int(len(live.history)),
             "pending": live.pending}
 
 

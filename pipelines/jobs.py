@@ -410,6 +410,12 @@ def _read_frame(path: Path) -> pd.DataFrame | None:
     return frame if frame is not None and len(frame) else None
 
 
+def _kept_and_new(old: pd.DataFrame | None, kept: set[str], rows: list[dict]) -> pd.DataFrame:
+    """The rows of ``old`` at the ``kept`` as-of dates, then the new ``rows``."""
+    parts = [old[old["as_of"].isin(kept)]] if old is not None else []
+    return pd.concat([*parts, pd.DataFrame(rows)], ignore_index=True) if parts or rows else pd.DataFrame()
+
+
 def live_performance(cfg: PipelineConfig, progress: Progress = _quiet) -> LivePerformance:
     """The live performance of every kept score record whose outcome the data now shows (:mod:`serving.live`),
     written to ``<outputs>/monitoring/`` all or nothing. A record already evaluated with the same run, the same
@@ -428,7 +434,7 @@ def live_performance(cfg: PipelineConfig, progress: Progress = _quiet) -> LivePe
     old_curves = _read_frame(live_dir(cfg) / "reliability.parquet")
     done_file = live_dir(cfg) / "evaluated.json"
     done = json.loads(done_file.read_text()) if done_file.exists() else {}
-    kept, todo, evaluated = [], [], {}
+    kept, todo, evaluated = set(), [], {}
     for meta in metas:
         as_of = dt.date.fromisoformat(meta["as_of"])
         due = sorted(spec.name for spec in MODELS
@@ -437,7 +443,10 @@ def live_performance(cfg: PipelineConfig, progress: Progress = _quiet) -> LivePe
             continue
         rows = pq.ParquetFile(records_dir(cfg) / f"as_of={meta['as_of']}" / "scores.parquet").metadata.num_rows
         key = {"run_id": meta["run_id"], "customers": rows, "models": due}  # fewer after an erasure
-        (kept if old is not None and done.get(meta["as_of"]) == key else todo).append(meta)
+        if old is not None and done.get(meta["as_of"]) == key:
+            kept.add(meta["as_of"])
+        else:
+            todo.append(meta)
         evaluated[meta["as_of"]] = key
     new, curves = [], []
     if todo:
@@ -450,12 +459,7 @@ def live_performance(cfg: PipelineConfig, progress: Progress = _quiet) -> LivePe
                                    margin)
             new += rows
             curves += curve
-    kept = [meta["as_of"] for meta in kept]
-    parts = [old[old["as_of"].isin(kept)]] if old is not None else []
-    history = pd.concat([*parts, pd.DataFrame(new)], ignore_index=True) if (parts or new) else pd.DataFrame()
-    curve_parts = [old_curves[old_curves["as_of"].isin(kept)]] if old_curves is not None else []
-    reliability = (pd.concat([*curve_parts, pd.DataFrame(curves)], ignore_index=True)
-                   if (curve_parts or curves) else pd.DataFrame())
+    history, reliability = _kept_and_new(old, kept, new), _kept_and_new(old_curves, kept, curves)
     if len(history):
         history = history.sort_values(HISTORY_KEY, kind="stable").reset_index(drop=True)
     if evaluated != done or not (live_dir(cfg) / "live_performance.parquet").exists():

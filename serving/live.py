@@ -124,11 +124,10 @@ def _list_precision(spec: ModelSpec, joined: pd.DataFrame, y: np.ndarray) -> dic
     """Precision of the list ``spec`` defines, over the whole list and over its control group."""
     out: dict = {}
     for listed in LISTS:
-        if listed.model.name != spec.name:
+        column = GROUP.format(listed.name)
+        if listed.model.name != spec.name or column not in joined.columns:
             continue
-        group = joined[GROUP.format(listed.name)] if GROUP.format(listed.name) in joined.columns else None
-        if group is None:
-            continue
+        group = joined[column]
         on_list = group.notna().to_numpy()
         control = (group == "control").to_numpy()
         out.update(list=listed.name, list_customers=int(on_list.sum()),

@@ -3,7 +3,8 @@
 no script, no network), the tables as Parquet and CSV, and a JSON summary, under
 ``<outputs>/reports/as_of=<DATE>/``, written all or nothing (a failed report leaves the previous one).
 
-A KPI without its data is "no data" in the HTML and null in the JSON, never 0.
+A KPI without its data is "no data" in the HTML and null in the JSON, never 0. matplotlib (through
+:func:`models.plots.pyplot`) is imported by the plots only: the app imports this module for the report's path.
 """
 
 from __future__ import annotations
@@ -117,7 +118,9 @@ def headline_rows(values: dict, info: dict) -> list[tuple[str, str]]:
 
 
 def _png(figure) -> str:
-    import matplotlib.pyplot as plt
+    from models.plots import pyplot
+
+    plt = pyplot()
 
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
@@ -126,10 +129,9 @@ def _png(figure) -> str:
 
 
 def _trend_plot(overall: pd.DataFrame, columns: list[tuple[str, str]], title: str, percent: bool) -> str | None:
-    import matplotlib
+    from models.plots import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     shown = [(c, name) for c, name in columns if overall[c].notna().any()]
     if not shown:
@@ -147,10 +149,9 @@ def _trend_plot(overall: pd.DataFrame, columns: list[tuple[str, str]], title: st
 
 
 def _heatmap(cohorts: pd.DataFrame, market: str, value: str, title: str) -> str | None:
-    import matplotlib
+    from models.plots import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     rows = cohorts[cohorts["market"] == market]
     if rows.empty:
@@ -296,12 +297,14 @@ def live_info(history: pd.DataFrame, reliability: pd.DataFrame, pending: list[di
 
 def _live_plot(history: pd.DataFrame) -> str | None:
     """Each model's live promotion metric over the scored as-of dates, its backtest dashed beside it."""
-    import matplotlib
+    from models.plots import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
-    shown = history[history["metric"].isin(["roc_auc", "normalized_gini"])]
+    from models.catalog import PROMOTIONS
+
+    higher_is_better = [p.metric for p in PROMOTIONS.values() if not p.lower_is_better]  # the flagged metrics
+    shown = history[history["metric"].isin(higher_is_better)]
     if shown.empty:
         return None
     figure, axes = plt.subplots(figsize=(7, 3))
@@ -323,10 +326,9 @@ def _live_plot(history: pd.DataFrame) -> str | None:
 
 def _reliability_plot(curves: pd.DataFrame, as_of: str) -> str | None:
     """The classifiers' reliability curves of one scored as-of date."""
-    import matplotlib
+    from models.plots import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     rows = curves[curves["as_of"] == as_of] if len(curves) else curves
     if rows.empty:
