@@ -34,16 +34,10 @@ MODEL = 0  # which model of models.catalog.MODELS the error analysis looks at (0
 MIN_CUSTOMERS = 30  # smaller markets and segments are left out of the per-group metrics
 TOP = 10  # customers shown per kind of miss
 
-# paths in a config are relative to the folder `churn` runs in (the project's), not to notebooks/
-if Path.cwd().name == "notebooks":
-    os.chdir(Path.cwd().parent)
-
 # %%
-from common.config import load_config
-from pipelines.runtime import configure
+from pipelines.runtime import notebook_config
 
-cfg = load_config(CONFIG, {"data_dir": DATA_DIR})
-configure(cfg.data_dir)  # MLflow, Prefect and matplotlib stay local and quiet, as under `churn`
+cfg = notebook_config(CONFIG, DATA_DIR)  # from the project's folder; MLflow, Prefect, matplotlib local and quiet
 
 import datetime as dt
 import tempfile
@@ -62,7 +56,6 @@ from pipelines import jobs, keys
 pd.options.display.max_columns = 40
 pd.options.display.max_colwidth = 200
 as_of = dt.date.fromisoformat(AS_OF) if AS_OF else None
-print(f"data: {cfg.data_dir.resolve()}")
 
 # %% [markdown]
 # ## The backtest, run again

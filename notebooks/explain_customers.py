@@ -24,7 +24,6 @@
 
 # %% tags=["parameters"]
 import os
-from pathlib import Path
 
 from serving.lists import LISTS
 
@@ -35,16 +34,10 @@ CUSTOMER_ID = None  # the customer of the waterfall; None: the first of that lis
 SAMPLE = 2000  # customers in the SHAP summary and dependence plots
 DEPENDENCE = 6  # dependence plots for this many of the strongest features
 
-# paths in a config are relative to the folder `churn` runs in (the project's), not to notebooks/
-if Path.cwd().name == "notebooks":
-    os.chdir(Path.cwd().parent)
-
 # %%
-from common.config import load_config
-from pipelines.runtime import configure
+from pipelines.runtime import notebook_config
 
-cfg = load_config(CONFIG, {"data_dir": DATA_DIR})
-configure(cfg.data_dir)  # MLflow, Prefect and matplotlib stay local and quiet, as under `churn`
+cfg = notebook_config(CONFIG, DATA_DIR)  # from the project's folder; MLflow, Prefect, matplotlib local and quiet
 
 import json
 import tempfile
@@ -68,7 +61,6 @@ from serving.scoring import HISTORY, HISTORY_MONTHS, add_purchase_history, build
 pd.options.display.max_columns = 40
 pd.options.display.max_colwidth = 200
 warnings.filterwarnings("ignore", message="IProgress not found")  # MLflow's progress bars: plain text is fine
-print(f"data: {cfg.data_dir.resolve()}")
 
 # %% [markdown]
 # ## The champions

@@ -24,22 +24,15 @@
 
 # %% tags=["parameters"]
 import os
-from pathlib import Path
 
 CONFIG = os.environ.get("CHURN_CONFIG")  # the pipeline's config file; unset: configs/default.yaml
 DATA_DIR = os.environ.get("CHURN_DATA_DIR")  # replaces the config's data_dir; unset: the config's (data/)
 MARKETS = 4  # the largest markets drawn one by one
 
-# paths in a config are relative to the folder `churn` runs in (the project's), not to notebooks/
-if Path.cwd().name == "notebooks":
-    os.chdir(Path.cwd().parent)
-
 # %%
-from common.config import load_config
-from pipelines.runtime import configure
+from pipelines.runtime import notebook_config
 
-cfg = load_config(CONFIG, {"data_dir": DATA_DIR})
-configure(cfg.data_dir)  # MLflow, Prefect and matplotlib stay local and quiet, as under `churn`
+cfg = notebook_config(CONFIG, DATA_DIR)  # from the project's folder; MLflow, Prefect, matplotlib local and quiet
 
 import json
 
@@ -56,7 +49,6 @@ from serving.report import headline_rows, latest_report
 pd.options.display.max_columns = 40
 pd.options.display.float_format = "{:,.3f}".format
 pd.options.display.max_colwidth = 100
-print(f"data: {cfg.data_dir.resolve()}")
 
 # %% [markdown]
 # ## The KPI report

@@ -29,3 +29,18 @@ def configure(data_dir: Path) -> None:
         os.environ.setdefault(key, value)
     os.environ.setdefault("PREFECT_HOME", str((Path(data_dir) / "prefect").resolve()))
     os.environ.setdefault("MPLCONFIGDIR", str((Path(data_dir) / "tmp" / "matplotlib").resolve()))
+
+
+def notebook_config(config: str | None = None, data_dir: str | None = None):
+    """The notebooks' start: the config at ``config`` (None: ``$CHURN_CONFIG``, else the default) with ``data_dir``
+    replacing its own when given, read from the project's folder (a kernel started in ``notebooks/`` moves up one,
+    since a config's paths are relative to where ``churn`` runs), and :func:`configure` applied. Prints the data
+    folder."""
+    from common.config import load_config
+
+    if Path.cwd().name == "notebooks":
+        os.chdir(Path.cwd().parent)
+    cfg = load_config(config, {"data_dir": data_dir})
+    configure(cfg.data_dir)
+    print(f"data: {cfg.data_dir.resolve()}")
+    return cfg
