@@ -137,7 +137,7 @@ def run_backtest(snapshots: pd.DataFrame, as_of: dt.date, last_day: dt.date, hor
     for spec in models:
         try:
             data = backtest_data(spec, snapshots, as_of, last_day, horizons, schedule, btyd_by_cutoff, first_day)
-            model = spec.fit(data.train, settings, on_model(spec) if on_model else None)
+            model = spec.fit(data.train, settings, on_model(spec) if on_model else None, reference=False)
         except StepAside as exc:
             if spec.required:
                 raise

@@ -329,20 +329,22 @@ class ModelSpec:
                                     f"{self.label} = {bool(positive[mask].iloc[0])}; both outcomes are needed")
 
     def fit(self, rows: pd.DataFrame, settings: ModelsConfig,
-            on_round: Callable[[int, int], None] | None = None) -> tr.ScoringModel:
-        """Train on ``rows`` (the population's labeled rows; unlabeled ones are dropped) after
-        :meth:`check_trainable`; ``on_round(done, total)`` after each boosting round. The model carries the
-        distributions of its features and score at its latest training cutoff (:func:`models.monitoring.profile`)."""
-        from models.monitoring import profile
-
+            on_round: Callable[[int, int], None] | None = None, *, reference: bool = True) -> tr.ScoringModel:
+        """Train on ``rows`` (the population's rows; unlabeled ones are not trained on) after
+        :meth:`check_trainable`; ``on_round(done, total)`` after each boosting round. With ``reference`` (the
+        model to be registered; a backtest's challenger needs none) the model carries the distributions of its
+        features and score over its population at each of its training cutoffs (:func:`models.monitoring.profile`),
+        which drift is measured against at every scoring run."""
         self.check_trainable(rows, settings)
         fit = {"classifier": tr.fit_classifier, "regressor": tr.fit_cltv, "duration": tr.fit_duration}[self.kind]
         model = fit(rows, self.label, self.name, settings, on_round)
-        labeled = rows[rows[self.label].notna()]
-        # drift is measured against the latest training cutoff: the older ones describe a younger customer base
-        # (in a growing business tenure and everything counted since the first order drift by construction)
-        latest = labeled[labeled["cutoff"] == labeled["cutoff"].max()] if "cutoff" in labeled.columns else labeled
-        model.reference = profile(latest, model.features, model.score)
+        if reference:
+            from models.monitoring import profile
+
+            # every row of the population at those cutoffs, labeled or not: the next-order model trains only on
+            # customers who ordered, but scores (and is measured on) every active customer
+            trained = rows[rows["cutoff"].isin(model.training_cutoffs)] if "cutoff" in rows.columns else rows
+            model.reference = profile(trained, model.features, model.score)
         return model
 
     def outcome(self, rows: pd.DataFrame) -> np.ndarray:

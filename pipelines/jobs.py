@@ -480,8 +480,8 @@ def drift_lines(drift: dict | None) -> list[str]:
     for name, state in (drift or {}).get("models", {}).items():
         if not state["reference"]:
             if state["rows"]:
-                lines.append(f"{name}: no training profile to measure drift against (trained before drift "
-                             "monitoring existed): `churn train --force` gives it one")
+                lines.append(f"{name}: no training profile to measure drift against (trained before the "
+                             "current drift profiles): `churn train --force` gives it one")
             continue
         by_column = {c["column"]: c["psi"] for c in state["columns"]}
         for level, columns in (("drift alert", state["alerts"]), ("drift warning", state["warnings"])):

@@ -269,12 +269,12 @@ def _drift_section(drift: dict | None) -> str:
     for name, state in drift["models"].items():
         if not state["reference"]:
             rows.append(f"<tr><td>{escape(name)}</td><td class=\"nodata\" colspan=\"4\">no training profile "
-                        "(trained before drift monitoring)</td></tr>")
+                        "(trained before the current drift profiles)</td></tr>")
             continue
         flagged = [c for c in state["columns"] if c["level"] in ("warn", "alert")]
         if not flagged:
             best = f"{state['max_psi']:.3f}" if state["max_psi"] is not None else NO_DATA
-            rows.append(f"<tr><td>{escape(name)}</td><td colspan=\"4\">stable: every PSI below "
+            rows.append(f"<tr><td>{escape(name)}</td><td colspan=\"4\">stable: every judged PSI below "
                         f"{drift['warn_psi']} (highest {best})</td></tr>")
         for c in sorted(flagged, key=lambda c: -c["psi"]):
             rows.append(f"<tr><td>{escape(name)}</td><td>{escape(c['column'])}</td><td>{c['psi']:.3f}</td>"

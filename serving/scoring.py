@@ -304,30 +304,37 @@ def _total(values: pd.Series) -> float | None:
 def score_drift(scores: pd.DataFrame, inputs: pd.DataFrame, champions: dict[str, Champion], horizons: HorizonsConfig,
                 warn: float, alert: float) -> dict:
     """The drift of this run (:mod:`models.monitoring`): per champion, the PSI of each of its features and of its
-    score over the customers of its population in this snapshot against its training rows; ``scores`` and
-    ``inputs`` are :func:`score_snapshot`'s, in the same row order. A champion trained before the profiles
-    existed has none (``reference: false``: retrain it)."""
+    score over the customers of its population in this snapshot, against the nearest of its training snapshots
+    and within each market (:func:`models.monitoring.drift`); ``scores`` and ``inputs`` are :func:`score_snapshot`'s, in the same row order.
+    ``columns`` holds every column's row for the whole population and a market's row when it warns or alerts;
+    ``alerts`` and ``warnings`` name the columns at those levels (``<column> in <market>`` for a market's);
+    ``markets`` the markets with enough customers for at least one column to be judged; ``max_psi`` the highest
+    judged PSI, markets included (a clock feature's, or one with too few values, is shown but not judged). A
+    champion trained before the current profiles existed has none (``reference: false``: retrain it)."""
     from models.catalog import get
-    from models.monitoring import drift
+    from models.monitoring import drift, readable
 
     out: dict = {"warn_psi": warn, "alert_psi": alert, "models": {}}
     for name, champion in sorted(champions.items()):
         spec = get(name)
-        reference = getattr(champion.model, "reference", None) or {}
+        reference = getattr(champion.model, "reference", None)
         members = spec.population.mask(inputs, horizons).to_numpy()
-        if not reference or not members.any():
-            out["models"][name] = {"reference": bool(reference), "rows": int(members.sum()), "alerts": [],
-                                   "warnings": [], "max_psi": None, "columns": []}
+        if not readable(reference) or not members.any():
+            out["models"][name] = {"reference": readable(reference), "rows": int(members.sum()), "alerts": [],
+                                   "warnings": [], "max_psi": None, "markets": [], "columns": []}
             continue
         table = drift(reference, inputs[members], scores.loc[members, spec.score_column].to_numpy(), warn, alert)
-        finite = table["psi"].dropna()
+        judged = table["level"].isin(["ok", "warn", "alert"])
+        by_market = table["market"].notna()
+        kept = table[~by_market | table["level"].isin(["warn", "alert"])]  # a market's row when it is flagged
         out["models"][name] = {
             "reference": True, "rows": int(members.sum()),
-            "alerts": table.loc[table["level"] == "alert", "column"].tolist(),
-            "warnings": table.loc[table["level"] == "warn", "column"].tolist(),
-            "max_psi": float(finite.max()) if len(finite) else None,
+            "alerts": kept.loc[kept["level"] == "alert", "column"].tolist(),
+            "warnings": kept.loc[kept["level"] == "warn", "column"].tolist(),
+            "max_psi": float(table.loc[judged, "psi"].max()) if judged.any() else None,
+            "markets": sorted(table.loc[by_market & judged, "market"].unique().tolist()),
             "columns": [{k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in row.items()}
-                        for row in table.to_dict("records")]}
+                        for row in kept.to_dict("records")]}
     return out
 
 

@@ -15,8 +15,10 @@ The simulator is a discrete-time (daily) Markov process per customer, so that th
   day's resolutions is below the cap.
 
 Surveys (NPS, CSAT, CES) and ticket CSAT are noisy readings of the latent satisfaction ``z_i``; web sessions and
-email engagement fall while disengaging (the leading indicators); price increases raise spend and, for
-price-sensitive customers, the hazard during ``price_shock_window_days``.
+email engagement fall while disengaging (the leading indicators); price increases (``price_shocks``, by default
+:data:`PRICE_SHOCKS`) raise spend and, for price-sensitive customers, the hazard during ``price_shock_window_days``.
+A sales channel opened during the history (``new_channel``) takes a share of the orders from its first day; it
+changes which channel an order is placed in and nothing else, so the Markov state and the oracle do not see it.
 """
 
 from __future__ import annotations
@@ -100,6 +102,15 @@ class SimulationParams:
     seasonality: tuple[float, float] = (0.15, 0.6)  # annual sine amplitude, Black-Friday-to-Christmas boost
     chunk_size: int = 50_000
     extra: dict = field(default_factory=dict)
+    # Fields added after the saved format was fixed: ``params.json`` leaves each out while it has its default, so
+    # that the default data's files stay byte-identical (see LATER_FIELDS).
+    # price increases, country -> ((day offset from start_date, relative increase), ...); None: PRICE_SHOCKS
+    price_shocks: dict | None = None
+    # a sales channel opened on day offset ``new_channel_day``: from then on each order goes through it with
+    # probability ``new_channel_share`` (else through the customer's usual channels); None: no new channel
+    new_channel: str | None = None
+    new_channel_day: int = 0
+    new_channel_share: float = 0.0
 
     @property
     def n_days(self) -> int:
@@ -110,10 +121,18 @@ class SimulationParams:
         """The data's as-of date: the day after the last simulated day."""
         return self.end_date + dt.timedelta(days=1)
 
+    @property
+    def shock_schedule(self) -> dict[str, tuple[tuple[int, float], ...]]:
+        """The price increases in force: ``price_shocks``, or :data:`PRICE_SHOCKS` when it is None."""
+        return PRICE_SHOCKS if self.price_shocks is None else self.price_shocks
+
     def to_json_dict(self) -> dict:
         d = asdict(self)
         d["start_date"] = self.start_date.isoformat()
         d["end_date"] = self.end_date.isoformat()
+        for name, default in LATER_FIELDS.items():
+            if d[name] == default:
+                del d[name]
         return d
 
     @classmethod
@@ -123,7 +142,14 @@ class SimulationParams:
         d["end_date"] = dt.date.fromisoformat(d["end_date"])
         for key in ("purchase_factor", "web_factor", "email_factor", "seasonality"):
             d[key] = tuple(d[key])
+        if d.get("price_shocks") is not None:
+            d["price_shocks"] = {c: tuple((int(day), float(up)) for day, up in shocks)
+                                 for c, shocks in d["price_shocks"].items()}
         return cls(**d)
+
+
+LATER_FIELDS = {"price_shocks": None, "new_channel": None, "new_channel_day": 0, "new_channel_share": 0.0}
+"""Fields of :class:`SimulationParams` that ``params.json`` leaves out while they have these defaults."""
 
 
 def season(params: SimulationParams, days: np.ndarray) -> np.ndarray:
@@ -139,18 +165,20 @@ def season(params: SimulationParams, days: np.ndarray) -> np.ndarray:
 def price_shock_active(params: SimulationParams, country_idx: np.ndarray, day: int | np.ndarray) -> np.ndarray:
     """1.0 where the customer's country raised prices within the last ``price_shock_window_days`` of ``day``."""
     out = np.zeros(np.broadcast(country_idx, day).shape)
+    schedule = params.shock_schedule
     for c, country in enumerate(COUNTRIES):
-        for shock_day, _ in PRICE_SHOCKS[country]:
+        for shock_day, _ in schedule.get(country, ()):
             in_window = (day >= shock_day) & (day < shock_day + params.price_shock_window_days)
             out = np.where((country_idx == c) & in_window, 1.0, out)
     return out
 
 
-def price_level(country_idx: np.ndarray, day: np.ndarray) -> np.ndarray:
+def price_level(params: SimulationParams, country_idx: np.ndarray, day: np.ndarray) -> np.ndarray:
     """Cumulative price level (1.0 before any increase) of the customer's country on ``day``."""
     level = np.ones(np.broadcast(country_idx, day).shape)
+    schedule = params.shock_schedule
     for c, country in enumerate(COUNTRIES):
-        for shock_day, increase in PRICE_SHOCKS[country]:
+        for shock_day, increase in schedule.get(country, ()):
             level = np.where((country_idx == c) & (day >= shock_day), level * (1 + increase), level)
     return level
 

@@ -13,7 +13,16 @@ import datetime as dt
 from dataclasses import dataclass, field, replace
 
 from common.errors import ConfigError
-from features.synthetic.params import SimulationParams
+from features.synthetic.params import PRICE_SHOCKS, SimulationParams
+
+DRIFT_DATE = dt.date(2026, 8, 3)
+"""When the ``drifted`` scenario's changes start: the first day that no training snapshot of a model scored on
+2026-11-01 sees (its newest training cutoff, 2026-08-03, is the latest one whose 90-day churn window ends with the
+data; a snapshot sees only the days before its cutoff)."""
+DRIFT_DAY = (DRIFT_DATE - SimulationParams().start_date).days
+DRIFT_MARKET = "US"
+DRIFT_PRICE_INCREASE = 2.0  # prices triple
+DRIFT_CHANNEL, DRIFT_CHANNEL_SHARE = "marketplace", 0.3
 
 TABLES = ("customers", "transactions", "support_tickets", "surveys", "web_sessions", "email_events",
           "subscriptions", "fx_rates")
@@ -83,6 +92,19 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
                                       "channel web, the subscription's amount and currency), and orders are rare "
                                       "(one every 200 days while engaged, 30 USD on average).",
              overrides={"subscriber_share": 0.7, "purchase_rate_mean": 0.005, "spend_g": 25.0}, billing=True),
+    Scenario("stable", "The default business with prices that never change: no price increase in any market, so "
+                       "nothing about how customers behave changes over the three years but the seasons (and the "
+                       "customer base grows and ages as in the default). A drift check must stay quiet on it.",
+             overrides={"price_shocks": {}}),
+    Scenario("drifted", "The default business with two changes from 2026-08-03 on, after the newest training "
+                        "snapshot of a model scored on 2026-11-01: prices in the US triple (a price increase like "
+                        "the scheduled ones: order values x 3, and for 60 days a higher dropout hazard for "
+                        "price-sensitive US customers), and a new sales channel, marketplace, takes 30% of the "
+                        "orders in every market. A drift check must see both, and nothing else.",
+             overrides={"price_shocks": {**PRICE_SHOCKS, DRIFT_MARKET: PRICE_SHOCKS[DRIFT_MARKET] + (
+                 (DRIFT_DAY, DRIFT_PRICE_INCREASE),)},
+                 "new_channel": DRIFT_CHANNEL, "new_channel_day": DRIFT_DAY,
+                 "new_channel_share": DRIFT_CHANNEL_SHARE}),
 )}
 """Every scenario, by name; ``default`` is exactly the generator's output from before scenarios existed."""
 

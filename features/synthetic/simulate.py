@@ -361,7 +361,7 @@ def _transactions_table(p, rng, ids, chunk, order_events, nu, country, fav_categ
     day = np.repeat(o_day, o_k)
     m = len(cust)
     c_country = country[cust]
-    value_base = rng.gamma(p.spend_p, 1 / nu[cust]) * price_level(c_country, day)
+    value_base = rng.gamma(p.spend_p, 1 / nu[cust]) * price_level(p, c_country, day)
     currency = np.array([COUNTRY_CURRENCY[c] for c in COUNTRIES])[c_country]
     decimals = np.array([CURRENCY_DECIMALS[COUNTRY_CURRENCY[c]] for c in COUNTRIES])[c_country]
     scale = 10.0 ** decimals
@@ -371,6 +371,14 @@ def _transactions_table(p, rng, ids, chunk, order_events, nu, country, fav_categ
     discount = np.where(discounted, np.round(amount * frac / (1 - frac) * scale) / scale, 0.0)
     category = np.where(rng.random(m) < 0.6, fav_category[cust], rng.integers(0, len(CATEGORIES), m))
     channel = np.where(rng.random(m) < 0.7, fav_channel[cust], rng.integers(0, len(CHANNELS), m))
+    channels = np.array(CHANNELS + ((p.new_channel,) if p.new_channel is not None else ()))
+    if p.new_channel is not None:
+        # from a stream of its own (the chunk seed's second child; the first draws acquisition channels), so that
+        # every other value of the data is what it would be without the new channel
+        seeds = rng.bit_generator.seed_seq
+        switch_rng = np.random.default_rng(np.random.SeedSequence(seeds.entropy, spawn_key=(*seeds.spawn_key, 1)))
+        switched = (day >= p.new_channel_day) & (switch_rng.random(m) < p.new_channel_share)
+        channel = np.where(switched, len(CHANNELS), channel)
     quantity = 1 + rng.poisson(1.2, m)
     micros = rng.integers(7 * 3600, 23 * 3600, m) * 1_000_000 + rng.integers(0, 1_000_000, m)
     order_id = chunk * 1_000_000_000 + np.arange(m) + 1
@@ -395,7 +403,7 @@ def _transactions_table(p, rng, ids, chunk, order_events, nu, country, fav_categ
         "amount": np.concatenate([amount, r_amount]),
         "currency": np.concatenate([currency, currency[refunded]]),
         "category": np.array(CATEGORIES)[np.concatenate([category, category[refunded]])],
-        "channel": np.array(CHANNELS)[np.concatenate([channel, channel[refunded]])],
+        "channel": channels[np.concatenate([channel, channel[refunded]])],
         "quantity": np.concatenate([quantity, np.where(partial, -1, -quantity[refunded])]).astype(np.int32),
         "discount": np.concatenate([discount, np.zeros(len(refunded))]),
     }, schema=_SCHEMAS["transactions"]).take(pa.array(order))

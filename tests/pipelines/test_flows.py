@@ -168,7 +168,7 @@ def test_churn_run_publishes_both_lists_with_the_champions(pipeline):
     csv = pd.read_csv(out / "at_risk" / f"as_of={SCORING_AS_OF}" / "at_risk.csv", dtype={"churn_model_version": str})
     assert list(csv["customer_id"]) == list(at_risk["customer_id"])
     assert "customers scored" in pipeline["first"].output and "at_risk list:" in pipeline["first"].output
-    # drift of this run against each champion's latest training cutoff, in run.json, the MLflow monitoring run
+    # drift of this run against each champion's training snapshots (nearest cutoff, and per market), in run.json, the MLflow monitoring run
     # and the KPI report
     drift = meta["drift"]
     assert drift["warn_psi"] == 0.1 and drift["alert_psi"] == 0.25
