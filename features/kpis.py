@@ -40,6 +40,7 @@ for every complete month (before the month of ``as_of``), overall and per market
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 
 import duckdb
 import numpy as np
@@ -165,9 +166,10 @@ def kpi_table(status: pd.DataFrame | None, transactions: pd.DataFrame, edges: li
         life = lifetime[lifetime["period"] == i].set_index("customer_id")["lifetime_orders"]
         base["lifetime_orders"] = life.reindex(base.index).fillna(0)
         base["referral"] = (channel.reindex(base.index) == REFERRAL) if channel is not None else np.nan
+        base["position"] = np.arange(len(base))  # each event below carries its customer's position in base
         window = (pd.Timestamp(start), pd.Timestamp(end))
-        answers = _in_window(surveys, "ts", window)
-        opened = _in_window(tickets, "opened_at", window)
+        answers = _Events.of(_in_window(surveys, "ts", window), base)
+        opened = _Events.of(_in_window(tickets, "opened_at", window), base)
         for grouping, key in (("overall", None), ("market", "market"), ("segment", "segment")):
             groups = [(OVERALL, base)] if key is None else [
                 (g, frame) for g, frame in base.groupby(key, sort=True, dropna=True)]
@@ -180,6 +182,33 @@ def kpi_table(status: pd.DataFrame | None, transactions: pd.DataFrame, edges: li
     return pd.DataFrame(rows, columns=["period", "start", "end", "grouping", "group", *KPI_COLUMNS])
 
 
+@dataclass
+class _Events:
+    """A period's survey answers or tickets, each with its customer's position in the period's customers (-1:
+    not one of them), so that a group's events are picked by position instead of by id (an id lookup per group
+    and period cost most of the report's time)."""
+
+    rows: pd.DataFrame
+    at: np.ndarray
+    size: int
+
+    @classmethod
+    def of(cls, rows: pd.DataFrame | None, base: pd.DataFrame) -> "_Events | None":
+        if rows is None:
+            return None
+        return cls(rows, base.index.get_indexer(rows["customer_id"]), len(base))
+
+    def flags(self, positions) -> np.ndarray:
+        """Per event, whether its customer is at one of ``positions``."""
+        flag = np.zeros(self.size + 1, bool)  # the last slot stands for -1 (not a customer of the period)
+        flag[np.asarray(positions, dtype=np.int64)] = True
+        return flag[self.at]
+
+    def of_customers(self, positions) -> "_Events":
+        keep = self.flags(positions)
+        return _Events(self.rows[keep], self.at[keep], self.size)
+
+
 def _in_window(frame: pd.DataFrame | None, column: str, window) -> pd.DataFrame | None:
     if frame is None:
         return None
@@ -187,7 +216,8 @@ def _in_window(frame: pd.DataFrame | None, column: str, window) -> pd.DataFrame 
     return frame[(times >= window[0]) & (times < window[1])]
 
 
-def _kpis(m: pd.DataFrame, answers, opened, has_channel: bool, has_surveys: bool, has_tickets: bool) -> dict:
+def _kpis(m: pd.DataFrame, answers: _Events | None, opened: _Events | None, has_channel: bool, has_surveys: bool,
+          has_tickets: bool) -> dict:
     s = int(m["active_start"].sum())
     e = int(m["active_end"].sum())
     n = int(m["new"].sum())
@@ -208,10 +238,10 @@ def _kpis(m: pd.DataFrame, answers, opened, has_channel: bool, has_surveys: bool
         "expected_lifespan_periods": lifespan, "historical_cltv": aov * frequency * lifespan,
         "referral_rate": _share(float(m.loc[m["new"], "referral"].sum()), n) if has_channel else np.nan,
     }
-    out.update(_survey_kpis(answers[answers["customer_id"].isin(m.index)] if has_surveys else None,
-                            start_members.index, s))
+    out.update(_survey_kpis(answers.of_customers(m["position"]) if has_surveys else None,
+                            start_members["position"], s))
     if has_tickets:
-        mine = opened[opened["customer_id"].isin(m.index)]
+        mine = opened.of_customers(m["position"]).rows
         out["tickets_per_100"] = _share(100.0 * len(mine), s)
         out["ticket_csat_mean"] = (float(mine["csat"].mean()) if "csat" in mine.columns and mine["csat"].notna().any()
                                    else np.nan)
@@ -220,12 +250,13 @@ def _kpis(m: pd.DataFrame, answers, opened, has_channel: bool, has_surveys: bool
     return out
 
 
-def _survey_kpis(answers: pd.DataFrame | None, start_ids: pd.Index, customers_start: int) -> dict:
+def _survey_kpis(events: _Events | None, start_positions, customers_start: int) -> dict:
     keys = ("nps", "nps_promoters", "nps_passives", "nps_detractors", "csat", "csat_mean", "ces_mean",
             "survey_response_rate")
     out = dict.fromkeys(keys, np.nan)
-    if answers is None:
+    if events is None:
         return out
+    answers = events.rows
     if "nps" in answers.columns and answers["nps"].notna().any():
         nps = answers["nps"].dropna()
         out["nps_promoters"] = float((nps >= 9).mean())
@@ -237,7 +268,7 @@ def _survey_kpis(answers: pd.DataFrame | None, start_ids: pd.Index, customers_st
         out["csat"], out["csat_mean"] = float((csat >= 4).mean()), float(csat.mean())
     if "ces" in answers.columns and answers["ces"].notna().any():
         out["ces_mean"] = float(answers["ces"].dropna().mean())
-    responded = answers.loc[answers["customer_id"].isin(start_ids), "customer_id"].nunique()
+    responded = len(np.unique(events.at[events.flags(start_positions)]))
     out["survey_response_rate"] = _share(responded, customers_start)
     return out
 
