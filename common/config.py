@@ -114,8 +114,22 @@ class SnapshotsConfig(_Strict):
     duckdb_memory_limit: str = Field("4GB", description="DuckDB spills to data_dir/tmp beyond this")
 
 
+class BoostingConfig(_Strict):
+    """One model's own LightGBM settings (``models.per_model``): each one given replaces the shared setting."""
+
+    learning_rate: float | None = Field(None, gt=0, le=1, description="boosting learning rate")
+    num_leaves: int | None = Field(None, gt=1, description="leaves per tree")
+    max_depth: int | None = Field(None, ge=-1, description="-1 = no limit")
+    min_child_samples: int | None = Field(None, gt=0, description="fewest rows in a leaf")
+    max_rounds: int | None = Field(None, gt=0, description="boosting rounds at most")
+    early_stopping_rounds: int | None = Field(None, gt=0, description="stop after this many rounds without "
+                                                                      "improvement on the validation cutoffs")
+
+
 class ModelsConfig(_Strict):
-    """LightGBM settings shared by every model of the catalogue (models/catalog.py), and the promotion margins."""
+    """LightGBM settings shared by every model of the catalogue (models/catalog.py), and the promotion margins.
+    A model's catalogue entry may tune its own boosting settings (``ModelSpec.boosting``), and ``per_model``
+    overrides both for a model named there."""
 
     seed: int = Field(42, description="LightGBM's random seed")
     threads: int = Field(2, gt=0, description="LightGBM threads; results are reproducible for a fixed count")
@@ -140,6 +154,17 @@ class ModelsConfig(_Strict):
                                                             "normalized Gini to become champion")
     promotion_margin_days: float = Field(0.1, ge=0, description="a next-order challenger needs a median absolute "
                                                                 "error this many days lower to become champion")
+    per_model: dict[str, BoostingConfig] = Field(
+        default_factory=dict, description="model name -> its own boosting settings (learning_rate, num_leaves, "
+                                          "max_depth, min_child_samples, max_rounds, early_stopping_rounds), "
+                                          "replacing the shared ones and the catalogue's for that model")
+
+    def for_model(self, name: str, tuned: dict | None = None) -> "ModelsConfig":
+        """These settings for the model ``name``: the shared ones, then its catalogue entry's ``tuned`` boosting
+        settings, then ``per_model[name]``."""
+        update = {**(tuned or {}), **(self.per_model[name].model_dump(exclude_none=True)
+                                      if name in self.per_model else {})}
+        return self.model_copy(update={**update, "per_model": {}}) if update else self
 
     def lgb_params(self) -> dict:
         """Keyword arguments of LightGBM's scikit-learn estimators (deterministic, row-wise histograms)."""

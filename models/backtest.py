@@ -123,7 +123,8 @@ def run_backtest(snapshots: pd.DataFrame, as_of: dt.date, last_day: dt.date, hor
         raise ValueError(f"cannot backtest at {as_of}: its {horizons.churn_days}-day churn window ends after the "
                          f"data's last day {last_day}; the latest possible as-of date is "
                          f"{latest_labeled_cutoff(last_day, horizons.churn_days)}")
-    snapshots = tr.add_btyd_features(snapshots, horizons.churn_days, horizons.cltv_days)
+    btyd_by_cutoff: dict = {}  # one BG/NBD fit per cutoff: the features' fits serve the baselines too
+    snapshots = tr.add_btyd_features(snapshots, horizons.churn_days, horizons.cltv_days, btyd_by_cutoff)
     evaluation = _cutoff_rows(snapshots, as_of)
     report: dict = {"as_of": as_of.isoformat(), "data_last_day": last_day.isoformat(),
                     "horizons": horizons.model_dump()}
@@ -133,7 +134,6 @@ def run_backtest(snapshots: pd.DataFrame, as_of: dt.date, last_day: dt.date, hor
     oracle_metrics: dict[str, float] = {}
     evaluations: dict[str, pd.DataFrame] = {}
     fitted: dict[str, tr.ScoringModel] = {}
-    btyd_by_cutoff: dict = {}  # one BG/NBD fit per evaluation cutoff, whichever model needs it
     for spec in models:
         try:
             data = backtest_data(spec, snapshots, as_of, last_day, horizons, schedule, btyd_by_cutoff, first_day)

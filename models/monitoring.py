@@ -130,12 +130,14 @@ def profile(frame: pd.DataFrame, features: list[str], score, seed: int = 0) -> d
     for column, values in values_of.items():
         spec = _bins(values)
         index, present, n_bins = _bin_index(spec, values)
-        counts = np.zeros((groups, n_cut, n_bins), np.int64)
-        missing = np.zeros((groups, n_cut), np.int64)
-        for group, rows in ((0, np.ones(len(frame), bool)), *((1 + m, market == m) for m in range(len(markets)))):
-            counts[group] = np.bincount(cut[rows & present] * n_bins + index[rows & present],
-                                        minlength=n_cut * n_bins).reshape(n_cut, n_bins)
-            missing[group] = np.bincount(cut[rows & ~present], minlength=n_cut)
+        # one count over (market + 1, cutoff, bin), market + 1 = 0 for rows without a known market; everyone's
+        # counts are the sum over all of them
+        place = (market + 1) * n_cut + cut
+        by_market = np.bincount(place[present] * n_bins + index[present],
+                                minlength=groups * n_cut * n_bins).reshape(groups, n_cut, n_bins)
+        absent = np.bincount(place[~present], minlength=groups * n_cut).reshape(groups, n_cut)
+        counts = np.concatenate([by_market.sum(axis=0, keepdims=True), by_market[1:]])
+        missing = np.concatenate([absent.sum(axis=0, keepdims=True), absent[1:]])
         columns[column] = {**spec, "counts": counts, "missing": missing}
     return {"format": FORMAT, "cutoffs": [None if c is None else pd.Timestamp(c).date().isoformat()
                                           for c in cutoffs],

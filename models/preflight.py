@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from common.config import HorizonsConfig, ModelsConfig, SnapshotsConfig
 from features.populations import PurchaseDays, counts
 from features.snapshots import cutoff_schedule, latest_labeled_cutoff
-from models.catalog import MODELS, ModelSpec
+from models.catalog import MODELS, ModelSpec, check_settings
 
 # a model's label -> (its population's members, its positives) as columns of features.populations.counts
 COLUMNS = {"churned": ("active", "churned"), "days_to_next_order": ("active", "returned"),
@@ -120,6 +120,7 @@ def preflight(days: PurchaseDays, horizons: HorizonsConfig, schedule: SnapshotsC
               tables: set[str], models: Sequence[ModelSpec] = MODELS) -> list[Check]:
     """One :class:`Check` per model of the catalogue (see the module docstring); ``tables`` are the configured
     tables."""
+    check_settings(settings)
     s = Settings(horizons, schedule, settings)
     checks = []
     for spec in models:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pandas as pd
 
 from common.config import ModelsConfig, PipelineConfig
@@ -212,10 +213,12 @@ def log_and_register(cfg: PipelineConfig, model: ScoringModel, evaluation: dict,
                 mlflow.log_artifact(str(path), artifact_path="backtest" if path in plots else None)
             for path in shap_plots:
                 mlflow.log_artifact(str(path), artifact_path="shap")
-        # numbers as doubles (an integer column cannot hold a missing value), inferred from every evaluation row
-        # so that columns with missing values are marked optional
+        # numbers as doubles (an integer column cannot hold a missing value); inferred from the first rows plus,
+        # for each column with a missing value among the evaluation rows, its first such row, so that exactly
+        # those columns are marked optional (the same signature as from every row, without reading them all)
         inputs = input_example[model.input_columns].astype({c: "float64" for c in model.features
                                                             if pd.api.types.is_integer_dtype(input_example[c])})
+        inputs = signature_rows(inputs)
         signature = infer_signature(inputs, model.score(inputs))
         info = mlflow.pyfunc.log_model(name="model", python_model=_python_model_class()(model),
                                        signature=signature, input_example=inputs.head(5),
@@ -242,6 +245,15 @@ def log_and_register(cfg: PipelineConfig, model: ScoringModel, evaluation: dict,
     if decision.promote:
         client.set_registered_model_alias(model.name, "champion", version)
     return Registered(model.name, str(version), run_id, decision)
+
+
+def signature_rows(frame: pd.DataFrame, first: int = 5) -> pd.DataFrame:
+    """The rows a model signature is inferred from: the ``first`` rows and, for every column with a missing value,
+    the first row where it is missing (so the signature marks those columns optional, and only those)."""
+    missing = frame.isna().to_numpy()
+    has = missing.any(axis=0)
+    rows = np.union1d(np.arange(min(first, len(frame))), missing[:, has].argmax(axis=0))
+    return frame.iloc[rows]
 
 
 def metrics_from_tags(tags: dict[str, str], prefix: str) -> dict:

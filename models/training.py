@@ -44,12 +44,14 @@ def not_features() -> set[str]:
     return set(KEY) | set(label_columns()) | set(CALENDAR_LABELS) | {BTYD_LEVEL}
 
 
-def add_btyd_features(snapshots: pd.DataFrame, horizon_days: int, cltv_days: int | None = None) -> pd.DataFrame:
+def add_btyd_features(snapshots: pd.DataFrame, horizon_days: int, cltv_days: int | None = None,
+                      fits: dict | None = None) -> pd.DataFrame:
     """Add ``p_alive`` and ``expected_purchases_churn_horizon`` from a BG/NBD model fitted on each cutoff's rows,
     and with ``cltv_days`` also :data:`BTYD_LEVEL` (BG/NBD x Gamma-Gamma over ``cltv_days``, same fit).
 
     ``snapshots`` needs ``cutoff``, ``frequency``, ``recency`` and ``T`` (days; with ``cltv_days`` also
-    ``monetary_value``). Returns a new frame.
+    ``monetary_value``). Returns a new frame. With ``cltv_days``, ``fits`` (when given) receives each cutoff's
+    :func:`btyd_predictions` by cutoff, so that the backtest's baselines reuse them instead of fitting again.
     """
     out = snapshots.copy()
     out["p_alive"] = np.nan
@@ -61,6 +63,8 @@ def add_btyd_features(snapshots: pd.DataFrame, horizon_days: int, cltv_days: int
             continue
         if cltv_days is not None:
             values = btyd_predictions(rows, horizon_days, cltv_days)
+            if fits is not None:
+                fits[rows["cutoff"].iloc[0]] = values
             out.loc[rows.index, BTYD_LEVEL] = values["expected_cltv"]
             out.loc[rows.index, list(BTYD_FEATURES)] = values[list(BTYD_FEATURES)].to_numpy()
             continue

@@ -185,3 +185,42 @@ def test_subscription_scores_land_on_the_lists_for_subscribers_only():
     # without a champion (the model stepped aside) the column is there and empty
     core = {n: c for n, c in champions.items() if catalog.get(n).required}
     assert score_snapshot(snap, core, HorizonsConfig())["subscription_cancel_probability"].isna().all()
+
+
+def test_a_model_trains_with_its_own_boosting_settings():
+    shared = ModelsConfig(learning_rate=0.05, max_rounds=300)
+    churn, winback = catalog.get("churn-classifier"), catalog.get("winback-classifier")
+    # the catalogue's tuning replaces the shared setting for its model only; the rest stays shared
+    assert churn.boosting == {"learning_rate": 0.2}
+    assert churn.settings(shared).learning_rate == 0.2 and churn.settings(shared).max_rounds == 300
+    assert winback.settings(shared) == shared
+    # models.per_model wins over both, for the model it names
+    tuned = ModelsConfig(learning_rate=0.05, per_model={"churn-classifier": {"learning_rate": 0.3, "max_depth": 3},
+                                                        "winback-classifier": {"max_rounds": 50}})
+    assert (churn.settings(tuned).learning_rate, churn.settings(tuned).max_depth) == (0.3, 3)
+    assert (winback.settings(tuned).learning_rate, winback.settings(tuned).max_rounds) == (0.05, 50)
+    assert churn.settings(tuned).lgb_params()["learning_rate"] == 0.3
+
+
+def test_per_model_settings_must_name_a_model_of_the_catalogue():
+    from common.errors import ConfigError
+
+    catalog.check_settings(ModelsConfig(per_model={"cltv-regressor": {"max_rounds": 10}}))
+    with pytest.raises(ConfigError, match=r"models.per_model names 'churn-clasifier', not a model of the catalogue"
+                                          r"; expected one of \['churn-classifier'"):
+        catalog.check_settings(ModelsConfig(per_model={"churn-clasifier": {"learning_rate": 0.3}}))
+    with pytest.raises(ValueError, match="learning_rate"):
+        ModelsConfig(per_model={"churn-classifier": {"learning_rate": 2}})
+
+
+def test_the_backtest_fits_bg_nbd_once_per_cutoff(labeled, monkeypatch):
+    from models import btyd
+
+    snapshots, as_of, last_day = labeled
+    fitted = []
+    fit = btyd.BetaGeo.fit
+    monkeypatch.setattr(btyd.BetaGeo, "fit", lambda self, summary: fitted.append(len(summary)) or fit(self, summary))
+    run_backtest(snapshots, as_of, last_day, HorizonsConfig(), SnapshotsConfig(),
+                 ModelsConfig(min_child_samples=20, max_rounds=5))
+    # the features' fit at every cutoff serves the baselines at the evaluation cutoffs too
+    assert sorted(fitted) == sorted(snapshots.groupby("cutoff").size().tolist())

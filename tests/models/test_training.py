@@ -217,3 +217,20 @@ def test_preflight_counts_the_rows_the_backtest_trains_on(trained):
                           ("cltv-regressor", "cltv")):
         rows = int(re.search(r"with ([\d,]+) rows", checks[name].detail).group(1).replace(",", ""))
         assert rows == report["populations"]["training_rows"][section], (name, checks[name].detail)
+
+
+def test_a_signature_from_a_few_rows_is_the_one_from_every_row():
+    from mlflow.models import infer_signature
+
+    from models.tracking import signature_rows
+
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame({"a": rng.normal(size=500), "b": rng.normal(size=500), "c": ["x", "y"] * 250,
+                          "d": rng.normal(size=500)})
+    frame.loc[[40, 300], "b"] = np.nan
+    frame.loc[[470], "c"] = None
+    rows = signature_rows(frame)
+    # the first five rows, and the first row where b and c are missing (d never is)
+    assert rows.index.tolist() == [0, 1, 2, 3, 4, 40, 470]
+    assert infer_signature(rows) == infer_signature(frame)
+    assert [c.name for c in infer_signature(rows).inputs.inputs if not c.required] == ["b", "c"]
