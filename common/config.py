@@ -98,6 +98,10 @@ class ValidationConfig(_Strict):
                                                                    "the run (its rows stay in quarantine)")
     fx_max_staleness_days: int = Field(7, ge=0, description="an exchange rate older than this on the transaction "
                                                             "date is no rate")
+    batch_rows: int = Field(1_000_000, gt=0, description="rows validated at a time: a Parquet source is read "
+                                                         "in batches of this size and each batch is typed, checked "
+                                                         "and written before the next, so memory stays bounded "
+                                                         "whatever the table's size")
 
 
 class HorizonsConfig(_Strict):

@@ -13,7 +13,7 @@ import datetime as dt
 import json
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,7 +27,7 @@ from features.contract import CONTRACT, PII_COLUMNS, Column, value_checks
 from common.errors import DataError
 from common.files import replace_folder
 from common.privacy import load_suppressed, suppressed_mask
-from features.sources import PROVENANCE, SOURCE_FILE, SOURCE_LINE, SOURCE_ROW, read_source
+from features.sources import PROVENANCE, SOURCE_FILE, SOURCE_LINE, SOURCE_ROW, SourceBatches, source_batches
 
 # fx_rates first (transactions need it), customers second (other tables are checked against it)
 INGEST_ORDER = ("fx_rates", "customers", "transactions", "support_tickets", "surveys", "web_sessions",
@@ -94,9 +94,15 @@ class IngestResult:
 
     run_id: str
     as_of: dt.date
-    tables: dict[str, pd.DataFrame]
-    contacts: pd.DataFrame | None
+    tables: Mapping[str, pd.DataFrame]  # read from the validated files when asked for (see ingest)
+    contacts_source: pd.DataFrame | Path | None  # the customers' contact columns, or their file
     reports: dict[str, TableReport]
+
+    @property
+    def contacts(self) -> pd.DataFrame | None:
+        """The customers' contact (PII) columns with their ids, or None without any."""
+        source = self.contacts_source
+        return pd.read_parquet(source) if isinstance(source, Path) else source
 
 
 class _Reasons:
@@ -309,10 +315,19 @@ def _delimiter_hint(raw: pd.DataFrame, cfg: PipelineConfig, table: str) -> str:
             f"{source.csv_delimiter!r}: set tables.{table}.source.csv_delimiter")
 
 
-def _derive_order_id(df: pd.DataFrame) -> pd.Series:
-    """A stable id from the row's content (customer, time, amount) plus its occurrence number."""
-    key = pd.util.hash_pandas_object(df[["customer_id", "ts", "amount"]], index=False)
-    occurrence = key.groupby(key).cumcount()
+ORDER_KEY = ("customer_id", "ts", "amount")  # what a derived order_id is made of
+
+
+def _order_key(df: pd.DataFrame) -> pd.Series:
+    return pd.util.hash_pandas_object(df[list(ORDER_KEY)], index=False)
+
+
+def _derive_order_id(df: pd.DataFrame, occurrences: np.ndarray | None = None) -> pd.Series:
+    """A stable id from the row's content (customer, time, amount) plus its occurrence number (``occurrences``:
+    the rows' numbers counted over the whole table, when ``df`` is one batch of it)."""
+    key = _order_key(df)
+    occurrence = (key.groupby(key).cumcount() if occurrences is None else
+                  pd.Series(np.asarray(occurrences), index=key.index))
     return key.map("{:016x}".format) + "-" + occurrence.astype("str")
 
 
@@ -343,7 +358,8 @@ def _convert_currency(df: pd.DataFrame, date_col: str, amount_cols: list[str], f
 
 def validate_table(table: str, raw: pd.DataFrame, cfg: PipelineConfig, as_of: dt.date,
                    fx: pd.DataFrame | None = None,
-                   known_customers: pd.Series | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+                   known_customers: pd.Series | None = None, duplicates: np.ndarray | None = None,
+                   occurrences: np.ndarray | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Type and check one table's rows.
 
     Parameters
@@ -357,6 +373,11 @@ def validate_table(table: str, raw: pd.DataFrame, cfg: PipelineConfig, as_of: dt
         Validated ``fx_rates`` (``date``, ``currency``, ``rate_to_base``), needed for foreign amounts.
     known_customers
         When given, rows whose ``customer_id`` is not in it are rejected.
+    duplicates, occurrences
+        When ``raw`` is one batch of a larger table (:func:`ingest`): per row, whether it repeats the unique key
+        of an earlier row of the table, and (transactions without ``order_id``) its occurrence number for the
+        derived id, both counted over the whole table (:func:`_cross_batch_keys`). Otherwise both are counted in
+        ``raw``.
 
     Returns
     -------
@@ -392,10 +413,11 @@ def validate_table(table: str, raw: pd.DataFrame, cfg: PipelineConfig, as_of: dt
         df[name] = typed
 
     if table == "transactions" and "order_id" not in df.columns:
-        df["order_id"] = _derive_order_id(df)
+        df["order_id"] = _derive_order_id(df, occurrences)
     for key_cols in ([list(contract.unique)] if contract.unique else []):
         if set(key_cols) <= set(df.columns):
-            dup = df.duplicated(subset=key_cols, keep="first") & df[key_cols].notna().all(axis=1)
+            dup = (pd.Series(duplicates, index=df.index) if duplicates is not None else
+                   df.duplicated(subset=key_cols, keep="first") & df[key_cols].notna().all(axis=1))
             reasons.add(dup, f"duplicate {', '.join(key_cols)}")
     if known_customers is not None and "customer_id" in df.columns:
         reasons.add(df["customer_id"].notna() & ~df["customer_id"].isin(known_customers),
@@ -435,85 +457,246 @@ def _write_quarantine(rejected: pd.DataFrame, cfg: PipelineConfig, table: str, r
     return path
 
 
-def _write_validated(result: IngestResult, cfg: PipelineConfig) -> None:
-    """Write every validated table at once (with the per-customer-day rows derived from the transactions, see
-    :func:`features.snapshots.write_purchase_days`): into a folder aside, then swapped in for the old one."""
-    def fill(tmp: Path) -> None:
-        for name, frame in result.tables.items():
-            frame.to_parquet(tmp / f"{name}.parquet", index=False)
-        if "transactions" in result.tables:  # the cutoff-free per-day rows every snapshot reads
-            from features.snapshots import write_purchase_days
+def _cross_batch_keys(table: str, source: SourceBatches, cfg: PipelineConfig, forgotten: set[str],
+                      folder: Path) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """A first pass over a table read in several batches, for the two checks that look across rows: the positions
+    (0-based, over the rows left after suppression, in source order) of the rows repeating the unique key of an
+    earlier row (found by DuckDB over the typed keys, which spills to ``folder``), and, for transactions without
+    an ``order_id``, every row's occurrence number of its content key (:func:`_derive_order_id`). Only the key
+    columns are typed here, exactly as :func:`validate_table` types them; None where the check does not apply."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
-            write_purchase_days(tmp)
-        if result.contacts is not None:
-            result.contacts.to_parquet(tmp / "customer_contacts.parquet", index=False)
-        manifest = {"run_id": result.run_id, "as_of": result.as_of.isoformat(),
-                    "tables": {n: {"rows_in": r.rows_in, "rows_ok": r.rows_ok, "reasons": r.reasons}
-                               for n, r in result.reports.items()}}
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    contract, mapping = CONTRACT[table], cfg.tables[table].columns
+    fmt, id_column = cfg.tables[table].date_format, mapping.get("customer_id", "customer_id")
+    derived = table == "transactions" and mapping.get("order_id", "order_id") not in source.columns
+    keys = [] if derived or not contract.unique else list(contract.unique)
+    if keys and not all(mapping.get(k, k) in source.columns for k in keys):
+        keys = []  # a key the source does not have: no duplicate check (as in validate_table)
+    needed = list(ORDER_KEY) if derived else keys
+    if not needed or not all(mapping.get(k, k) in source.columns for k in needed):
+        return None, None
+    hashes, writer, path, position = [], None, folder / f".keys-{table}.parquet", 0
+    try:
+        for raw in source:
+            if forgotten and id_column in raw.columns:
+                raw = raw[~suppressed_mask(raw[id_column], forgotten).to_numpy()].reset_index(drop=True)
+            typed = pd.DataFrame({k: _type_column(raw[mapping.get(k, k)], contract.column(k), fmt, cfg.timezone)[0]
+                                  for k in needed})
+            if derived:
+                hashes.append(_order_key(typed).to_numpy())
+            else:
+                chunk = pa.Table.from_pandas(typed.assign(_position=np.arange(position, position + len(typed))),
+                                             preserve_index=False)
+                writer = writer or pq.ParquetWriter(path, chunk.schema)
+                writer.write_table(chunk.cast(writer.schema))
+            position += len(typed)
+        if derived:
+            key = np.concatenate(hashes) if hashes else np.zeros(0, np.uint64)
+            order = np.argsort(key, kind="stable")
+            ordered = key[order]
+            first = np.r_[True, ordered[1:] != ordered[:-1]] if len(key) else np.zeros(0, bool)
+            run_start = np.maximum.accumulate(np.where(first, np.arange(len(key)), 0))
+            occurrences = np.empty(len(key), np.int64)
+            occurrences[order] = np.arange(len(key)) - run_start
+            return None, occurrences
+        if writer is None:
+            return np.zeros(0, np.int64), None
+        writer.close()
+        writer = None
+        import duckdb
 
-    replace_folder(cfg.validated_dir, fill)
+        with duckdb.connect(config={"memory_limit": cfg.snapshots.duckdb_memory_limit,
+                                    "temp_directory": str(folder / ".duckdb")}) as con:
+            columns = ", ".join(f'"{k}"' for k in keys)
+            present = " AND ".join(f'"{k}" IS NOT NULL' for k in keys)
+            repeated = con.execute(
+                f"SELECT _position FROM read_parquet(?) WHERE {present} "
+                f"QUALIFY row_number() OVER (PARTITION BY {columns} ORDER BY _position) > 1 ORDER BY _position",
+                [str(path)]).fetchnumpy()["_position"]
+        return np.asarray(repeated, dtype=np.int64), None
+    finally:
+        if writer is not None:
+            writer.close()
+        path.unlink(missing_ok=True)
+
+
+class _TableWriter:
+    """One validated table written batch by batch into a Parquet file (every batch cast to the first's schema)."""
+
+    def __init__(self, path: Path):
+        self.path, self.writer = path, None
+
+    def write(self, frame: pd.DataFrame) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(self.path, table.schema)
+        elif not table.schema.equals(self.writer.schema):
+            table = table.cast(self.writer.schema)
+        self.writer.write_table(table)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _ingest_table(name: str, cfg: PipelineConfig, as_of: dt.date, run_id: str, folder: Path, forgotten: set[str],
+                  fx: pd.DataFrame | None, known: pd.Series | None, write: bool,
+                  batch_rows: int) -> tuple[TableReport, pd.DataFrame | None]:
+    """Validate one table batch by batch into ``folder/<name>.parquet`` (and the customers' contacts into
+    ``folder/customer_contacts.parquet``), quarantining its rejects (``write``). Returns its report and, for the
+    tables later ones read (fx_rates whole, customers' ids), the clean rows."""
+    source = source_batches(cfg, name, batch_rows)
+    id_column = cfg.tables[name].columns.get("customer_id", "customer_id")
+    duplicates = occurrences = None
+    if source.rows > batch_rows:  # checks across rows need the whole table: a first pass over its keys
+        duplicates, occurrences = _cross_batch_keys(name, source, cfg, forgotten, folder)
+    writer, contacts = _TableWriter(folder / f"{name}.parquet"), _TableWriter(folder / "customer_contacts.parquet")
+    rows_in = rows_ok = suppressed = position = 0
+    rejected_parts, kept, columns = [], [], None
+    try:
+        for raw in source:
+            columns = columns if columns is not None else raw.iloc[:0]  # for the unused-column check
+            if forgotten and id_column in raw.columns:  # before anything else: their rows are never read further
+                drop = suppressed_mask(raw[id_column], forgotten)
+                suppressed += int(drop.sum())
+                raw = raw[~drop.to_numpy()].reset_index(drop=True)
+            if raw.empty:
+                continue
+            span = np.arange(position, position + len(raw))
+            clean, rejected = validate_table(
+                name, raw, cfg, as_of, fx=fx, known_customers=known,
+                duplicates=None if duplicates is None else np.isin(span, duplicates),
+                occurrences=None if occurrences is None else occurrences[span])
+            position += len(raw)
+            rows_in, rows_ok = rows_in + len(raw), rows_ok + len(clean)
+            if name == "customers":
+                pii = [c for c in PII_COLUMNS if c in clean.columns]
+                if pii:
+                    contacts.write(clean[["customer_id", *pii]])
+                clean = clean.drop(columns=pii)
+                kept.append(clean[["customer_id"]])
+            elif name == "fx_rates":
+                kept.append(clean)
+            writer.write(clean)
+            if len(rejected):
+                rejected_parts.append(rejected)
+    finally:
+        writer.close()
+        contacts.close()
+    if not rows_in:
+        if suppressed:
+            raise DataError(f"{name}: every one of its {suppressed:,} rows belongs to a customer on the suppression "
+                            "list (`churn forget`), so nothing is left to validate; remove the table from the config "
+                            "if that is expected")
+        validate_table(name, pd.DataFrame(), cfg, as_of)  # raises: the source has no rows
+    rejected = (pd.concat(rejected_parts, ignore_index=True) if rejected_parts else
+                pd.DataFrame({"reject_reason": pd.Series(dtype="str")}))
+    report = TableReport(name, rows_in=rows_in, rows_ok=rows_ok, reasons=_count_reasons(rejected["reject_reason"]),
+                         suppressed=suppressed)
+    report.hints = _hints(name, rejected, report.reasons, cfg)
+    report.unmapped, report.unfilled = _unused_columns(columns, cfg, name)
+    if len(rejected) and write:
+        report.quarantine_path = _write_quarantine(rejected, cfg, name, run_id)
+    return report, (pd.concat(kept, ignore_index=True) if kept else None)
+
+
+class _ValidatedTables(Mapping):
+    """The validated tables of a run, read from their Parquet files when asked for (they are never all in memory
+    at once)."""
+
+    def __init__(self, folder: Path, names: list[str]):
+        self.folder, self.names = folder, names
+
+    def __getitem__(self, name: str) -> pd.DataFrame:
+        if name not in self.names:
+            raise KeyError(name)
+        return pd.read_parquet(self.folder / f"{name}.parquet")
+
+    def __iter__(self):
+        return iter(self.names)
+
+    def __len__(self) -> int:
+        return len(self.names)
 
 
 def ingest(cfg: PipelineConfig, as_of: dt.date, run_id: str,
            on_table: Callable[[str, TableReport], None] | None = None, write: bool = True) -> IngestResult:
     """Read, type and validate every configured table; write quarantine files and the validated tables.
 
+    Each table is read and validated in batches of ``validation.batch_rows`` rows (:func:`source_batches`), each
+    batch written out before the next is read, into a folder aside that is swapped in for the validated tables
+    only when every table passed (:func:`common.files.replace_folder`): the rules, messages and results are those
+    of validating the table at once (duplicates and derived order ids are counted over the whole table,
+    :func:`_cross_batch_keys`).
+
     Raises :class:`DataError` after all tables were checked (and their rejects quarantined) when any table's
     rejected share exceeds ``validation.max_reject_share``; the validated outputs are then left as they were.
-    ``on_table(name, report)`` is called as each table finishes, for progress display.
+    ``on_table(name, report)`` is called as each table finishes, for progress display. Without ``write`` nothing
+    is written (the tables are validated in a temporary folder and returned in memory).
     """
-    tables: dict[str, pd.DataFrame] = {}
-    reports: dict[str, TableReport] = {}
-    contacts = None
     forgotten = load_suppressed(cfg.data_dir)
-    for name in (t for t in INGEST_ORDER if t in cfg.tables):
-        raw = read_source(cfg, name)
-        id_column = cfg.tables[name].columns.get("customer_id", "customer_id")
-        suppressed = 0
-        if forgotten and id_column in raw.columns:  # before anything else: their rows are never read further
-            drop = suppressed_mask(raw[id_column], forgotten)
-            suppressed = int(drop.sum())
-            raw = raw[~drop.to_numpy()].reset_index(drop=True)
-        if raw.empty and suppressed:
-            raise DataError(f"{name}: every one of its {suppressed:,} rows belongs to a customer on the suppression "
-                            "list (`churn forget`), so nothing is left to validate; remove the table from the config "
-                            "if that is expected")
-        customers = tables.get("customers")
-        known = customers["customer_id"] if customers is not None and name != "customers" else None
-        clean, rejected = validate_table(name, raw, cfg, as_of, fx=tables.get("fx_rates"), known_customers=known)
-        if name == "customers":
-            pii = [c for c in PII_COLUMNS if c in clean.columns]
-            contacts = clean[["customer_id", *pii]] if pii else None
-            clean = clean.drop(columns=pii)
-        tables[name] = clean
-        report = TableReport(name, rows_in=len(raw), rows_ok=len(clean),
-                             reasons=_count_reasons(rejected["reject_reason"]), suppressed=suppressed)
-        report.hints = _hints(name, rejected, report.reasons, cfg)
-        report.unmapped, report.unfilled = _unused_columns(raw, cfg, name)
-        if len(rejected) and write:
-            report.quarantine_path = _write_quarantine(rejected, cfg, name, run_id)
-        reports[name] = report
-        if on_table:
-            on_table(name, report)
-    result = IngestResult(run_id, as_of, tables, contacts, reports)
-    limit = cfg.validation.max_reject_share
-    over = [r for r in reports.values() if r.rejected_share > limit]
-    unusable = [r for r in reports.values() if r.rows_in and not r.rows_ok and r not in over]
-    if over or unusable:
-        advice = []
-        if over:
-            advice.append(f"That is above validation.max_reject_share = {limit:.2%}: fix the source (the quarantine "
-                          "file gives each row's reject_reason) or raise the threshold in the config")
-        if unusable:
-            advice.append(f"No row of {', '.join(r.table for r in unusable)} is valid, and a table without valid "
-                          "rows cannot be used whatever the threshold: fix the source (the quarantine file gives "
-                          "each row's reject_reason) or remove the table from the config")
-        details = "; ".join(_failure(r) for r in [*over, *unusable])
-        raise DataError(f"{details}. {'. '.join(advice)}. The last validated tables were left untouched.")
+    done: dict[str, IngestResult] = {}
+
+    def fill(folder: Path) -> None:
+        reports: dict[str, TableReport] = {}
+        fx = known = None
+        for name in (t for t in INGEST_ORDER if t in cfg.tables):
+            report, kept = _ingest_table(name, cfg, as_of, run_id, folder, forgotten, fx,
+                                         known if name != "customers" else None, write, cfg.validation.batch_rows)
+            if name == "fx_rates":
+                fx = kept
+            elif name == "customers":
+                known = kept["customer_id"] if kept is not None else None
+            reports[name] = report
+            if on_table:
+                on_table(name, report)
+        limit = cfg.validation.max_reject_share
+        over = [r for r in reports.values() if r.rejected_share > limit]
+        unusable = [r for r in reports.values() if r.rows_in and not r.rows_ok and r not in over]
+        if over or unusable:
+            advice = []
+            if over:
+                advice.append(f"That is above validation.max_reject_share = {limit:.2%}: fix the source (the "
+                              "quarantine file gives each row's reject_reason) or raise the threshold in the config")
+            if unusable:
+                advice.append(f"No row of {', '.join(r.table for r in unusable)} is valid, and a table without "
+                              "valid rows cannot be used whatever the threshold: fix the source (the quarantine "
+                              "file gives each row's reject_reason) or remove the table from the config")
+            details = "; ".join(_failure(r) for r in [*over, *unusable])
+            raise DataError(f"{details}. {'. '.join(advice)}. The last validated tables were left untouched.")
+        if "transactions" in reports:  # the cutoff-free per-day rows every snapshot reads
+            from features.snapshots import write_purchase_days
+
+            write_purchase_days(folder)
+        manifest = {"run_id": run_id, "as_of": as_of.isoformat(),
+                    "tables": {n: {"rows_in": r.rows_in, "rows_ok": r.rows_ok, "reasons": r.reasons}
+                               for n, r in reports.items()}}
+        (folder / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+        contacts = folder / "customer_contacts.parquet"
+        tables = (_ValidatedTables(cfg.validated_dir, list(reports)) if write else
+                  {n: pd.read_parquet(folder / f"{n}.parquet") for n in reports})
+        contacts = (None if not contacts.exists() else
+                    cfg.validated_dir / contacts.name if write else pd.read_parquet(contacts))
+        done["result"] = IngestResult(run_id, as_of, tables, contacts, reports)
+        if not write:
+            raise _Discard
+
     if write:
-        _write_validated(result, cfg)
-    return result
+        replace_folder(cfg.validated_dir, fill)
+    else:
+        try:
+            replace_folder(cfg.validated_dir.parent / f".{cfg.validated_dir.name}-check", fill)
+        except _Discard:
+            pass
+    return done["result"]
+
+
+class _Discard(Exception):
+    """Raised by a run that writes nothing, so that its folder is discarded instead of swapped in."""
 
 
 _REASON_COLUMN = re.compile(r"^(?:unparseable|non-numeric|non-integer|empty|not a boolean) (\w+)|^(\w+) out of range"

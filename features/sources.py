@@ -1,4 +1,5 @@
-"""Read one configured source (CSV or Parquet file or glob, or a SQL table or query) into a DataFrame.
+"""Read one configured source (CSV or Parquet file or glob, or a SQL table or query) into a DataFrame, whole
+(:func:`read_source`) or in batches of bounded size (:func:`source_batches`).
 
 Every row keeps where it came from, in the hidden columns of :data:`PROVENANCE`, which validation reads and never
 passes on: the file (relative to ``data_dir`` when the configured path is; empty for SQL), where a person finds
@@ -17,6 +18,8 @@ import gzip
 import io
 import lzma
 import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
@@ -241,3 +244,80 @@ def read_source(cfg: PipelineConfig, table: str) -> pd.DataFrame:
     if not frames:
         return pd.DataFrame()
     return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+
+
+@dataclass
+class SourceBatches:
+    """A source read in batches of at most ``rows`` rows, each with the :data:`PROVENANCE` columns, in the order
+    :func:`read_source` stacks them. Parquet files are read batch by batch (a row group at most is decoded at a
+    time), so a table of any size is never whole in memory; a CSV file or a SQL result is read whole (its line
+    numbers need the whole text) and then handed out in slices. It can be iterated more than once (each time
+    reading again) and gives the same batches each time.
+
+    ``columns``: every column of the source (the union over the files of a glob, in file order: a batch of a file
+    without one of them has it as missing values, as :func:`read_source`'s stacking does); ``rows``: the number
+    of rows."""
+
+    table: str
+    batch_rows: int
+    columns: list[str]
+    rows: int
+    _parquet: list[tuple[Path, str]]  # (file, as shown) when every file is Parquet
+    _whole: pd.DataFrame | None  # otherwise the source, read once
+
+    def __iter__(self) -> Iterator[pd.DataFrame]:
+        if self._whole is not None:
+            for start in range(0, len(self._whole), self.batch_rows):
+                yield self._whole.iloc[start:start + self.batch_rows].reset_index(drop=True)
+            return
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        for path, shown in self._parquet:
+            try:
+                handle = pq.ParquetFile(path)
+                schema, done = handle.schema_arrow, 0
+                for batch in handle.iter_batches(batch_size=self.batch_rows):
+                    frame = pa.Table.from_batches([batch], schema=schema).to_pandas()
+                    frame = frame.reindex(columns=self.columns) if list(frame.columns) != self.columns else frame
+                    rows = np.arange(done, done + len(frame), dtype="int64")
+                    frame[SOURCE_LINE] = pd.array(rows + 1, dtype="Int64")
+                    frame[SOURCE_FILE] = shown
+                    frame[SOURCE_ROW] = rows
+                    done += len(frame)
+                    yield frame
+            except (OSError, ValueError, EOFError) as exc:
+                first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                raise DataError(f"{self.table}: cannot read '{path}' as PARQUET: {first_line}; check the file or "
+                                f"tables.{self.table}.source (format, csv_delimiter, csv_encoding)") from None
+
+
+def source_batches(cfg: PipelineConfig, table: str, batch_rows: int) -> SourceBatches:
+    """The configured source of ``table`` in batches of at most ``batch_rows`` rows (:class:`SourceBatches`): the
+    same rows, values and provenance as :func:`read_source`."""
+    source = cfg.tables[table].source
+    files = [] if source.url else _files(cfg, table, source)
+    if files and all(_format(path, source) == "parquet" for path in files):
+        import pyarrow.parquet as pq
+
+        parquet, columns, rows = [], [], 0
+        for path in files:
+            try:
+                meta = pq.ParquetFile(path)
+                # the columns pandas makes of it (an index kept in the file is not one)
+                names = [str(c) for c in meta.schema_arrow.empty_table().to_pandas().columns]
+                count = meta.metadata.num_rows
+            except (OSError, ValueError, EOFError) as exc:
+                first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                raise DataError(f"{table}: cannot read '{path}' as PARQUET: {first_line}; check the file or "
+                                f"tables.{table}.source (format, csv_delimiter, csv_encoding)") from None
+            _check_columns(names, table, f"'{path}'")
+            if not names:
+                continue
+            columns += [n for n in names if n not in columns]
+            parquet.append((path, _shown(cfg, source, path)))
+            rows += count
+        return SourceBatches(table, batch_rows, columns, rows, parquet, None)
+    whole = read_source(cfg, table)
+    return SourceBatches(table, batch_rows, [c for c in whole.columns if c not in PROVENANCE], len(whole), [],
+                         whole)

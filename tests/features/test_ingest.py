@@ -212,3 +212,42 @@ def test_generated_data_validates_with_zero_rejects(generated_config):
     assert {name: r.rejected for name, r in result.reports.items()} == dict.fromkeys(result.reports, 0)
     tx = result.tables["transactions"]
     assert (tx["amount"] < 0).any() and tx["currency"].nunique() >= 4
+
+
+def test_batches_give_the_tables_of_a_whole_validation(generated_config):
+    """The generated data (Parquet, 1,500 customers) validated 20,000 rows at a time: transactions and the event
+    tables span several batches; every validated table, report and the contacts are those of one batch."""
+    from tests.conftest import GENERATED_AS_OF
+
+    whole = ingest(load_config(generated_config), GENERATED_AS_OF, run_id="gen", write=False)
+    batched = ingest(load_config(generated_config, {"validation.batch_rows": 20_000}), GENERATED_AS_OF,
+                     run_id="gen", write=False)
+    assert len(whole.tables["transactions"]) > 3 * 20_000
+    assert list(batched.tables) == list(whole.tables)
+    for name in whole.tables:
+        assert_frame_equal(batched.tables[name], whole.tables[name], obj=name)
+        assert batched.reports[name] == whole.reports[name], name
+    assert_frame_equal(batched.contacts, whole.contacts)
+
+
+def test_duplicates_and_derived_order_ids_are_counted_across_batches(tmp_path):
+    # batches of 2 rows: [1, 2] [3, 4] [5, 6]; o1 comes back in the third batch, and with no order_id column the
+    # second A/2026-01-03/10 row must be occurrence 1 of its content although it is in another batch
+    tx = ("cust,date,dollar_value,order\nA,2026-01-03,10,o1\nB,2026-01-04,5,o2\nA,2026-01-03,10,o3\n"
+          "B,2026-01-05,6,o4\nA,2026-01-06,7,o1\nC,2026-01-07,8,o5\n")
+    mapping = {k: v for k, v in MAPPING.items() if k != "currency"}
+    config = _setup(tmp_path, tx, mapping)
+    result = ingest(load_config(config, {"validation.batch_rows": 2}), AS_OF, run_id="r")
+    report = result.reports["transactions"]
+    assert (report.rows_in, report.rows_ok, report.reasons) == (6, 5, {"duplicate order_id": 1})
+    quarantine = pd.read_parquet(report.quarantine_path)
+    assert quarantine[["order", "source_line", "source_row"]].to_dict("records") == [
+        {"order": "o1", "source_line": 6, "source_row": 4}]
+    (tmp_path / "derived").mkdir()
+    config = _setup(tmp_path / "derived", tx, {k: v for k, v in mapping.items() if k != "order_id"})
+    ids = {}
+    for rows in (2, 1_000_000):
+        tables = ingest(load_config(config, {"validation.batch_rows": rows}), AS_OF, run_id="r").tables
+        ids[rows] = tables["transactions"]["order_id"].tolist()
+    assert ids[2] == ids[1_000_000] and len(set(ids[2])) == 6
+    assert ids[2][0].endswith("-0") and ids[2][2] == ids[2][0][:-1] + "1"

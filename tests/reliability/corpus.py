@@ -425,7 +425,7 @@ def _problem(case: Case, outcome: str, message: str, run: CaseRun, counts: dict[
     return None
 
 
-def run_case(case: Case, folder: Path) -> dict:
+def run_case(case: Case, folder: Path, batch_rows: int | None = None) -> dict:
     """Write the case's inputs into ``folder`` (its data_dir), validate them, and say what happened.
 
     Returns ``outcome`` ('ok' for a finished validation, 'error' when it stopped), ``crashed`` (it stopped with
@@ -448,7 +448,7 @@ def run_case(case: Case, folder: Path) -> dict:
         add_suppressed(folder, list(case.forget))
     reports, result, cfg = {}, None, None
     try:
-        cfg = load_config(config)
+        cfg = load_config(config, {"validation.batch_rows": batch_rows} if batch_rows else None)
         result = ingest(cfg, AS_OF, run_id="corpus", on_table=lambda name, report: reports.__setitem__(name, report))
         outcome, message = "ok", ""
     except ChurnError as exc:
