@@ -372,7 +372,7 @@ def validate_table(table: str, raw: pd.DataFrame, cfg: PipelineConfig, as_of: dt
     fx
         Validated ``fx_rates`` (``date``, ``currency``, ``rate_to_base``), needed for foreign amounts.
     known_customers
-        When given, rows whose ``customer_id`` is not in it are rejected.
+        When given (ids, or :func:`known_ids` of them), rows whose ``customer_id`` is not in it are rejected.
     duplicates, occurrences
         When ``raw`` is one batch of a larger table (:func:`ingest`): per row, whether it repeats the unique key
         of an earlier row of the table, and (transactions without ``order_id``) its occurrence number for the
@@ -420,7 +420,7 @@ def validate_table(table: str, raw: pd.DataFrame, cfg: PipelineConfig, as_of: dt
                    df.duplicated(subset=key_cols, keep="first") & df[key_cols].notna().all(axis=1))
             reasons.add(dup, f"duplicate {', '.join(key_cols)}")
     if known_customers is not None and "customer_id" in df.columns:
-        reasons.add(df["customer_id"].notna() & ~df["customer_id"].isin(known_customers),
+        reasons.add(df["customer_id"].notna() & ~_known(df["customer_id"], known_customers),
                     "unknown customer_id (not in customers)")
     if table == "transactions":
         df = _convert_currency(df, "ts", ["amount", "discount"], fx, cfg, reasons)
@@ -445,6 +445,24 @@ def validate_table(table: str, raw: pd.DataFrame, cfg: PipelineConfig, as_of: dt
                                source_line=origin.loc[bad, SOURCE_LINE].astype("Int64"),
                                source_row=origin.loc[bad, SOURCE_ROW].astype("int64"))
     return df[~bad].reset_index(drop=True), rejected.reset_index(drop=True)
+
+
+def known_ids(ids: pd.Series):
+    """The customers' ids as an Arrow array, for :func:`validate_table`'s ``known_customers`` (built once per
+    run: pandas' ``isin`` on Arrow strings makes a Python object of every value it is given, each time)."""
+    import pyarrow as pa
+
+    return pa.array(pd.Series(ids).astype("str"))
+
+
+def _known(ids: pd.Series, known) -> np.ndarray:
+    """Per id, whether it is one of ``known`` (a :func:`known_ids` array, or any sequence of ids)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    values = pa.array(ids.astype("str"))
+    known = known if isinstance(known, pa.Array) else known_ids(known)
+    return pc.is_in(values, value_set=known.cast(values.type)).to_numpy(zero_copy_only=False)
 
 
 def _write_quarantine(rejected: pd.DataFrame, cfg: PipelineConfig, table: str, run_id: str) -> Path:
@@ -544,7 +562,7 @@ class _TableWriter:
 
 
 def _ingest_table(name: str, cfg: PipelineConfig, as_of: dt.date, run_id: str, folder: Path, forgotten: set[str],
-                  fx: pd.DataFrame | None, known: pd.Series | None, write: bool,
+                  fx: pd.DataFrame | None, known, write: bool,
                   batch_rows: int) -> tuple[TableReport, pd.DataFrame | None]:
     """Validate one table batch by batch into ``folder/<name>.parquet`` (and the customers' contacts into
     ``folder/customer_contacts.parquet``), quarantining its rejects (``write``). Returns its report and, for the
@@ -650,7 +668,7 @@ def ingest(cfg: PipelineConfig, as_of: dt.date, run_id: str,
             if name == "fx_rates":
                 fx = kept
             elif name == "customers":
-                known = kept["customer_id"] if kept is not None else None
+                known = known_ids(kept["customer_id"]) if kept is not None else None
             reports[name] = report
             if on_table:
                 on_table(name, report)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
@@ -49,18 +50,26 @@ class PurchaseDays:
         folder = Path(validated_dir)
         stored = folder / "purchase_days.parquet"
         if stored.exists():
-            table = pq.read_table(stored, columns=["customer_id", "day", "orders"])
-            table = table.filter(pc.greater(table["orders"], 0))
+            # the ids read as a dictionary: a small integer per row, not a string (tens of millions of rows at scale)
+            table = pq.read_table(stored, columns=["customer_id", "day", "orders"], read_dictionary=["customer_id"])
+            table = table.filter(pc.greater(table["orders"], 0)).unify_dictionaries()
             ids, days = table["customer_id"], table["day"]
         else:
             table = pq.read_table(folder / "transactions.parquet", columns=["customer_id", "ts", "amount"])
             table = table.filter(pc.greater_equal(table["amount"], 0))
-            ids, days = table["customer_id"], pc.cast(table["ts"], "date32")
-        everyone = pq.read_table(folder / "transactions.parquet", columns=["customer_id", "ts"])
-        stats = pc.min_max(everyone["ts"]).as_py()
-        codes = pc.dictionary_encode(pc.cast(ids, "string")).combine_chunks()
-        day = days.combine_chunks().cast("int32").to_numpy(zero_copy_only=False).astype(np.int64)
-        keys = np.unique(codes.indices.to_numpy(zero_copy_only=False).astype(np.int64) << 32 | day)
+            ids, days = pc.dictionary_encode(pc.cast(table["customer_id"], "string")), pc.cast(table["ts"], "date32")
+        stats = _time_span(folder / "transactions.parquet")
+        ids = ids.combine_chunks() if ids.num_chunks else pa.array([], pa.dictionary(pa.int32(), pa.string()))
+        # customer codes 0 .. n - 1 over the customers with an order (a stored dictionary may hold others)
+        indices = ids.indices.to_numpy(zero_copy_only=False)
+        used = np.bincount(indices, minlength=len(ids.dictionary)) > 0
+        index = (np.cumsum(used) - 1)[indices]
+        codes = pa.DictionaryArray.from_arrays(pa.array(index.astype(np.int32)),
+                                               ids.dictionary.take(pa.array(np.flatnonzero(used))).cast("string"))
+        keys = index.astype(np.int64) << 32
+        keys |= days.combine_chunks().cast("int32").to_numpy(zero_copy_only=False).astype(np.int64)
+        keys.sort()  # in place, then the distinct (customer, day) keys (a stored table has each once already)
+        keys = keys[np.r_[True, keys[1:] != keys[:-1]]] if len(keys) else keys
         subs = None
         path = folder / "subscriptions.parquet"
         if path.exists():
@@ -126,3 +135,16 @@ def counts(days: PurchaseDays, cutoffs: Sequence[dt.date], activity_days: int, c
                 row["cancelled"] = int(ends.loc[real, "code"].nunique())
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _time_span(path: Path) -> dict:
+    """``{"min": first, "max": last}`` of the ``ts`` column of a Parquet file: from the row groups' statistics
+    when every row group has them (no data read), else from the column itself (``ts`` alone)."""
+    meta = pq.ParquetFile(path).metadata
+    column = meta.schema.names.index("ts")
+    stats = [meta.row_group(i).column(column).statistics for i in range(meta.num_row_groups)
+             if meta.row_group(i).num_rows]
+    if stats and all(s is not None and s.has_min_max for s in stats):
+        return {"min": min(s.min for s in stats), "max": max(s.max for s in stats)}
+    return pc.min_max(pq.read_table(path, columns=["ts"])["ts"]).as_py()
+
