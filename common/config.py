@@ -102,6 +102,9 @@ class ValidationConfig(_Strict):
                                                          "in batches of this size and each batch is typed, checked "
                                                          "and written before the next, so memory stays bounded "
                                                          "whatever the table's size")
+    duckdb_memory_limit: str = Field("2GB", description="DuckDB's memory in validation (the pass over a large "
+                                                        "table's unique keys, the per-day rows of the "
+                                                        "transactions); it spills to disk beyond this")
 
 
 class HorizonsConfig(_Strict):

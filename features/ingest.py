@@ -479,7 +479,8 @@ def _cross_batch_keys(table: str, source: SourceBatches, cfg: PipelineConfig, fo
                       folder: Path) -> tuple[np.ndarray | None, np.ndarray | None]:
     """A first pass over a table read in several batches, for the two checks that look across rows: the positions
     (0-based, over the rows left after suppression, in source order) of the rows repeating the unique key of an
-    earlier row (found by DuckDB over the typed keys, which spills to ``folder``), and, for transactions without
+    earlier row (found by DuckDB over the typed keys, which spills to ``folder`` beyond
+    ``validation.duckdb_memory_limit``), and, for transactions without
     an ``order_id``, every row's occurrence number of its content key (:func:`_derive_order_id`). Only the key
     columns are typed here, exactly as :func:`validate_table` types them; None where the check does not apply."""
     import pyarrow as pa
@@ -524,7 +525,7 @@ def _cross_batch_keys(table: str, source: SourceBatches, cfg: PipelineConfig, fo
         writer = None
         import duckdb
 
-        with duckdb.connect(config={"memory_limit": cfg.snapshots.duckdb_memory_limit,
+        with duckdb.connect(config={"memory_limit": cfg.validation.duckdb_memory_limit,
                                     "temp_directory": str(folder / ".duckdb")}) as con:
             columns = ", ".join(f'"{k}"' for k in keys)
             present = " AND ".join(f'"{k}" IS NOT NULL' for k in keys)
@@ -689,7 +690,7 @@ def ingest(cfg: PipelineConfig, as_of: dt.date, run_id: str,
         if "transactions" in reports:  # the cutoff-free per-day rows every snapshot reads
             from features.snapshots import write_purchase_days
 
-            write_purchase_days(folder)
+            write_purchase_days(folder, cfg.validation.duckdb_memory_limit)
         manifest = {"run_id": run_id, "as_of": as_of.isoformat(),
                     "tables": {n: {"rows_in": r.rows_in, "rows_ok": r.rows_ok, "reasons": r.reasons}
                                for n, r in reports.items()}}

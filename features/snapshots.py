@@ -130,16 +130,17 @@ def _transactions_stamp(folder: Path) -> dict:
     return {"bytes": path.stat().st_size, "rows": pq.ParquetFile(path).metadata.num_rows}
 
 
-def write_purchase_days(validated_dir: str | Path) -> Path:
+def write_purchase_days(validated_dir: str | Path, memory_limit: str | None = "4GB") -> Path:
     """Store :func:`features.definitions.purchase_days` of the validated transactions as ``purchase_days.parquet``.
 
     The reduction to one row per customer and day (with the gap to the previous purchase day) does not depend on
     the cutoff, so ``churn validate`` computes it once and every snapshot reads it (it is most of a snapshot's
     work; ``bench/bench_features.py`` measures both). ``purchase_days.json`` records the transactions file it came
-    from; :func:`stored_days_current` ignores a stored table that no longer matches.
+    from; :func:`stored_days_current` ignores a stored table that no longer matches. DuckDB spills beyond
+    ``memory_limit``.
     """
     folder = Path(validated_dir)
-    src = open_sources(folder, stored_days=False)
+    src = open_sources(folder, stored_days=False, memory_limit=memory_limit)
     try:
         src.backend.to_parquet(d.purchase_days(src.tables["transactions"], src.channels), folder / DAYS_FILE)
     finally:
