@@ -13,6 +13,7 @@ import datetime as dt
 import json
 import os
 import re
+import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -538,6 +539,7 @@ def _cross_batch_keys(table: str, source: SourceBatches, cfg: PipelineConfig, fo
         if writer is not None:
             writer.close()
         path.unlink(missing_ok=True)
+        shutil.rmtree(folder / ".duckdb", ignore_errors=True)  # what DuckDB spilled (never a validated file)
 
 
 class _TableWriter:
