@@ -476,6 +476,15 @@ def _write_quarantine(rejected: pd.DataFrame, cfg: PipelineConfig, table: str, r
     return path
 
 
+def _without_forgotten(raw: pd.DataFrame, id_column: str, forgotten: set[str]) -> tuple[pd.DataFrame, int]:
+    """``raw`` without the rows of customers on the suppression list (their rows are never read further), and how
+    many were dropped."""
+    if not forgotten or id_column not in raw.columns:
+        return raw, 0
+    drop = suppressed_mask(raw[id_column], forgotten)
+    return raw[~drop.to_numpy()].reset_index(drop=True), int(drop.sum())
+
+
 def _cross_batch_keys(table: str, source: SourceBatches, cfg: PipelineConfig, forgotten: set[str],
                       folder: Path) -> tuple[np.ndarray | None, np.ndarray | None]:
     """A first pass over a table read in several batches, for the two checks that look across rows: the positions
@@ -491,16 +500,14 @@ def _cross_batch_keys(table: str, source: SourceBatches, cfg: PipelineConfig, fo
     fmt, id_column = cfg.tables[table].date_format, mapping.get("customer_id", "customer_id")
     derived = table == "transactions" and mapping.get("order_id", "order_id") not in source.columns
     keys = [] if derived or not contract.unique else list(contract.unique)
-    if keys and not all(mapping.get(k, k) in source.columns for k in keys):
-        keys = []  # a key the source does not have: no duplicate check (as in validate_table)
     needed = list(ORDER_KEY) if derived else keys
+    # nothing to count, or a column the source does not have (then validate_table makes no such check either)
     if not needed or not all(mapping.get(k, k) in source.columns for k in needed):
         return None, None
     hashes, writer, path, position = [], None, folder / f".keys-{table}.parquet", 0
     try:
         for raw in source:
-            if forgotten and id_column in raw.columns:
-                raw = raw[~suppressed_mask(raw[id_column], forgotten).to_numpy()].reset_index(drop=True)
+            raw, _ = _without_forgotten(raw, id_column, forgotten)
             typed = pd.DataFrame({k: _type_column(raw[mapping.get(k, k)], contract.column(k), fmt, cfg.timezone)[0]
                                   for k in needed})
             if derived:
@@ -581,10 +588,8 @@ def _ingest_table(name: str, cfg: PipelineConfig, as_of: dt.date, run_id: str, f
     try:
         for raw in source:
             columns = columns if columns is not None else raw.iloc[:0]  # for the unused-column check
-            if forgotten and id_column in raw.columns:  # before anything else: their rows are never read further
-                drop = suppressed_mask(raw[id_column], forgotten)
-                suppressed += int(drop.sum())
-                raw = raw[~drop.to_numpy()].reset_index(drop=True)
+            raw, dropped = _without_forgotten(raw, id_column, forgotten)  # before anything else
+            suppressed += dropped
             if raw.empty:
                 continue
             span = np.arange(position, position + len(raw))

@@ -139,6 +139,14 @@ def _read_csv(path: Path, source: SourceConfig, table: str) -> pd.DataFrame:
     return frame
 
 
+def _unreadable(table: str, path: Path, fmt: str, exc: Exception) -> DataError:
+    """The error of a source file that cannot be read as ``fmt``: the reader's first line, and what to check."""
+    first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    first_line = first_line.removeprefix("Error tokenizing data. C error: ")
+    return DataError(f"{table}: cannot read '{path}' as {fmt.upper()}: {first_line}; "
+                     f"check the file or tables.{table}.source (format, csv_delimiter, csv_encoding)")
+
+
 def _read_file(path: Path, source: SourceConfig, table: str, shown: str) -> pd.DataFrame:
     fmt = _format(path, source)
     try:
@@ -151,10 +159,7 @@ def _read_file(path: Path, source: SourceConfig, table: str, shown: str) -> pd.D
     except pd.errors.EmptyDataError:
         return pd.DataFrame()
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, lzma.LZMAError, pd.errors.ParserError) as exc:
-        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        first_line = first_line.removeprefix("Error tokenizing data. C error: ")
-        raise DataError(f"{table}: cannot read '{path}' as {fmt.upper()}: {first_line}; "
-                        f"check the file or tables.{table}.source (format, csv_delimiter, csv_encoding)") from None
+        raise _unreadable(table, path, fmt, exc) from None
     frame[SOURCE_FILE] = shown
     frame[SOURCE_ROW] = np.arange(len(frame), dtype="int64")
     return frame
@@ -287,9 +292,7 @@ class SourceBatches:
                     done += len(frame)
                     yield frame
             except (OSError, ValueError, EOFError) as exc:
-                first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                raise DataError(f"{self.table}: cannot read '{path}' as PARQUET: {first_line}; check the file or "
-                                f"tables.{self.table}.source (format, csv_delimiter, csv_encoding)") from None
+                raise _unreadable(self.table, path, "parquet", exc) from None
 
 
 def source_batches(cfg: PipelineConfig, table: str, batch_rows: int) -> SourceBatches:
@@ -308,9 +311,7 @@ def source_batches(cfg: PipelineConfig, table: str, batch_rows: int) -> SourceBa
                 names = [str(c) for c in meta.schema_arrow.empty_table().to_pandas().columns]
                 count = meta.metadata.num_rows
             except (OSError, ValueError, EOFError) as exc:
-                first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                raise DataError(f"{table}: cannot read '{path}' as PARQUET: {first_line}; check the file or "
-                                f"tables.{table}.source (format, csv_delimiter, csv_encoding)") from None
+                raise _unreadable(table, path, "parquet", exc) from None
             _check_columns(names, table, f"'{path}'")
             if not names:
                 continue
