@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -708,21 +709,15 @@ def ingest(cfg: PipelineConfig, as_of: dt.date, run_id: str,
         contacts = (None if not contacts.exists() else
                     cfg.validated_dir / contacts.name if write else pd.read_parquet(contacts))
         done["result"] = IngestResult(run_id, as_of, tables, contacts, reports)
-        if not write:
-            raise _Discard
 
     if write:
         replace_folder(cfg.validated_dir, fill)
-    else:
-        try:
-            replace_folder(cfg.validated_dir.parent / f".{cfg.validated_dir.name}-check", fill)
-        except _Discard:
-            pass
+    else:  # validated beside the real folder (DuckDB spills next to it), then discarded
+        cfg.validated_dir.parent.mkdir(parents=True, exist_ok=True)
+        folder = cfg.validated_dir
+        with tempfile.TemporaryDirectory(prefix=f".{folder.name}-check-", dir=folder.parent) as tmp:
+            fill(Path(tmp))
     return done["result"]
-
-
-class _Discard(Exception):
-    """Raised by a run that writes nothing, so that its folder is discarded instead of swapped in."""
 
 
 _REASON_COLUMN = re.compile(r"^(?:unparseable|non-numeric|non-integer|empty|not a boolean) (\w+)|^(\w+) out of range"
