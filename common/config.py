@@ -121,6 +121,22 @@ class SnapshotsConfig(_Strict):
     duckdb_memory_limit: str = Field("4GB", description="DuckDB spills to data_dir/tmp beyond this")
 
 
+class SparkConfig(_Strict):
+    """Where and how ``engine: spark`` runs (docs/spark.md)."""
+
+    master: str = Field("local[2]", description="the Spark master: local[N] on this machine, or a cluster's "
+                                                "(spark://host:7077, yarn, k8s://...)")
+    conf: dict[str, str] = Field(default_factory=dict, description="extra Spark settings, e.g. "
+                                                                   "spark.executor.memory: 8g (they win over the "
+                                                                   "local defaults)")
+    training_sample_customers: int | None = Field(None, gt=0, description="train on the labeled stack of this "
+                                                                          "many customers, drawn by a hash of "
+                                                                          "customer_id (every cutoff of each); "
+                                                                          "null: every customer")
+    score_partitions: int = Field(8, gt=0, description="partitions the scoring snapshot is split into for "
+                                                       "scoring and explaining on the executors")
+
+
 class BoostingConfig(_Strict):
     """One model's own LightGBM settings (``models.per_model``): each one given replaces the shared setting."""
 
@@ -361,6 +377,10 @@ class PipelineConfig(_Strict):
     base_currency: str = Field("USD", description="ISO 4217 code every amount is converted to (with fx_rates)")
     tables: dict[str, TableConfig] = Field(description="one entry per table of the data contract "
                                                        "(docs/contract.md); only transactions is required")
+    engine: Literal["duckdb", "spark"] = Field("duckdb", description="where features are built and customers "
+                                                                       "scored: duckdb (in-process) or spark "
+                                                                       "(the spark section)")
+    spark: SparkConfig = SparkConfig()
     validation: ValidationConfig = ValidationConfig()
     horizons: HorizonsConfig = HorizonsConfig()
     snapshots: SnapshotsConfig = SnapshotsConfig()

@@ -11,6 +11,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import sys
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -49,17 +50,30 @@ class Sources:
     first_day: dt.date | None = None  # the first day with transactions (no cutoff on or before it is scheduled)
 
 
-def spark_session():
-    """A local Spark session bound to loopback, quiet, with no UI (shared/ENVIRONMENT.md)."""
-    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+LOCAL_SPARK = {"spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1"}  # loopback only
+SPARK_DEFAULTS = {"spark.ui.enabled": "false", "spark.ui.showConsoleProgress": "false",
+                  "spark.sql.session.timeZone": "UTC", "spark.sql.shuffle.partitions": "4",
+                  "spark.sql.ansi.enabled": "false"}
+
+
+def spark_session(settings=None):
+    """The Spark session of ``settings`` (:class:`common.config.SparkConfig`; default: local[2]), quiet, with no
+    UI; a local master is bound to loopback (shared/ENVIRONMENT.md) and its Python workers run this interpreter. ``settings.conf`` wins over these defaults.
+    An existing session of this process is reused (Spark allows one per process)."""
     from pyspark.sql import SparkSession
 
-    return (SparkSession.builder.master("local[2]").appName("churn-features")
-            .config("spark.driver.host", "127.0.0.1").config("spark.driver.bindAddress", "127.0.0.1")
-            .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
-            .config("spark.sql.session.timeZone", "UTC")
-            .config("spark.sql.shuffle.partitions", "4").config("spark.sql.ansi.enabled", "false")
-            .getOrCreate())
+    master = settings.master if settings is not None else "local[2]"
+    conf = {**SPARK_DEFAULTS, **(settings.conf if settings is not None else {})}
+    if master.startswith("local"):  # the workers run this interpreter (its venv), not the first python3 on PATH
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # what the SparkContext hands its workers
+        conf = {**LOCAL_SPARK, **conf}
+    builder = SparkSession.builder.master(master).appName("churn-pipeline")
+    for key, value in conf.items():
+        builder = builder.config(key, value)
+    session = builder.getOrCreate()
+    session.sparkContext.setLogLevel("ERROR")  # its warnings about plans and native libraries are not ours
+    return session
 
 
 def open_sources(validated_dir: str | Path, engine: Engine = "duckdb", spark=None,
@@ -253,14 +267,28 @@ def _left(left: ir.Table, right: ir.Table, fill: dict | None = None) -> ir.Table
 
 
 def build_snapshots(src: Sources, cutoffs: Sequence[dt.date], horizons: HorizonsConfig,
-                    with_labels: bool = False) -> pd.DataFrame:
-    """Compute the snapshot(s) as a DataFrame (cutoff as a date column, sorted by customer_id and cutoff)."""
+                    with_labels: bool = False, sample_customers: int | None = None) -> pd.DataFrame:
+    """Compute the snapshot(s) as a DataFrame (cutoff as a date column, sorted by customer_id and cutoff).
+
+    ``sample_customers``: only the rows of that many customers, those with the smallest hash of ``customer_id``
+    (the engine's own hash, so the same customers on every run), every cutoff of each; the sample is drawn in the
+    engine, before anything is collected."""
     if with_labels:
         _check_labelable(src, cutoffs, horizons)
     with staged(src) as stage:
-        frame = snapshot_expr(src, cutoffs, horizons, with_labels, stage).to_pandas()
+        expr = snapshot_expr(src, cutoffs, horizons, with_labels, stage)
+        if sample_customers is not None:
+            expr = expr.semi_join(customer_sample(expr, sample_customers), "customer_id")
+        frame = expr.to_pandas()
     frame["cutoff"] = pd.to_datetime(frame["cutoff"]).dt.date
     return frame.sort_values(KEY, kind="stable").reset_index(drop=True)
+
+
+def customer_sample(expr: ir.Table, size: int) -> ir.Table:
+    """The ``size`` customers of ``expr`` with the smallest hash of ``customer_id`` (ties by id): a sample drawn
+    without collecting the ids, the same on every run."""
+    ids = expr.select("customer_id").distinct()
+    return ids.mutate(_h=ids.customer_id.hash()).order_by(["_h", "customer_id"]).limit(size).select("customer_id")
 
 
 def _check_labelable(src: Sources, cutoffs: Sequence[dt.date], horizons: HorizonsConfig) -> None:
@@ -332,11 +360,18 @@ def write_snapshots(frame: pd.DataFrame, cfg: PipelineConfig, name: str, validat
 
     The folder is replaced at once (written aside, then renamed), so readers never see half a stack.
     """
+    import pyarrow as pa
+
+    # one schema for every partition, from the whole frame: a column with no value at one cutoff (all None in an
+    # object column, as Spark hands nullable flags over) is still typed as at the others
+    schema = pa.Schema.from_pandas(frame.drop(columns="cutoff"), preserve_index=False)
+
     def fill(tmp: Path) -> None:
         for cutoff, part in frame.groupby("cutoff", sort=True):
             folder = tmp / f"cutoff={cutoff.isoformat()}"
             folder.mkdir()
-            part.drop(columns="cutoff").to_parquet(folder / "part-0.parquet", index=False)
+            table = pa.Table.from_pandas(part.drop(columns="cutoff"), schema=schema, preserve_index=False)
+            pq.write_table(table, folder / "part-0.parquet")
         rows = {c.isoformat(): int(n) for c, n in frame.groupby("cutoff").size().items()}
         (tmp / "metadata.json").write_text(_metadata(name, rows, list(frame.columns), validated_dir, extra))
 

@@ -161,16 +161,26 @@ class ScoringModel:
         X = design_matrix(snapshots, self.features, self.categories)
         return self.booster.predict(X, raw_score=self.kind == "classifier", num_iteration=self.best_iteration)
 
-    def score(self, snapshots: pd.DataFrame) -> np.ndarray:
+    @property
+    def population_level(self) -> bool:
+        """Whether a score depends on the rest of its cutoff's population (a BTYD-levelled regressor: the level
+        is set from the sums over the rows scored together), not only on its own row."""
+        return self.kind == "regressor" and self.level == "btyd_total"
+
+    def score(self, snapshots: pd.DataFrame, level: float | None = None) -> np.ndarray:
         """Calibrated probability (classifier), expected value (regressor) or days (duration) per row of
-        ``snapshots``."""
+        ``snapshots``. ``level``: for a :attr:`population_level` model, the factor :func:`btyd_level_factor`
+        computed over the whole population of a one-cutoff snapshot, so that a part of it scores as the whole
+        would (default: computed over ``snapshots``)."""
         raw = self.raw_score(snapshots)
         a, b = self.calibration
         if self.kind == "classifier":
             return expit(a * raw + b)
         if self.kind == "duration":
             return np.maximum(np.expm1(raw), 0.0)
-        return raw * (a if self.level == "factor" else _btyd_level(snapshots, raw))
+        if self.level == "factor":
+            return raw * a
+        return raw * (level if level is not None else _btyd_level(snapshots, raw))
 
     def explain(self, snapshots: pd.DataFrame) -> pd.DataFrame:
         """TreeSHAP contributions in raw-score units (log-odds for classifiers), one column per feature plus
@@ -178,6 +188,14 @@ class ScoringModel:
         X = design_matrix(snapshots, self.features, self.categories)
         contrib = self.booster.predict(X, pred_contrib=True, num_iteration=self.best_iteration)
         return pd.DataFrame(contrib, columns=[*self.features, "base_value"], index=snapshots.index)
+
+
+def btyd_level_factor(rows: pd.DataFrame, raw: np.ndarray) -> float:
+    """The level factor of a BTYD-levelled regressor over one cutoff's whole population: ``rows`` (with
+    :data:`BTYD_LEVEL`) and the model's :meth:`ScoringModel.raw_score` of them, in the same order."""
+    if rows["cutoff"].nunique() > 1:
+        raise ValueError("the level factor is one cutoff's; these rows have several")
+    return float(_btyd_level(rows, raw)[0]) if len(rows) else 1.0
 
 
 def _btyd_level(snapshots: pd.DataFrame, raw: np.ndarray) -> np.ndarray:
@@ -300,7 +318,16 @@ def fit_duration(snapshots: pd.DataFrame, label: str, name: str, settings: Model
 # ---- BTYD: baselines and the expected next order date ------------------------------------------------------
 
 
-def btyd_predictions(snapshot: pd.DataFrame, churn_days: int, cltv_days: int) -> pd.DataFrame:
+def btyd_fit(snapshot: pd.DataFrame, churn_days: int) -> tuple[BetaGeo, GammaGamma]:
+    """BG/NBD (on ``frequency``, ``recency``, ``T``) and Gamma-Gamma (on ``frequency``, ``monetary_value``) fitted
+    on one cutoff's rows."""
+    bg = BetaGeo(horizon=churn_days).fit(snapshot[["frequency", "recency", "T"]].to_numpy(dtype=float))
+    gg = GammaGamma().fit(snapshot[["frequency", "monetary_value"]].fillna(0).to_numpy(dtype=float))
+    return bg, gg
+
+
+def btyd_predictions(snapshot: pd.DataFrame, churn_days: int, cltv_days: int,
+                     fitted: tuple[BetaGeo, GammaGamma] | None = None) -> pd.DataFrame:
     """BG/NBD and Gamma-Gamma fitted on one cutoff's snapshot (no labels used), per customer:
 
     * ``p_no_purchase``: P(no order in the next ``churn_days``) = ``1 - P(alive) + P(alive) ((alpha + T) /
@@ -312,14 +339,17 @@ def btyd_predictions(snapshot: pd.DataFrame, churn_days: int, cltv_days: int) ->
     * ``p_alive`` and ``expected_purchases_churn_horizon``: the model features of :func:`add_btyd_features`;
     * ``value_if_still_buying``: expected net revenue in ``cltv_days`` for a customer known to be alive, the
       posterior mean rate ``(r + x) / (alpha + T)`` x ``cltv_days`` x the expected spend per order.
+
+    The models are fitted on ``snapshot`` unless ``fitted`` (:func:`btyd_fit` of the whole population) is given:
+    then every value is a function of the row alone, so a part of the population (a Spark partition) gets the
+    values the whole would give it.
     """
+    bg, gg = fitted if fitted is not None else btyd_fit(snapshot, churn_days)
     summary = snapshot[["frequency", "recency", "T"]].to_numpy(dtype=float)
-    bg = BetaGeo(horizon=churn_days).fit(summary)
     x, T = summary[:, 0], summary[:, 2]
     alive = bg.p_alive(summary)
     shape, scale = bg.r_ + x, bg.alpha_ + T
     stay_quiet = (scale / (scale + churn_days)) ** shape
-    gg = GammaGamma().fit(snapshot[["frequency", "monetary_value"]].fillna(0).to_numpy(dtype=float))
     spend = gg.expected_spend(snapshot[["frequency", "monetary_value"]].fillna(0).to_numpy(dtype=float))
     return pd.DataFrame({
         "p_no_purchase": 1 - alive + alive * stay_quiet,

@@ -253,7 +253,7 @@ def features(
                                                         "configured cadence up to --as-of (default: the latest "
                                                         "labeled cutoff)")] = False,
     out_file: Annotated[Optional[Path], typer.Option("--out", help="also write the table to this Parquet file")] = None,
-    engine: Annotated[str, typer.Option(help="duckdb (default, in-process) or spark (local mode)")] = "duckdb",
+    engine: EngineOpt = None,
     config: ConfigOpt = None, data_dir: DataDirOpt = None, debug: DebugOpt = False,
 ) -> None:
     """Build a point-in-time feature snapshot (or the training stack) from the validated tables."""
@@ -266,7 +266,7 @@ def features(
         from features.snapshots import read_snapshots
         from pipelines import jobs
 
-        cfg = _config(config, data_dir)
+        cfg = _config(config, data_dir, engine=engine)
         check_validated(cfg)  # a damaged validated file is named here, not deep in a DuckDB traceback
         start = time.perf_counter()
         try:
@@ -280,7 +280,7 @@ def features(
                     cutoffs = [as_of.date() if as_of else jobs.scoring_cutoff(cfg, span.last_day)]
                     name = f"snapshot_{cutoffs[0].isoformat()}"
                 progress.update(task, advance=1, description="computing features")
-                folder = jobs.build_snapshot_folder(cfg, name, cutoffs, with_labels or stack, engine=engine)
+                folder = jobs.build_snapshot_folder(cfg, name, cutoffs, with_labels or stack, progress=out.print)
                 if out_file:
                     out_file.parent.mkdir(parents=True, exist_ok=True)
                     read_snapshots(folder).to_parquet(out_file, index=False)
@@ -541,22 +541,26 @@ AsOfOpt = Annotated[Optional[dt.datetime], typer.Option(
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="compute everything, publish and register nothing")]
 ForceAsOfOpt = Annotated[bool, typer.Option("--force-as-of", help="score at an --as-of later than the day after the "
                                                                   "data's last day (refused otherwise)")]
+EngineOpt = Annotated[Optional[str], typer.Option(
+    "--engine", help="duckdb (in-process) or spark (the config's spark section: local[2] unless it names a "
+                     "master); default: the config's engine")]
 
 
 @app.command()
 def run(as_of: AsOfOpt = None, dry_run: DryRunOpt = False, force_as_of: ForceAsOfOpt = False,
-        config: ConfigOpt = None, data_dir: DataDirOpt = None, debug: DebugOpt = False) -> None:
+        engine: EngineOpt = None, config: ConfigOpt = None, data_dir: DataDirOpt = None,
+        debug: DebugOpt = False) -> None:
     """The whole pipeline as one Prefect flow: ingest, build features, train (skipped when nothing changed),
     score and publish the at-risk and win-back lists."""
 
     def body() -> None:
-        cfg = _config(config, data_dir)
+        cfg = _config(config, data_dir, engine=engine)
         _warn_consent(cfg)  # before a long run: nobody will be contacted
         flows = _flows(config, data_dir)
         start = time.perf_counter()
         result = _call_flow("the pipeline", lambda: flows.churn_pipeline(
             **_flow_args(config, data_dir), as_of=as_of.date() if as_of else None, dry_run=dry_run,
-            force_as_of=force_as_of))
+            force_as_of=force_as_of, engine=engine))
         print_training(result["train"])
         print_scoring(result["score"], cfg)
         out.print(f"pipeline finished in {time.perf_counter() - start:.1f} s")
@@ -567,16 +571,17 @@ def run(as_of: AsOfOpt = None, dry_run: DryRunOpt = False, force_as_of: ForceAsO
 @app.command()
 def train(force: Annotated[bool, typer.Option("--force", help="retrain even when data, code and settings are "
                                                                "unchanged since the last training")] = False,
-          dry_run: DryRunOpt = False, config: ConfigOpt = None, data_dir: DataDirOpt = None,
-          debug: DebugOpt = False) -> None:
+          dry_run: DryRunOpt = False, engine: EngineOpt = None, config: ConfigOpt = None,
+          data_dir: DataDirOpt = None, debug: DebugOpt = False) -> None:
     """Backtest at the latest labeled cutoff, train every model on all labeled snapshots, log them to MLflow and
     promote a challenger to champion only when it beats the champion by the configured margin."""
 
     def body() -> None:
+        _config(config, data_dir, engine=engine)  # a wrong --engine is refused before the flow starts
         flows = _flows(config, data_dir)
         start = time.perf_counter()
         result = _call_flow("training", lambda: flows.train(**_flow_args(config, data_dir), force=force,
-                                                            dry_run=dry_run))
+                                                            dry_run=dry_run, engine=engine))
         print_training(result)
         out.print(f"finished in {time.perf_counter() - start:.1f} s; `churn models` lists every version")
 
@@ -585,21 +590,23 @@ def train(force: Annotated[bool, typer.Option("--force", help="retrain even when
 
 @app.command()
 def score(as_of: AsOfOpt = None, dry_run: DryRunOpt = False, force_as_of: ForceAsOfOpt = False,
-          config: ConfigOpt = None, data_dir: DataDirOpt = None, debug: DebugOpt = False) -> None:
+          engine: EngineOpt = None, config: ConfigOpt = None, data_dir: DataDirOpt = None,
+          debug: DebugOpt = False) -> None:
     """Score every customer with the champion models and publish the at-risk and win-back lists."""
 
     def body() -> None:
         from pipelines import jobs
 
-        cfg = _config(config, data_dir, **{"scoring.as_of": as_of.date().isoformat() if as_of else None,
-                                           "scoring.allow_as_of_after_data": True if force_as_of else None})
+        cfg = _config(config, data_dir, engine=engine,
+                      **{"scoring.as_of": as_of.date().isoformat() if as_of else None,
+                         "scoring.allow_as_of_after_data": True if force_as_of else None})
         if cfg.scoring.as_of is not None:  # a date the data cannot support: refused before the flow starts
             jobs.scoring_cutoff(cfg, jobs.last_data_day(cfg))
         flows = _flows(config, data_dir)
         start = time.perf_counter()
         summary = _call_flow("scoring", lambda: flows.score(**_flow_args(config, data_dir),
                                                            as_of=as_of.date() if as_of else None, dry_run=dry_run,
-                                                           force_as_of=force_as_of))
+                                                           force_as_of=force_as_of, engine=engine))
         print_scoring(summary, cfg)
         out.print(f"finished in {time.perf_counter() - start:.1f} s")
 

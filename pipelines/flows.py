@@ -41,10 +41,11 @@ IO = dict(retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=_retry_io_on
 
 
 def _config(config_path: str | None, data_dir: str | None, as_of: dt.date | None = None,
-            force_as_of: bool = False) -> PipelineConfig:
+            force_as_of: bool = False, engine: str | None = None) -> PipelineConfig:
     """The validated config with the flow's overrides (a bad value fails the flow with a message naming it)."""
     return load_config(config_path, {"data_dir": data_dir, "scoring.as_of": as_of.isoformat() if as_of else None,
-                                     "scoring.allow_as_of_after_data": True if force_as_of else None})
+                                     "scoring.allow_as_of_after_data": True if force_as_of else None,
+                                     "engine": engine})
 
 
 def _results(cfg: PipelineConfig) -> Path:
@@ -88,8 +89,9 @@ def preflight_check(cfg: PipelineConfig) -> list[str]:
 @task(name="build-snapshots", cache_key_fn=lambda context, parameters: parameters["key"], persist_result=True)
 def build_snapshots(cfg: PipelineConfig, name: str, cutoffs: list[dt.date], with_labels: bool, key: str) -> str:
     """Build the snapshots at ``cutoffs`` into ``<data_dir>/features/<name>``; cached on ``key``."""
-    get_run_logger().info(f"building {name}: {len(cutoffs)} cutoff(s) {cutoffs[0]} .. {cutoffs[-1]}")
-    return str(jobs.build_snapshot_folder(cfg, name, cutoffs, with_labels, key))
+    say = get_run_logger().info
+    say(f"building {name} on {cfg.engine}: {len(cutoffs)} cutoff(s) {cutoffs[0]} .. {cutoffs[-1]}")
+    return str(jobs.build_snapshot_folder(cfg, name, cutoffs, with_labels, key, progress=say))
 
 
 @task(name="champion-versions", **IO)
@@ -141,7 +143,7 @@ def load_champions(cfg: PipelineConfig, unregistered: dict | None = None) -> dic
 def score_customers(cfg: PipelineConfig, snapshot_folder: str, champions: dict, run_id: str) -> tuple:
     from features.snapshots import read_snapshots
 
-    return jobs.score(cfg, read_snapshots(snapshot_folder), champions, run_id)
+    return jobs.score(cfg, read_snapshots(snapshot_folder), champions, run_id, snapshot_folder)
 
 
 @task(name="publish-lists", **IO)
@@ -228,10 +230,11 @@ def ingest(config_path: str | None = None, data_dir: str | None = None) -> dict:
 
 @flow(name="build-features")
 def build_features(config_path: str | None = None, data_dir: str | None = None, as_of: dt.date | None = None,
-                   force_as_of: bool = False) -> dict[str, str]:
+                   force_as_of: bool = False, engine: str | None = None) -> dict[str, str]:
     """The training snapshots (labeled, at the backtest's cutoffs) and the scoring snapshot at ``as_of``
-    (``force_as_of``: even when it is after the day after the data's last day)."""
-    cfg = _config(config_path, data_dir, as_of, force_as_of)
+    (``force_as_of``: even when it is after the day after the data's last day; ``engine``: instead of the
+    config's)."""
+    cfg = _config(config_path, data_dir, as_of, force_as_of, engine)
     span = jobs.data_span(cfg)
     cutoff = jobs.scoring_cutoff(cfg, span.last_day)
     training, _ = _snapshot(cfg, "training_snapshots", jobs.training_cutoffs(cfg, span), True)
@@ -270,14 +273,15 @@ def _tag_dry_run(dry_run: bool) -> None:
 
 @flow(name="train", flow_run_name=_run_name)
 def train(config_path: str | None = None, data_dir: str | None = None, force: bool = False,
-          dry_run: bool = False, checked: bool = False) -> dict:
+          dry_run: bool = False, checked: bool = False, engine: str | None = None) -> dict:
     """Backtest at the latest labeled cutoff, train on every labeled snapshot, log to MLflow, decide champions.
 
     Skipped (cached) when data, code and settings are unchanged since the last training and every model has a
     champion, unless ``force``. ``dry_run``: the backtest report only, nothing registered. The preflight runs
-    first unless ``checked`` (the parent flow ran it).
+    first unless ``checked`` (the parent flow ran it). ``engine``: instead of the config's (where the stack is
+    built).
     """
-    cfg = _config(config_path, data_dir)
+    cfg = _config(config_path, data_dir, engine=engine)
     _tag_dry_run(dry_run)
     if not checked:
         preflight_check(cfg)
@@ -307,12 +311,13 @@ def train(config_path: str | None = None, data_dir: str | None = None, force: bo
 
 @flow(name="score", flow_run_name=_run_name)
 def score(config_path: str | None = None, data_dir: str | None = None, as_of: dt.date | None = None,
-          dry_run: bool = False, force_as_of: bool = False) -> dict:
+          dry_run: bool = False, force_as_of: bool = False, engine: str | None = None) -> dict:
     """Score active and lapsed customers with the champions as of ``as_of`` (default: the day after the latest
     data) and publish the at-risk and win-back lists (``dry_run``: score and summarise, publish nothing;
-    ``force_as_of``: score even when ``as_of`` is after the day after the data's last day)."""
+    ``force_as_of``: score even when ``as_of`` is after the day after the data's last day; ``engine``: instead of
+    the config's)."""
     _tag_dry_run(dry_run)
-    return _score(_config(config_path, data_dir, as_of, force_as_of), dry_run)
+    return _score(_config(config_path, data_dir, as_of, force_as_of, engine), dry_run)
 
 
 def _dry_train(cfg: PipelineConfig) -> tuple[dict, dict]:
@@ -377,20 +382,21 @@ def _score(cfg: PipelineConfig, dry_run: bool, unregistered: dict | None = None)
 
 @flow(name="churn-pipeline", flow_run_name=_run_name)
 def churn_pipeline(config_path: str | None = None, data_dir: str | None = None, as_of: dt.date | None = None,
-                   dry_run: bool = False, force_as_of: bool = False) -> dict:
+                   dry_run: bool = False, force_as_of: bool = False, engine: str | None = None) -> dict:
     """ingest -> build-features -> train -> score. ``dry_run``: the lists are scored but not published and no model
-    is registered; without champions the models trained by the dry run score the lists."""
+    is registered; without champions the models trained by the dry run score the lists. ``engine``: where
+    features are built and customers scored, instead of the config's."""
     _tag_dry_run(dry_run)
     ingest(config_path, data_dir)
     preflight_check(_config(config_path, data_dir))
-    build_features(config_path, data_dir, as_of, force_as_of)
+    build_features(config_path, data_dir, as_of, force_as_of, engine)
     if dry_run:  # in this flow run: the unregistered models are handed to scoring in memory
-        cfg = _config(config_path, data_dir, as_of, force_as_of)
+        cfg = _config(config_path, data_dir, as_of, force_as_of, engine)
         trained, unregistered = _dry_train(cfg)
         scored = _score(cfg, True, unregistered)
     else:
-        trained = train(config_path, data_dir, checked=True)
-        scored = score(config_path, data_dir, as_of, force_as_of=force_as_of)
+        trained = train(config_path, data_dir, checked=True, engine=engine)
+        scored = score(config_path, data_dir, as_of, force_as_of=force_as_of, engine=engine)
     training = "backtest only (dry run)" if trained["dry_run"] else (
         "not retrained: nothing changed" if trained["cached"] else "retrained; " + ", ".join(
             f"{m['model']} v{m['version']} {m['decision']}" for m in trained["models"]))

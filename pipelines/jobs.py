@@ -255,22 +255,33 @@ def scoring_cutoff(cfg: PipelineConfig, last_day: dt.date) -> dt.date:
 
 
 def build_snapshot_folder(cfg: PipelineConfig, name: str, cutoffs: list[dt.date], with_labels: bool,
-                          inputs_key: str | None = None, engine: str = "duckdb") -> Path:
-    """Build the snapshots at ``cutoffs`` and write them to ``<data_dir>/features/<name>``; ``inputs_key``
-    (:func:`pipelines.keys.snapshot_key`) is recorded in its metadata. On DuckDB the engine writes the partitions
-    itself (:func:`features.snapshots.write_snapshots_in_engine`: a large stack never passes through one pandas
-    frame); on Spark the snapshot is collected and written (:func:`features.snapshots.write_snapshots`)."""
-    from features.snapshots import write_snapshots, write_snapshots_in_engine
+                          inputs_key: str | None = None, engine: str | None = None,
+                          progress: Progress = _quiet) -> Path:
+    """Build the snapshots at ``cutoffs`` on ``engine`` (default: ``cfg.engine``) and write them to
+    ``<data_dir>/features/<name>``; ``inputs_key`` (:func:`pipelines.keys.snapshot_key`) is recorded in its
+    metadata. On DuckDB the engine writes the partitions itself (:func:`features.snapshots.write_snapshots_in_engine`:
+    a large stack never passes through one pandas frame); on Spark (``cfg.spark``) the snapshot is collected and
+    written (:func:`features.snapshots.write_snapshots`), a labeled stack only for ``spark.training_sample_customers``
+    customers when that is set (the sample's size is in the metadata and said through ``progress``)."""
+    from features.snapshots import spark_session, write_snapshots, write_snapshots_in_engine
 
+    engine = engine or cfg.engine
     if engine not in ("duckdb", "spark"):
         raise ChurnError(f"the engine must be 'duckdb' or 'spark', got {engine!r}")
-    src = open_sources(cfg.validated_dir, engine, memory_limit=cfg.snapshots.duckdb_memory_limit)
+    spark = spark_session(cfg.spark) if engine == "spark" else None
+    src = open_sources(cfg.validated_dir, engine, spark, memory_limit=cfg.snapshots.duckdb_memory_limit)
     extra = {"engine": engine, "with_labels": with_labels, "data_last_day": src.last_day.isoformat(),
              "horizons": cfg.horizons.model_dump(), "inputs_key": inputs_key}
     if engine == "duckdb":
         return write_snapshots_in_engine(src, cutoffs, cfg.horizons, with_labels, cfg, name, cfg.validated_dir,
                                          extra)
-    frame = build_snapshots(src, cutoffs, cfg.horizons, with_labels=with_labels)
+    sample = cfg.spark.training_sample_customers if with_labels else None
+    frame = build_snapshots(src, cutoffs, cfg.horizons, with_labels=with_labels, sample_customers=sample)
+    if sample is not None:
+        customers = int(frame["customer_id"].nunique())
+        extra["sample"] = {"customers": customers, "asked": sample, "rows": int(len(frame))}
+        progress(f"{name}: a sample of {customers:,} customers ({len(frame):,} rows; "
+                 f"spark.training_sample_customers: {sample:,})")
     return write_snapshots(frame, cfg, name, cfg.validated_dir, extra)
 
 
@@ -319,29 +330,41 @@ def playbooks_path(cfg: PipelineConfig) -> Path:
     return cfg.resolve(cfg.targeting.playbooks_file) if cfg.targeting.playbooks_file else DEFAULT_PLAYBOOKS
 
 
-def score(cfg: PipelineConfig, snapshot: pd.DataFrame, champions: dict, run_id: str
-          ) -> tuple[dict, dict, pd.DataFrame]:
+def score(cfg: PipelineConfig, snapshot: pd.DataFrame, champions: dict, run_id: str,
+          folder: str | Path | None = None) -> tuple[dict, dict, pd.DataFrame]:
     """Score one snapshot with the champions; returns the lists, their summary and the run's score record
-    (:func:`serving.live.score_record`: every scored customer, for the live performance once outcomes are known)."""
+    (:func:`serving.live.score_record`: every scored customer, for the live performance once outcomes are known).
+    With ``engine: spark`` the scores and the reasons are computed on Spark's executors from the snapshot's
+    ``folder`` (:mod:`serving.spark`); the lists are the same."""
     from common.faults import checkpoint
     from serving.reasons import load_reasons
     from serving.scoring import (add_purchase_history, add_reasons, build_lists, in_currency, score_drift,
                                  score_snapshot, summarize, target_lists)
     from serving.targeting import check_budgets, load_playbooks, marketing_consent
 
-    scores, inputs = score_snapshot(snapshot, champions, cfg.horizons, with_inputs=True,
-                                    next_order_max_churn=cfg.scoring.next_order_date_max_churn)
+    catalog, explain = load_reasons(reasons_path(cfg)), None
+    if cfg.engine == "spark":
+        from features.snapshots import spark_session
+        from serving.spark import SparkScorer
+
+        if folder is None:
+            raise ValueError("scoring on Spark reads the snapshot's folder: pass folder=")
+        scorer = SparkScorer(spark_session(cfg.spark), folder, snapshot, cfg.horizons, cfg.spark.score_partitions)
+        scores, inputs = scorer.score(champions, cfg.scoring.next_order_date_max_churn)
+        explain = scorer.explainer(catalog, cfg.base_currency)
+    else:
+        scores, inputs = score_snapshot(snapshot, champions, cfg.horizons, with_inputs=True,
+                                        next_order_max_churn=cfg.scoring.next_order_date_max_churn)
     checkpoint("score.after_scoring")
     ranked = build_lists(scores, champions, run_id)
     playbooks = load_playbooks(playbooks_path(cfg))
     as_of = pd.Timestamp(snapshot["cutoff"].iloc[0]).date()
     check_budgets(cfg.targeting.budgets)
-    catalog = load_reasons(reasons_path(cfg))
     lists, campaigns = target_lists(ranked, inputs, marketing_consent(cfg.validated_dir), cfg.targeting,
                                     playbooks, as_of, catalog)
     audit: dict = {}
     lists = add_reasons(lists, inputs, champions, catalog, cfg.base_currency, cfg.horizons, audit,
-                        playbooks)  # only the published customers are explained
+                        playbooks, explain)  # only the published customers are explained
     lists = add_purchase_history(lists, cfg.validated_dir / "transactions.parquet", as_of)
     lists = in_currency(lists, cfg.base_currency)
     summary = summarize(scores, lists, champions, cfg.targeting.at_risk_threshold, campaigns)

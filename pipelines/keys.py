@@ -60,14 +60,24 @@ def snapshot_key(cfg: PipelineConfig, cutoffs: list[dt.date], with_labels: bool)
 
     fingerprint = data_fingerprint(cfg, None)
     return _digest({"data": fingerprint["hash"], "code": code_version(),
-                    "horizons": cfg.horizons.model_dump(), "cutoffs": cutoffs, "with_labels": with_labels})
+                    "horizons": cfg.horizons.model_dump(), "cutoffs": cutoffs, "with_labels": with_labels,
+                    **_engine(cfg, with_labels)})
+
+
+def _engine(cfg: PipelineConfig, with_labels: bool = True) -> dict:
+    """The engine, for the keys of what it builds (so that `--engine spark` builds on Spark, not from a cache of
+    DuckDB's), with the training sample that shapes a Spark stack."""
+    if cfg.engine == "duckdb":
+        return {}  # as before there was a choice: a DuckDB run keeps its caches
+    sample = cfg.spark.training_sample_customers if with_labels else None
+    return {"engine": cfg.engine, "sample": sample}
 
 
 def training_key(cfg: PipelineConfig) -> str:
     """What the trained models depend on, hashed: data, feature and model code, and the settings that shape them."""
     return _digest({"data": data_fingerprint(cfg, None)["hash"], "code": source_version("common", "features", "models"),
                     "horizons": cfg.horizons.model_dump(), "snapshots": cfg.snapshots.model_dump(),
-                    "models": cfg.models.model_dump()})
+                    "models": cfg.models.model_dump(), **_engine(cfg)})
 
 
 def scoring_run_id(snapshot_fingerprint: str, champions: dict, cfg: PipelineConfig, reasons_file: Path,

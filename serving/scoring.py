@@ -57,24 +57,38 @@ def active_mask(snapshot: pd.DataFrame, activity_window_days: int) -> pd.Series:
     return ACTIVE.mask(snapshot, HorizonsConfig(activity_window_days=activity_window_days))
 
 
+def model_inputs(snapshot: pd.DataFrame, horizons: HorizonsConfig, fitted=None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The models' inputs of a one-cutoff ``snapshot``: its rows sorted by ``customer_id`` with the BG/NBD
+    features and the CLTV model's level, and the BG/NBD predictions themselves (same rows). BG/NBD is fitted on
+    ``snapshot`` unless ``fitted`` (:func:`models.training.btyd_fit` of the whole population) is given, so that a
+    part of the population gets the values the whole would give it."""
+    snap = snapshot.sort_values("customer_id").reset_index(drop=True)
+    btyd = btyd_predictions(snap, horizons.churn_days, horizons.cltv_days, fitted)  # one BG/NBD + Gamma-Gamma fit
+    snap = snap.assign(**{c: btyd[c] for c in BTYD_FEATURES},  # the models' BG/NBD features
+                       **{BTYD_LEVEL: btyd["expected_cltv"]})  # the CLTV model's level at this cutoff
+    return snap, btyd
+
+
 def score_snapshot(snapshot: pd.DataFrame, champions: dict[str, Champion], horizons: HorizonsConfig,
-                   with_inputs: bool = False, next_order_max_churn: float = 0.5):
+                   with_inputs: bool = False, next_order_max_churn: float = 0.5, fitted=None,
+                   levels: dict[str, float] | None = None):
     """Score every customer of a one-cutoff ``snapshot`` (no label columns needed).
 
     ``champions`` maps model names of the catalogue to their versions in use; each model scores its population
     into its ``score_column`` (empty elsewhere, and everywhere for a model without a champion: one that stepped
     aside). Returns one row per customer, sorted by ``customer_id``, with ``is_active``, the scores and the values
     described in the module docstring, ``rfm_segment`` and ``country``; with ``with_inputs``, also the model
-    inputs (the snapshot plus its BG/NBD features, same row order) for explanations.
+    inputs (the snapshot plus its BG/NBD features, same row order) for explanations. ``fitted``: see
+    :func:`model_inputs`; ``levels``: model name -> the level factor of a population-level model
+    (:meth:`models.training.ScoringModel.score`) over the whole population. With both, every value is a function
+    of the row: a part of the snapshot scores as the whole would score it, which is how :mod:`serving.spark` scores
+    on the executors.
     """
     cutoffs = snapshot["cutoff"].unique()
     if len(cutoffs) != 1:
         raise ValueError(f"score one cutoff at a time; the snapshot has {len(cutoffs)}")
     as_of = pd.Timestamp(cutoffs[0]).date()
-    snap = snapshot.sort_values("customer_id").reset_index(drop=True)
-    btyd = btyd_predictions(snap, horizons.churn_days, horizons.cltv_days)  # one BG/NBD + Gamma-Gamma fit
-    snap = snap.assign(**{c: btyd[c] for c in BTYD_FEATURES},  # the models' BG/NBD features
-                       **{BTYD_LEVEL: btyd["expected_cltv"]})  # the CLTV model's level at this cutoff
+    snap, btyd = model_inputs(snapshot, horizons, fitted)
     is_active = ACTIVE.mask(snap, horizons).to_numpy()
 
     out = pd.DataFrame({"customer_id": snap["customer_id"], "as_of": as_of, "is_active": is_active})
@@ -82,7 +96,9 @@ def score_snapshot(snapshot: pd.DataFrame, champions: dict[str, Champion], horiz
         out[spec.score_column] = np.nan
         members = spec.population.mask(snap, horizons).to_numpy()
         if spec.name in champions and members.any():
-            out.loc[members, spec.score_column] = champions[spec.name].model.score(snap[members])
+            model, level = champions[spec.name].model, (levels or {}).get(spec.name)
+            rows = snap[members]
+            out.loc[members, spec.score_column] = model.score(rows) if level is None else model.score(rows, level)
     out["p_alive"] = btyd["p_alive"].to_numpy()  # BG/NBD's, the churn and win-back models' feature too
     out["value_at_risk"] = np.where(is_active, out["churn_probability"] * out["predicted_cltv"], np.nan)
     out["value_if_reactivated"] = np.where(is_active, np.nan, btyd["value_if_still_buying"])
@@ -131,13 +147,15 @@ def build_lists(scores: pd.DataFrame, champions: dict[str, Champion], run_id: st
 
 def add_reasons(lists: dict[str, pd.DataFrame], inputs: pd.DataFrame, champions: dict[str, Champion],
                 catalog, currency: str, horizons: HorizonsConfig,
-                audit: dict | None = None, playbooks=None) -> dict[str, pd.DataFrame]:
+                audit: dict | None = None, playbooks=None, explain=None) -> dict[str, pd.DataFrame]:
     """``reason_1..3`` for the rows of each list (only those: explanations cost), from the model that defines the
     list (the churn model for the at-risk list, the win-back model for the win-back list); ``inputs`` are the
     model inputs of every customer. A reason agrees with the score it explains: its value is compared with the
     median of the model's whole population at the cutoff (not of the list, which holds the riskiest). ``audit``,
     when given, receives :func:`serving.explain.audit_reasons` per list (every count should be 0), with the rows
-    not all in their language (:func:`serving.explain.language_mismatches`, against ``playbooks`` when given)."""
+    not all in their language (:func:`serving.explain.language_mismatches`, against ``playbooks`` when given).
+    ``explain(model, rows, raises, reference)``: what computes :func:`serving.explain.top_reasons` (with drivers and
+    contributions) of ``rows``, in their order; default: here (:mod:`serving.spark` runs it on the executors)."""
     from serving.explain import (CONTRIBUTIONS, audit_reasons, language_mismatches, reason_columns,
                                  reference_values, top_reasons)
 
@@ -149,8 +167,9 @@ def add_reasons(lists: dict[str, pd.DataFrame], inputs: pd.DataFrame, champions:
             model, raises = champions[spec.model.name].model, spec.model.explains
             population = inputs[spec.model.population.mask(inputs, horizons).to_numpy()]
             reference = reference_values(population, model.features)
-            found = top_reasons(model, rows, catalog, currency, horizons.churn_days, raises=raises,
-                                reference=reference, with_drivers=True, with_contributions=True)
+            found = (explain(model, rows, raises, reference) if explain is not None else
+                     top_reasons(model, rows, catalog, currency, horizons.churn_days, raises=raises,
+                                 reference=reference, with_drivers=True, with_contributions=True))
             if audit is not None:
                 audit[spec.name] = audit_reasons(found, rows, catalog, raises, reference)
             reasons = found[[*reason_columns(), CONTRIBUTIONS]]

@@ -152,3 +152,44 @@ def test_p_alive_is_bg_nbd_s_of_the_cutoff_on_both_lists():
         frame = lists[spec.name]
         assert frame["p_alive"].notna().all()
         assert frame.columns.get_loc("p_alive") == frame.columns.get_loc(spec.value) + 1
+
+
+def test_a_part_of_the_snapshot_scores_as_the_whole_given_the_population_s_fit_and_levels():
+    """What Spark's executors rely on (serving/spark.py): with BG/NBD fitted on the whole population and the
+    levelled CLTV model's factor computed over all of it, each half scores bit for bit as in the whole."""
+    import lightgbm as lgb
+
+    from models.catalog import get
+    from models.training import BTYD_LEVEL, ScoringModel, btyd_fit, btyd_level_factor
+    from serving.scoring import model_inputs
+
+    rng = np.random.default_rng(3)
+    n = 400
+    snapshot = pd.DataFrame({
+        "customer_id": [f"c{i:04d}" for i in rng.permutation(n)], "cutoff": CUTOFF,
+        "frequency": rng.integers(0, 12, n), "T": rng.integers(100, 900, n).astype(float),
+        "monetary_value": rng.gamma(2.0, 30.0, n), "days_since_last_purchase": rng.integers(1, 700, n),
+        "rfm_segment": "New", "country": "US"})
+    snapshot["recency"] = (snapshot["T"] - snapshot["days_since_last_purchase"]).clip(lower=0)
+    features = ["frequency", "monetary_value", "days_since_last_purchase"]
+    booster = lgb.train({"objective": "regression", "verbose": -1, "num_threads": 1, "seed": 1},
+                        lgb.Dataset(snapshot[features], rng.gamma(2.0, 50.0, n)), num_boost_round=5)
+    cltv = ScoringModel("cltv-regressor", "regressor", "future_net_revenue", features, {}, booster, (1.0, 0.0),
+                        level="btyd_total")
+    assert cltv.population_level
+    champions = {**_champions(), "cltv-regressor": Champion("cltv-regressor", "5", cltv)}
+    horizons = HorizonsConfig()
+    whole = score_snapshot(snapshot, champions, horizons)
+    fitted = btyd_fit(snapshot, horizons.churn_days)
+    inputs, _ = model_inputs(snapshot, horizons, fitted)
+    population = inputs[get("cltv-regressor").population.mask(inputs, horizons).to_numpy()]
+    level = btyd_level_factor(population, cltv.raw_score(population))
+    # by hand: the factor makes the population's predictions add up to its BG/NBD x Gamma-Gamma total
+    assert (cltv.raw_score(population) * level).sum() == pytest.approx(population[BTYD_LEVEL].sum(), rel=1e-12)
+    halves = [score_snapshot(part, champions, horizons, fitted=fitted, levels={"cltv-regressor": level})
+              for part in (snapshot.iloc[: n // 3], snapshot.iloc[n // 3:])]
+    pd.testing.assert_frame_equal(pd.concat(halves).sort_values("customer_id").reset_index(drop=True), whole)
+    # without them a part is fitted and levelled on itself, and its values differ
+    alone = score_snapshot(snapshot.iloc[: n // 3], champions, horizons)
+    assert not np.allclose(alone["predicted_cltv"].dropna(), whole.set_index("customer_id").loc[
+        alone["customer_id"], "predicted_cltv"].dropna())
