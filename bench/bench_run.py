@@ -30,7 +30,7 @@ import measure
 
 ROOT = Path(__file__).resolve().parents[1]
 CHURN = str(Path(sys.executable).parent / "churn")
-TASK_LINE = re.compile(r"^(\d\d:\d\d:\d\d\.\d{3}) \| \w+ +\| Task run '(.+?)-[0-9a-f]{3}' - (.*)$")
+TASK_LINE = re.compile(r"^(\d\d:\d\d:\d\d\.\d{3}) \| \w+ +\| Task run '(.+?-[0-9a-f]{3})' - (.*)$")
 
 
 class TreeSampler(threading.Thread):
@@ -85,17 +85,18 @@ def run_measured(args: list[str], log: Path) -> tuple[int, measure.Figures, Tree
     return process.returncode, figures, sampler, day
 
 
-def task_steps(log: Path, day: dt.date, sampler: TreeSampler) -> list[tuple[str, float, float]]:
-    """(task, wall s, peak RSS MB while it ran) per Prefect task of the log, in order of start."""
-    spans: dict[str, list[dt.datetime]] = {}
+def task_steps(log: Path, day: dt.date, sampler: TreeSampler) -> list[tuple[str, str, float, float]]:
+    """(task run, its first message, wall s, peak RSS MB while it ran) per Prefect task run of the log, in order
+    of start."""
+    spans: dict[str, list] = {}
     for line in log.read_text(errors="replace").splitlines():
         found = TASK_LINE.match(line)
         if found:
             stamp = dt.datetime.combine(day, dt.time.fromisoformat(found.group(1)))
-            span = spans.setdefault(found.group(2), [stamp, stamp])
+            span = spans.setdefault(found.group(2), [stamp, stamp, found.group(3)])
             span[1] = stamp
-    return [(name, (end - start).total_seconds(), sampler.peak(start, end))
-            for name, (start, end) in sorted(spans.items(), key=lambda item: item[1][0])]
+    return [(name, first, (end - start).total_seconds(), sampler.peak(start, end))
+            for name, (start, end, first) in sorted(spans.items(), key=lambda item: item[1][0])]
 
 
 def published(data_dir: Path) -> dict:
@@ -138,9 +139,10 @@ def main() -> None:
                 raise SystemExit(f"churn run --engine {engine} failed ({code}); the log is {log}")
             totals.append((engine, figures))
             print(f"\n### churn run --engine {engine} ({args.customers:,} customers; log {log})\n\n"
-                  f"{figures.line()}\n\n| task | wall s | peak RSS MB while it ran |\n| --- | --- | --- |")
-            for name, wall, peak in task_steps(log, day, sampler):
-                print(f"| {name} | {wall:.1f} | {peak:,.0f} |")
+                  f"{figures.line()}\n\n| task run | first message | wall s | peak RSS MB while it ran |\n"
+                  "| --- | --- | --- | --- |")
+            for name, first, wall, peak in task_steps(log, day, sampler):
+                print(f"| {name} | {first[:60]} | {wall:.1f} | {peak:,.0f} |")
             lists[engine] = published(data_dir)
     if len(totals) == 2:
         (a, fa), (b, fb) = totals

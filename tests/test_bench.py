@@ -1,4 +1,5 @@
-"""bench/measure.py measures what it says, and bench_features.py's polars reference equals the pandas oracle."""
+"""bench/measure.py measures what it says, bench_features.py's polars reference equals the pandas oracle, and
+bench_run.py reads each task's interval and peak from a run's log and samples."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pandas.testing import assert_frame_equal
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
 import bench_features  # noqa: E402
+import bench_run  # noqa: E402
 import measure  # noqa: E402
 
 from tests.features.reference import CORE, reference_rfm  # noqa: E402
@@ -131,3 +133,26 @@ def test_the_equality_check_allows_rounding_to_millionths_and_nothing_more(tmp_p
     ours.to_parquet(tmp_path / "ours.parquet")
     with pytest.raises(AssertionError, match="orders_90d differs from ours for 1 customers"):
         bench_features.check_equal(tmp_path / "ours.parquet", tmp_path / "theirs.parquet", "pandas")
+
+
+def test_each_task_s_time_and_peak_come_from_its_log_lines_and_the_samples_inside_them(tmp_path):
+    day = dt.date(2026, 12, 7)
+    log = tmp_path / "run.log"
+    log.write_text("\n".join([
+        "10:00:00.000 | INFO    | Flow run 'x' - Beginning flow run",
+        "10:00:01.000 | INFO    | Task run 'ingest-tables-f6c' - customers: 20,000 rows",
+        "10:00:04.500 | INFO    | Task run 'ingest-tables-f6c' - Finished in state Completed()",
+        "a line of something else",
+        "10:00:05.000 | INFO    | Task run 'build-snapshots-8be' - building training_snapshots on duckdb",
+        "10:00:09.000 | INFO    | Task run 'build-snapshots-8be' - Finished in state Completed()",
+        "10:00:09.500 | INFO    | Task run 'build-snapshots-04e' - building snapshot_2026-11-01 on duckdb",
+        "10:00:10.000 | INFO    | Task run 'build-snapshots-04e' - Finished in state Completed()"]) + "\n")
+    sampler = bench_run.TreeSampler(pid=0)
+    at = lambda s: dt.datetime.combine(day, dt.time.fromisoformat(s))  # noqa: E731
+    sampler.samples = [(at("10:00:02"), 300.0), (at("10:00:04"), 500.0), (at("10:00:06"), 900.0),
+                       (at("10:00:08"), 700.0), (at("10:00:10"), 2000.0)]
+    steps = bench_run.task_steps(log, day, sampler)
+    assert steps == [("ingest-tables-f6c", "customers: 20,000 rows", 3.5, 500.0),
+                     ("build-snapshots-8be", "building training_snapshots on duckdb", 4.0, 900.0),
+                     ("build-snapshots-04e", "building snapshot_2026-11-01 on duckdb", 0.5, 2000.0)]
+    assert sampler.peak() == 2000.0

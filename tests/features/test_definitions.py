@@ -237,3 +237,23 @@ def test_money_sums_do_not_depend_on_the_order_rows_are_added():
     snap = build_snapshots(sources_from_frames({"transactions": tx}), [CUTOFF], HorizonsConfig())
     assert snap.loc[0, "net_spend"] == 0.6 and snap.loc[0, "net_spend_90d"] == 0.6
     assert snap.loc[0, "avg_order_value"] == 0.6 / 3
+
+
+def test_a_customer_sample_keeps_every_cutoff_of_the_same_customers_on_every_run():
+    """spark.training_sample_customers: the sample is drawn in the engine by the hash of customer_id, so a stack
+    holds every cutoff of each sampled customer, the same customers every time, and exactly as many as asked."""
+    rows = [(f"k{i:03d}", f"2025-{1 + i % 12:02d}-{1 + i % 27:02d} 10:00:00", 10.0 + i, "food", "web", 0.0)
+            for i in range(120)]
+    src = sources_from_frames({"transactions": _tx(rows)})
+    cutoffs = [dt.date(2025, 10, 1), dt.date(2026, 1, 1)]
+    whole = build_snapshots(src, cutoffs, HorizonsConfig())
+    sample = build_snapshots(src, cutoffs, HorizonsConfig(), sample_customers=25)
+    assert sample["customer_id"].nunique() == 25
+    # every row of a sampled customer is there, identical to the whole stack's
+    kept = whole[whole["customer_id"].isin(sample["customer_id"])].reset_index(drop=True)
+    assert_frame_equal(sample, kept)
+    assert set(kept.groupby("customer_id")["cutoff"].nunique()) >= {2}  # customers seen at both cutoffs kept both
+    again = build_snapshots(src, cutoffs, HorizonsConfig(), sample_customers=25)
+    assert_frame_equal(again, sample)
+    everyone = build_snapshots(src, cutoffs, HorizonsConfig(), sample_customers=10_000)
+    assert_frame_equal(everyone, whole)
