@@ -1,7 +1,8 @@
 """`churn run` end to end on N generated customers (generation not timed), on each engine asked for: the whole
 command's wall time, CPU seconds and peak RSS (the command and every process under it, Spark's JVM included), and
-each Prefect task's own wall time and the peak RSS while it ran (the process tree sampled every 0.2 s; a task's
-interval runs from its first log line to its ``Finished in state`` line). With two engines, the published lists
+each Prefect task's own wall time and the peak RSS while it ran (the process tree sampled every 0.2 s; a task
+run's interval runs from the log line before its first one to its ``Finished in state`` line: the runs are
+sequential). With two engines, the published lists
 are compared: the same customers in the same order, and the largest difference between their probabilities.
 
 Issue 21: ``--customers 1000000 --engines duckdb`` is the whole run at 1M (target <= 20 min, <= 8 GB);
@@ -30,6 +31,7 @@ import measure
 
 ROOT = Path(__file__).resolve().parents[1]
 CHURN = str(Path(sys.executable).parent / "churn")
+STAMP = re.compile(r"^(\d\d:\d\d:\d\d\.\d{3}) \| ")
 TASK_LINE = re.compile(r"^(\d\d:\d\d:\d\d\.\d{3}) \| \w+ +\| Task run '(.+?-[0-9a-f]{3})' - (.*)$")
 
 
@@ -89,12 +91,16 @@ def task_steps(log: Path, day: dt.date, sampler: TreeSampler) -> list[tuple[str,
     """(task run, its first message, wall s, peak RSS MB while it ran) per Prefect task run of the log, in order
     of start."""
     spans: dict[str, list] = {}
+    previous = None  # the last time stamp of any log line: where a task run starts that logs nothing at first
     for line in log.read_text(errors="replace").splitlines():
+        stamped = STAMP.match(line)
         found = TASK_LINE.match(line)
         if found:
             stamp = dt.datetime.combine(day, dt.time.fromisoformat(found.group(1)))
-            span = spans.setdefault(found.group(2), [stamp, stamp, found.group(3)])
+            span = spans.setdefault(found.group(2), [previous or stamp, stamp, found.group(3)])
             span[1] = stamp
+        if stamped:
+            previous = dt.datetime.combine(day, dt.time.fromisoformat(stamped.group(1)))
     return [(name, first, (end - start).total_seconds(), sampler.peak(start, end))
             for name, (start, end, first) in sorted(spans.items(), key=lambda item: item[1][0])]
 

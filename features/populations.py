@@ -45,42 +45,43 @@ class PurchaseDays:
     _at: dict = field(default_factory=dict)
 
     @classmethod
-    def read(cls, validated_dir: str | Path) -> "PurchaseDays":
-        """From ``purchase_days.parquet`` when `churn validate` stored it, else from the transactions."""
+    def read(cls, validated_dir: str | Path, batch_rows: int = 4_000_000) -> "PurchaseDays":
+        """From ``purchase_days.parquet`` when `churn validate` stored it, else from the transactions; read
+        ``batch_rows`` rows at a time, so that what is held is the keys themselves (8 bytes per customer-day) and
+        one batch, not the table (at 5M customers the whole table and its temporaries took several times the
+        keys' 1.8 GB)."""
         folder = Path(validated_dir)
         stored = folder / "purchase_days.parquet"
-        if stored.exists():
-            # the ids read as a dictionary: a small integer per row, not a string (tens of millions of rows at scale)
-            table = pq.read_table(stored, columns=["customer_id", "day", "orders"], read_dictionary=["customer_id"])
-            table = table.filter(pc.greater(table["orders"], 0)).unify_dictionaries()
-            ids, days = table["customer_id"], table["day"]
-        else:
-            table = pq.read_table(folder / "transactions.parquet", columns=["customer_id", "ts", "amount"])
-            table = table.filter(pc.greater_equal(table["amount"], 0))
-            ids, days = pc.dictionary_encode(pc.cast(table["customer_id"], "string")), pc.cast(table["ts"], "date32")
-        stats = _time_span(folder / "transactions.parquet")
-        ids = ids.combine_chunks() if ids.num_chunks else pa.array([], pa.dictionary(pa.int32(), pa.string()))
-        # customer codes 0 .. n - 1 over the customers with an order (a stored dictionary may hold others)
-        indices = ids.indices.to_numpy(zero_copy_only=False)
-        used = np.bincount(indices, minlength=len(ids.dictionary)) > 0
-        index = (np.cumsum(used) - 1)[indices]
-        codes = pa.DictionaryArray.from_arrays(pa.array(index.astype(np.int32)),
-                                               ids.dictionary.take(pa.array(np.flatnonzero(used))).cast("string"))
-        keys = index.astype(np.int64) << 32
-        keys |= days.combine_chunks().cast("int32").to_numpy(zero_copy_only=False).astype(np.int64)
+        # pass 1: the customers with an order, codes 0 .. n - 1 (a row group's dictionary may hold others)
+        used = [pc.unique(ids.dictionary.take(pc.unique(ids.indices))).cast("string")
+                for ids, _ in _order_days(folder, stored, batch_rows, days=False)]
+        dictionary = (pc.unique(pa.chunked_array(used, pa.string()).combine_chunks()) if used
+                      else pa.array([], pa.string()))
+        # pass 2: key = code x 2^32 + day, written straight into one array
+        total = pq.ParquetFile(stored if stored.exists() else folder / "transactions.parquet").metadata.num_rows
+        keys, filled = np.empty(total, np.int64), 0
+        for ids, days in _order_days(folder, stored, batch_rows, days=True):
+            lookup = pc.index_in(ids.dictionary.cast("string"), value_set=dictionary).to_numpy(zero_copy_only=False)
+            codes = lookup[ids.indices.to_numpy(zero_copy_only=False)].astype(np.int64)
+            part = keys[filled:filled + len(codes)]
+            np.left_shift(codes, 32, out=part)
+            part |= days
+            filled += len(codes)
+        keys = keys[:filled]
         keys.sort()  # in place, then the distinct (customer, day) keys (a stored table has each once already)
         keys = keys[np.r_[True, keys[1:] != keys[:-1]]] if len(keys) else keys
+        stats = _time_span(folder / "transactions.parquet")
         subs = None
         path = folder / "subscriptions.parquet"
         if path.exists():
             raw = pq.read_table(path, columns=["customer_id", "started_at", "cancelled_at"]).to_pandas()
-            lookup = pd.Index(codes.dictionary.to_pylist())
+            lookup = pd.Index(dictionary.to_pylist())
             subs = pd.DataFrame({
                 "code": lookup.get_indexer(raw["customer_id"].astype(str)),
                 "started": (pd.to_datetime(raw["started_at"]) - pd.Timestamp(EPOCH)).dt.days,
                 "cancelled": ((pd.to_datetime(raw["cancelled_at"]) - pd.Timestamp(EPOCH)).dt.days
                               .fillna(-1).astype(np.int64))})
-        return cls(keys, len(codes.dictionary), pd.Timestamp(stats["min"]).date(),
+        return cls(keys, len(dictionary), pd.Timestamp(stats["min"]).date(),
                    pd.Timestamp(stats["max"]).date(), subs)
 
     def around(self, cutoff: dt.date) -> tuple[np.ndarray, np.ndarray]:
@@ -88,7 +89,8 @@ class PurchaseDays:
         if cutoff not in self._at:
             codes = np.arange(self.n_customers, dtype=np.int64) << 32
             at = np.searchsorted(self.keys, codes | _day(cutoff))
-            before, after = np.full(self.n_customers, -1), np.full(self.n_customers, -1)
+            # day numbers fit int32: half the memory of what is kept per cutoff
+            before, after = np.full(self.n_customers, -1, np.int32), np.full(self.n_customers, -1, np.int32)
             prev = at - 1
             same = (prev >= 0) & ((self.keys[np.maximum(prev, 0)] >> 32) == codes >> 32)
             before[same] = self.keys[prev[same]] & 0xFFFFFFFF
@@ -135,6 +137,26 @@ def counts(days: PurchaseDays, cutoffs: Sequence[dt.date], activity_days: int, c
                 row["cancelled"] = int(ends.loc[real, "code"].nunique())
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _order_days(folder: Path, stored: Path, batch_rows: int, days: bool):
+    """Per batch of the stored per-day rows (days with ``orders > 0``), else of the transactions (``amount >= 0``):
+    the customer ids as a dictionary array and, with ``days``, the day numbers (int64; None without)."""
+    if stored.exists():
+        source, when = pq.ParquetFile(stored, read_dictionary=["customer_id"]), "day"
+        columns, keep = ["customer_id", "orders"], lambda batch: pc.greater(batch["orders"], 0)
+    else:  # refunds are not orders
+        source, when = pq.ParquetFile(folder / "transactions.parquet"), "ts"
+        columns, keep = ["customer_id", "amount"], lambda batch: pc.greater_equal(batch["amount"], 0)
+    for batch in source.iter_batches(batch_size=batch_rows, columns=columns + ([when] if days else [])):
+        batch = batch.filter(keep(batch))
+        ids = batch["customer_id"]
+        if not pa.types.is_dictionary(ids.type):
+            ids = pc.dictionary_encode(pc.cast(ids, "string"))
+        day = None
+        if days:
+            day = pc.cast(pc.cast(batch[when], "date32"), "int32").to_numpy(zero_copy_only=False).astype(np.int64)
+        yield ids, day
 
 
 def _time_span(path: Path) -> dict:

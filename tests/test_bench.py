@@ -152,7 +152,8 @@ def test_each_task_s_time_and_peak_come_from_its_log_lines_and_the_samples_insid
     sampler.samples = [(at("10:00:02"), 300.0), (at("10:00:04"), 500.0), (at("10:00:06"), 900.0),
                        (at("10:00:08"), 700.0), (at("10:00:10"), 2000.0)]
     steps = bench_run.task_steps(log, day, sampler)
-    assert steps == [("ingest-tables-f6c", "customers: 20,000 rows", 3.5, 500.0),
-                     ("build-snapshots-8be", "building training_snapshots on duckdb", 4.0, 900.0),
-                     ("build-snapshots-04e", "building snapshot_2026-11-01 on duckdb", 0.5, 2000.0)]
+    # a task run starts at the line before its first one (here the flow's, then the previous task's last)
+    assert steps == [("ingest-tables-f6c", "customers: 20,000 rows", 4.5, 500.0),
+                     ("build-snapshots-8be", "building training_snapshots on duckdb", 4.5, 900.0),
+                     ("build-snapshots-04e", "building snapshot_2026-11-01 on duckdb", 1.0, 2000.0)]
     assert sampler.peak() == 2000.0

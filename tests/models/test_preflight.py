@@ -20,6 +20,21 @@ def _write_transactions(folder, rows) -> None:
     frame.to_parquet(folder / "transactions.parquet", index=False)
 
 
+def test_batched_reads_count_as_a_whole_read(validated_dir, tmp_path):
+    """PurchaseDays.read holds one batch at a time: two rows per batch count what one batch counts, from the
+    stored per-day rows and from the transactions alike."""
+    import shutil
+
+    cutoffs = [dt.date(2025, 6, 1), dt.date(2026, 1, 1), dt.date(2026, 7, 1)]
+    for name in ("transactions.parquet", "subscriptions.parquet"):
+        shutil.copy(validated_dir / name, tmp_path / name)
+    for folder in (validated_dir, tmp_path):  # with purchase_days.parquet, then without
+        whole, batched = PurchaseDays.read(folder), PurchaseDays.read(folder, batch_rows=997)
+        assert batched.n_customers == whole.n_customers and len(batched.keys) == len(whole.keys)
+        assert (batched.subscriptions["code"] >= 0).sum() == (whole.subscriptions["code"] >= 0).sum()
+        pd.testing.assert_frame_equal(counts(batched, cutoffs, 365, 90, 365), counts(whole, cutoffs, 365, 90, 365))
+
+
 def test_population_counts_by_hand(tmp_path):
     # A buys 50 days before the cutoff and again 4 days after it; B last bought 273 days before (lapsed) and only
     # refunds after it (a refund is not an order); C bought 9 days before and never again
