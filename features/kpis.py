@@ -328,13 +328,14 @@ def cohort_matrix(transactions: pd.DataFrame, as_of: dt.date, countries: pd.Data
 
 
 def boundary_status(src, cutoffs: list[dt.date], horizons) -> pd.DataFrame:
-    """``status`` for :func:`kpi_table`: the feature engine's point-in-time snapshots at ``cutoffs`` (``src``:
-    :class:`features.snapshots.Sources`), reduced to ``customer_id``, ``cutoff``, ``is_active`` (the labels'
-    rule: ``days_since_last_purchase <= activity_window_days``), ``rfm_segment`` and ``country`` (empty without
-    a customers table)."""
-    from features.snapshots import build_snapshots
+    """``status`` for :func:`kpi_table`: the feature engine's point-in-time status at ``cutoffs`` (``src``:
+    :class:`features.snapshots.Sources`; :func:`features.snapshots.build_status`: the snapshot's columns, without
+    the families the report does not read), as ``customer_id``, ``cutoff``, ``is_active`` (the labels' rule:
+    ``days_since_last_purchase <= activity_window_days``), ``rfm_segment`` and ``country`` (empty without a
+    customers table)."""
+    from features.snapshots import build_status
 
-    snap = build_snapshots(src, cutoffs, horizons)
+    snap = build_status(src, cutoffs)
     out = pd.DataFrame({"customer_id": snap["customer_id"].astype(str),
                         "cutoff": pd.to_datetime(snap["cutoff"]).dt.date,
                         "is_active": (snap["days_since_last_purchase"] <= horizons.activity_window_days).to_numpy(),

@@ -260,6 +260,27 @@ def snapshot_expr(src: Sources, cutoffs: Sequence[dt.date], horizons: HorizonsCo
     return out
 
 
+STATUS_COLUMNS = ["customer_id", "cutoff", "days_since_last_purchase", "rfm_segment", "country"]
+
+
+def build_status(src: Sources, cutoffs: Sequence[dt.date]) -> pd.DataFrame:
+    """Of each customer at each cutoff, only :data:`STATUS_COLUMNS` (``country`` when there is a customers table),
+    by the snapshot's own definitions but without the other families: the transaction features, the RFM scores
+    and the customer attributes are all they read. Same rows and values as those columns of
+    :func:`build_snapshots` (a test compares them), sorted the same way."""
+    cut = d.cutoffs_table(cutoffs)
+    with staged(src) as stage:
+        days = src.days if src.days is not None else stage("days", d.purchase_days(src.tables["transactions"],
+                                                                                   src.channels))
+        snap = stage("transactions", d.transaction_features(days, cut, src.channels, src.has_discount))
+        out = _left(snap, stage("rfm", d.rfm_scores(snap)))
+        if "customers" in src.tables:
+            out = _left(out, d.customer_attributes(src.tables["customers"], cut))
+        frame = out.select(*[c for c in STATUS_COLUMNS if c in out.columns]).to_pandas()
+    frame["cutoff"] = pd.to_datetime(frame["cutoff"]).dt.date
+    return frame.sort_values(KEY, kind="stable").reset_index(drop=True)
+
+
 def _left(left: ir.Table, right: ir.Table, fill: dict | None = None) -> ir.Table:
     """Left join on (customer_id, cutoff); counts absent on the right are zero (no rows = none happened)."""
     joined = left.left_join(right, KEY).select(left, *[c for c in right.columns if c not in KEY])

@@ -137,6 +137,17 @@ def test_the_status_uses_the_labels_activity_rule(validated_dir):
     assert (both["is_active"] == both["is_active_label"].astype(bool)).all()
 
 
+def test_the_status_is_the_snapshot_s_own_columns(validated_dir):
+    """build_status reads only the families the report needs: the same rows and values as the full snapshot."""
+    from common.config import HorizonsConfig
+    from features.snapshots import STATUS_COLUMNS, build_snapshots, build_status, open_sources
+
+    src = open_sources(validated_dir)
+    cutoffs = [dt.date(2025, 3, 1), dt.date(2026, 6, 1), dt.date(2026, 11, 1)]
+    full = build_snapshots(src, cutoffs, HorizonsConfig())[STATUS_COLUMNS]
+    pd.testing.assert_frame_equal(build_status(src, cutoffs), full)
+
+
 def test_the_cohort_matrix_matches_a_pandas_reference(validated_dir):
     transactions = pd.read_parquet(validated_dir / "transactions.parquet", columns=["customer_id", "ts", "amount"])
     customers = pd.read_parquet(validated_dir / "customers.parquet", columns=["customer_id", "country"])
