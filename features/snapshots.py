@@ -11,6 +11,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import shutil
 import sys
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -401,23 +402,35 @@ def write_snapshots(frame: pd.DataFrame, cfg: PipelineConfig, name: str, validat
 
 def write_snapshots_in_engine(src: Sources, cutoffs: Sequence[dt.date], horizons: HorizonsConfig,
                               with_labels: bool, cfg: PipelineConfig, name: str, validated_dir: Path,
-                              extra: dict | None = None) -> Path:
+                              extra: dict | None = None, sample_customers: int | None = None) -> Path:
     """Like :func:`write_snapshots`, but the engine writes the Parquet partitions itself (DuckDB's COPY ...
-    PARTITION_BY), so a large stack never passes through one pandas frame. Same layout and metadata."""
+    PARTITION_BY, Spark's partitioned writer on its executors), so a large stack never passes through one pandas
+    frame, nor through Spark's driver. Same layout and metadata. ``sample_customers``: see
+    :func:`build_snapshots` (the metadata's ``sample`` says how many customers and rows it holds)."""
     if with_labels:
         _check_labelable(src, cutoffs, horizons)
 
     def fill(tmp: Path) -> None:
         with staged(src) as stage:
             expr = snapshot_expr(src, cutoffs, horizons, with_labels, stage)
-            src.backend.to_parquet(expr, tmp / "data", partition_by="cutoff")
+            if sample_customers is not None:
+                expr = expr.semi_join(customer_sample(expr, sample_customers), "customer_id")
+            partition = {"partition_by": "cutoff"} if src.backend.name == "duckdb" else {"partitionBy": "cutoff"}
+            src.backend.to_parquet(expr, tmp / "data", **partition)
         rows = {}
         for folder in sorted((tmp / "data").glob("cutoff=*")):
+            for mark in folder.glob(".*.crc"):  # Spark's checksums of its local files
+                mark.unlink()
             os.replace(folder, tmp / folder.name)
             rows[folder.name.split("=", 1)[1]] = sum(pq.ParquetFile(f).metadata.num_rows
                                                      for f in (tmp / folder.name).glob("*.parquet"))
-        (tmp / "data").rmdir()
-        (tmp / "metadata.json").write_text(_metadata(name, rows, list(expr.columns), validated_dir, extra))
+        shutil.rmtree(tmp / "data")  # empty, or Spark's _SUCCESS marker
+        more = dict(extra or {})
+        if sample_customers is not None:  # the sample's size, as drawn
+            ids = pq.ParquetDataset(sorted(str(p) for p in tmp.glob("cutoff=*/*.parquet"))).read(["customer_id"])
+            more["sample"] = {"customers": len(ids["customer_id"].unique()), "asked": sample_customers,
+                              "rows": ids.num_rows}
+        (tmp / "metadata.json").write_text(_metadata(name, rows, list(expr.columns), validated_dir, more))
 
     return replace_folder(cfg.data_dir / "features" / name, fill)
 

@@ -259,11 +259,11 @@ def build_snapshot_folder(cfg: PipelineConfig, name: str, cutoffs: list[dt.date]
                           progress: Progress = _quiet) -> Path:
     """Build the snapshots at ``cutoffs`` on ``engine`` (default: ``cfg.engine``) and write them to
     ``<data_dir>/features/<name>``; ``inputs_key`` (:func:`pipelines.keys.snapshot_key`) is recorded in its
-    metadata. On DuckDB the engine writes the partitions itself (:func:`features.snapshots.write_snapshots_in_engine`:
-    a large stack never passes through one pandas frame); on Spark (``cfg.spark``) the snapshot is collected and
-    written (:func:`features.snapshots.write_snapshots`), a labeled stack only for ``spark.training_sample_customers``
-    customers when that is set (the sample's size is in the metadata and said through ``progress``)."""
-    from features.snapshots import spark_session, write_snapshots, write_snapshots_in_engine
+    metadata. The engine writes the partitions itself (:func:`features.snapshots.write_snapshots_in_engine`: a
+    large stack never passes through one pandas frame, nor Spark's driver); on Spark (``cfg.spark``) a labeled stack
+    holds only ``spark.training_sample_customers`` customers when that is set (the sample's size is in the metadata
+    and said through ``progress``)."""
+    from features.snapshots import spark_session, write_snapshots_in_engine
 
     engine = engine or cfg.engine
     if engine not in ("duckdb", "spark"):
@@ -272,17 +272,14 @@ def build_snapshot_folder(cfg: PipelineConfig, name: str, cutoffs: list[dt.date]
     src = open_sources(cfg.validated_dir, engine, spark, memory_limit=cfg.snapshots.duckdb_memory_limit)
     extra = {"engine": engine, "with_labels": with_labels, "data_last_day": src.last_day.isoformat(),
              "horizons": cfg.horizons.model_dump(), "inputs_key": inputs_key}
-    if engine == "duckdb":
-        return write_snapshots_in_engine(src, cutoffs, cfg.horizons, with_labels, cfg, name, cfg.validated_dir,
-                                         extra)
-    sample = cfg.spark.training_sample_customers if with_labels else None
-    frame = build_snapshots(src, cutoffs, cfg.horizons, with_labels=with_labels, sample_customers=sample)
+    sample = cfg.spark.training_sample_customers if engine == "spark" and with_labels else None
+    folder = write_snapshots_in_engine(src, cutoffs, cfg.horizons, with_labels, cfg, name, cfg.validated_dir,
+                                       extra, sample_customers=sample)
     if sample is not None:
-        customers = int(frame["customer_id"].nunique())
-        extra["sample"] = {"customers": customers, "asked": sample, "rows": int(len(frame))}
-        progress(f"{name}: a sample of {customers:,} customers ({len(frame):,} rows; "
+        drawn = json.loads((folder / "metadata.json").read_text())["sample"]
+        progress(f"{name}: a sample of {drawn['customers']:,} customers ({drawn['rows']:,} rows; "
                  f"spark.training_sample_customers: {sample:,})")
-    return write_snapshots(frame, cfg, name, cfg.validated_dir, extra)
+    return folder
 
 
 def stack_cutoffs(cfg: PipelineConfig, span: Span, end: dt.date | None = None) -> list[dt.date]:
