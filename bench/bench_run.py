@@ -94,13 +94,17 @@ def task_steps(log: Path, day: dt.date, sampler: TreeSampler) -> list[tuple[str,
     previous = None  # the last time stamp of any log line: where a task run starts that logs nothing at first
     for line in log.read_text(errors="replace").splitlines():
         stamped = STAMP.match(line)
+        if not stamped:
+            continue
+        stamp = dt.datetime.combine(day, dt.time.fromisoformat(stamped.group(1)))
+        if previous is not None and stamp < previous - dt.timedelta(hours=12):  # the log went past midnight
+            day += dt.timedelta(days=1)
+            stamp += dt.timedelta(days=1)
         found = TASK_LINE.match(line)
         if found:
-            stamp = dt.datetime.combine(day, dt.time.fromisoformat(found.group(1)))
             span = spans.setdefault(found.group(2), [previous or stamp, stamp, found.group(3)])
             span[1] = stamp
-        if stamped:
-            previous = dt.datetime.combine(day, dt.time.fromisoformat(stamped.group(1)))
+        previous = stamp
     return [(name, first, (end - start).total_seconds(), sampler.peak(start, end))
             for name, (start, end, first) in sorted(spans.items(), key=lambda item: item[1][0])]
 

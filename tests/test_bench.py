@@ -157,3 +157,11 @@ def test_each_task_s_time_and_peak_come_from_its_log_lines_and_the_samples_insid
                      ("build-snapshots-8be", "building training_snapshots on duckdb", 4.5, 900.0),
                      ("build-snapshots-04e", "building snapshot_2026-11-01 on duckdb", 1.0, 2000.0)]
     assert sampler.peak() == 2000.0
+    # a log that runs past midnight: the time stamps go on the next day
+    late = tmp_path / "late.log"
+    late.write_text("23:59:58.000 | INFO    | Task run 'train-models-10f' - opening the validated tables\n"
+                    "00:00:03.000 | INFO    | Task run 'train-models-10f' - Finished in state Completed()\n")
+    sampler.samples = [(at("23:59:59"), 100.0), (at("10:00:00"), 5.0)]
+    sampler.samples.append((dt.datetime.combine(day + dt.timedelta(days=1), dt.time(0, 0, 1)), 300.0))
+    assert bench_run.task_steps(late, day, sampler) == [("train-models-10f", "opening the validated tables", 5.0,
+                                                         300.0)]
