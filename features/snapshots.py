@@ -59,8 +59,9 @@ SPARK_DEFAULTS = {"spark.ui.enabled": "false", "spark.ui.showConsoleProgress": "
 
 def spark_session(settings=None):
     """The Spark session of ``settings`` (:class:`common.config.SparkConfig`; default: local[2]), quiet, with no
-    UI; a local master is bound to loopback (shared/ENVIRONMENT.md) and its Python workers run this interpreter. ``settings.conf`` wins over these defaults.
-    An existing session of this process is reused (Spark allows one per process)."""
+    UI; a local master is bound to loopback (shared/ENVIRONMENT.md) and its Python workers run this interpreter.
+    ``settings.conf`` wins over these defaults. An existing session of this process is reused (Spark allows one
+    per process)."""
     from pyspark.sql import SparkSession
 
     master = settings.master if settings is not None else "local[2]"
@@ -376,37 +377,15 @@ def _metadata(name: str, rows_per_cutoff: dict[str, int], features: list[str], v
     }, indent=2)
 
 
-def write_snapshots(frame: pd.DataFrame, cfg: PipelineConfig, name: str, validated_dir: Path,
-                    extra: dict | None = None) -> Path:
-    """Write ``frame`` as ``<data_dir>/features/<name>/cutoff=<date>/part-0.parquet`` plus ``metadata.json``.
-
-    The folder is replaced at once (written aside, then renamed), so readers never see half a stack.
-    """
-    import pyarrow as pa
-
-    # one schema for every partition, from the whole frame: a column with no value at one cutoff (all None in an
-    # object column, as Spark hands nullable flags over) is still typed as at the others
-    schema = pa.Schema.from_pandas(frame.drop(columns="cutoff"), preserve_index=False)
-
-    def fill(tmp: Path) -> None:
-        for cutoff, part in frame.groupby("cutoff", sort=True):
-            folder = tmp / f"cutoff={cutoff.isoformat()}"
-            folder.mkdir()
-            table = pa.Table.from_pandas(part.drop(columns="cutoff"), schema=schema, preserve_index=False)
-            pq.write_table(table, folder / "part-0.parquet")
-        rows = {c.isoformat(): int(n) for c, n in frame.groupby("cutoff").size().items()}
-        (tmp / "metadata.json").write_text(_metadata(name, rows, list(frame.columns), validated_dir, extra))
-
-    return replace_folder(cfg.data_dir / "features" / name, fill)
-
-
 def write_snapshots_in_engine(src: Sources, cutoffs: Sequence[dt.date], horizons: HorizonsConfig,
                               with_labels: bool, cfg: PipelineConfig, name: str, validated_dir: Path,
                               extra: dict | None = None, sample_customers: int | None = None) -> Path:
-    """Like :func:`write_snapshots`, but the engine writes the Parquet partitions itself (DuckDB's COPY ...
-    PARTITION_BY, Spark's partitioned writer on its executors), so a large stack never passes through one pandas
-    frame, nor through Spark's driver. Same layout and metadata. ``sample_customers``: see
-    :func:`build_snapshots` (the metadata's ``sample`` says how many customers and rows it holds)."""
+    """Write the snapshots at ``cutoffs`` as ``<data_dir>/features/<name>/cutoff=<date>/*.parquet`` plus
+    ``metadata.json``, replaced at once (written aside, then renamed: readers never see half a stack). The engine
+    writes the Parquet partitions itself (DuckDB's COPY ... PARTITION_BY, Spark's partitioned writer on its
+    executors), so a large stack never passes through one pandas frame, nor through Spark's driver.
+    ``sample_customers``: see :func:`build_snapshots` (the metadata's ``sample`` says how many customers and rows
+    it holds)."""
     if with_labels:
         _check_labelable(src, cutoffs, horizons)
 
@@ -436,7 +415,7 @@ def write_snapshots_in_engine(src: Sources, cutoffs: Sequence[dt.date], horizons
 
 
 def read_snapshots(folder: str | Path) -> pd.DataFrame:
-    """Read a snapshot folder written by :func:`write_snapshots` back (cutoff as a date column), sorted."""
+    """Read a snapshot folder written by :func:`write_snapshots_in_engine` back (cutoff as a date column), sorted."""
     import pyarrow.dataset as ds
 
     files = sorted(str(p) for p in Path(folder).glob("cutoff=*/*.parquet"))

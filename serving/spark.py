@@ -44,8 +44,8 @@ def _frames(rows) -> list[pd.DataFrame]:
 
 
 class SparkScorer:
-    """One scoring snapshot on Spark: ``folder`` (written by :func:`features.snapshots.write_snapshots`, on storage
-    the executors can read) and the same snapshot on the driver (``snapshot``, one cutoff)."""
+    """One scoring snapshot on Spark: ``folder`` (a snapshot folder, :func:`features.snapshots.read_snapshots`'s
+    layout, on storage the executors can read) and the same snapshot on the driver (``snapshot``, one cutoff)."""
 
     def __init__(self, spark, folder: str | Path, snapshot: pd.DataFrame, horizons: HorizonsConfig,
                  partitions: int):

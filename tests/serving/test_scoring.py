@@ -154,6 +154,7 @@ def test_p_alive_is_bg_nbd_s_of_the_cutoff_on_both_lists():
         assert frame.columns.get_loc("p_alive") == frame.columns.get_loc(spec.value) + 1
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the BG/NBD optimiser's trial steps on random data
 def test_a_part_of_the_snapshot_scores_as_the_whole_given_the_population_s_fit_and_levels():
     """What Spark's executors rely on (serving/spark.py): with BG/NBD fitted on the whole population and the
     levelled CLTV model's factor computed over all of it, each half scores bit for bit as in the whole."""
