@@ -52,16 +52,20 @@ class PurchaseDays:
         keys' 1.8 GB)."""
         folder = Path(validated_dir)
         stored = folder / "purchase_days.parquet"
-        # pass 1: the customers with an order, codes 0 .. n - 1 (a row group's dictionary may hold others)
-        used = [pc.unique(ids.dictionary.take(pc.unique(ids.indices))).cast("string")
-                for ids, _ in _order_days(folder, stored, batch_rows, days=False)]
-        dictionary = (pc.unique(pa.chunked_array(used, pa.string()).combine_chunks()) if used
-                      else pa.array([], pa.string()))
-        # pass 2: key = code x 2^32 + day, written straight into one array
+        # pass 1: the customers with an order, codes 0 .. n - 1 (a row group's dictionary may hold others), made
+        # distinct every few batches so that what is held stays near the number of customers
+        dictionary, pending = pa.array([], pa.string()), []
+        for ids, _ in _order_days(folder, stored, batch_rows, days=False):
+            pending.append(pc.unique(ids.dictionary.take(pc.unique(ids.indices))).cast("string"))
+            if sum(len(p) for p in pending) > max(batch_rows, 2 * len(dictionary)):
+                dictionary, pending = pc.unique(pa.concat_arrays([dictionary, *pending])), []
+        dictionary = pc.unique(pa.concat_arrays([dictionary, *pending]))
+        # pass 2: key = code x 2^32 + day, written straight into one array; the ids' hash table is built once
+        index = pd.Index(dictionary.to_numpy(zero_copy_only=False))
         total = pq.ParquetFile(stored if stored.exists() else folder / "transactions.parquet").metadata.num_rows
         keys, filled = np.empty(total, np.int64), 0
         for ids, days in _order_days(folder, stored, batch_rows, days=True):
-            lookup = pc.index_in(ids.dictionary.cast("string"), value_set=dictionary).to_numpy(zero_copy_only=False)
+            lookup = index.get_indexer(ids.dictionary.cast("string").to_numpy(zero_copy_only=False))
             codes = lookup[ids.indices.to_numpy(zero_copy_only=False)].astype(np.int64)
             part = keys[filled:filled + len(codes)]
             np.left_shift(codes, 32, out=part)
@@ -75,7 +79,7 @@ class PurchaseDays:
         path = folder / "subscriptions.parquet"
         if path.exists():
             raw = pq.read_table(path, columns=["customer_id", "started_at", "cancelled_at"]).to_pandas()
-            lookup = pd.Index(dictionary.to_pylist())
+            lookup = index
             subs = pd.DataFrame({
                 "code": lookup.get_indexer(raw["customer_id"].astype(str)),
                 "started": (pd.to_datetime(raw["started_at"]) - pd.Timestamp(EPOCH)).dt.days,
