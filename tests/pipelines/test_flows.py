@@ -270,36 +270,6 @@ def test_an_injected_failure_leaves_the_published_lists_untouched(pipeline, poin
     assert restore.exit_code == 0 and _digests(pipeline["outputs"]) == before
 
 
-@pytest.mark.slow
-def test_churn_run_on_spark_publishes_the_lists_duckdb_publishes(pipeline, tmp_path_factory, generated):
-    """`churn run --engine spark` from nothing: features on Spark (local[2]), training on the collected stack,
-    scores and TreeSHAP reasons on the executors, the same publisher. Its lists are DuckDB's: the same customers in
-    the same order, probabilities within 1e-9, every other column equal (the run id names the engine's snapshot)."""
-    from features.synthetic.simulate import TABLES
-    from serving.lists import LISTS
-
-    folder = tmp_path_factory.mktemp("spark_run")
-    shutil.copytree(generated, folder / "raw")
-    config = write_config(folder, {name: {"source": {"path": f"raw/{name}.parquet"}} for name in TABLES},
-                          as_of=GENERATED_AS_OF.isoformat())
-    result = runner.invoke(app, ["run", "--engine", "spark", "--config", str(config)])
-    assert result.exit_code == 0, _failure(result)
-    for name in ("training_snapshots", f"snapshot_{SCORING_AS_OF}"):
-        assert json.loads((folder / "features" / name / "metadata.json").read_text())["engine"] == "spark"
-    for spec in LISTS:
-        path = Path(spec.name) / f"as_of={SCORING_AS_OF}" / f"{spec.name}.parquet"
-        duck, spark = pd.read_parquet(pipeline["outputs"] / path), pd.read_parquet(folder / "outputs" / path)
-        assert len(duck) > 20 and list(spark.columns) == list(duck.columns)
-        assert spark["customer_id"].tolist() == duck["customer_id"].tolist()
-        numbers = [c for c in duck.columns if pd.api.types.is_float_dtype(duck[c])]
-        assert spec.probability in numbers
-        pd.testing.assert_frame_equal(spark[numbers], duck[numbers], check_exact=False, rtol=1e-9, atol=1e-9)
-        others = [c for c in duck.columns if c not in numbers and c != "run_id"]
-        assert {"reason_1", "shap_contributions", "contact_group"} <= set(others)
-        pd.testing.assert_frame_equal(spark[others], duck[others])
-        assert spark["run_id"].nunique() == 1 and spark["run_id"].iloc[0] != duck["run_id"].iloc[0]
-
-
 def test_each_flow_runs_on_its_own(pipeline):
     from pipelines import flows
 
@@ -510,3 +480,34 @@ def test_prefect_yaml_declares_the_served_deployments_with_the_configured_schedu
         assert module == "pipelines.flows" and getattr(flows, function).name == name  # importable when installed
         entry = getattr(schedule, name)
         assert deployment["schedules"] == [{"cron": entry.cron, "timezone": schedule.timezone}]
+
+
+@pytest.mark.slow
+def test_churn_run_on_spark_publishes_the_lists_duckdb_publishes(pipeline, tmp_path_factory, generated):
+    """`churn run --engine spark` from nothing: features on Spark (local[2]), training on the collected stack,
+    scores and TreeSHAP reasons on the executors, the same publisher. Its lists are DuckDB's: the same customers in
+    the same order, probabilities within 1e-9, every other column equal (the run id names the engine's snapshot).
+    Last in this module: its run's artifacts become the latest ones, which the tests above read as the fixture's."""
+    from features.synthetic.simulate import TABLES
+    from serving.lists import LISTS
+
+    folder = tmp_path_factory.mktemp("spark_run")
+    shutil.copytree(generated, folder / "raw")
+    config = write_config(folder, {name: {"source": {"path": f"raw/{name}.parquet"}} for name in TABLES},
+                          as_of=GENERATED_AS_OF.isoformat())
+    result = runner.invoke(app, ["run", "--engine", "spark", "--config", str(config)])
+    assert result.exit_code == 0, _failure(result)
+    for name in ("training_snapshots", f"snapshot_{SCORING_AS_OF}"):
+        assert json.loads((folder / "features" / name / "metadata.json").read_text())["engine"] == "spark"
+    for spec in LISTS:
+        path = Path(spec.name) / f"as_of={SCORING_AS_OF}" / f"{spec.name}.parquet"
+        duck, spark = pd.read_parquet(pipeline["outputs"] / path), pd.read_parquet(folder / "outputs" / path)
+        assert len(duck) > 20 and list(spark.columns) == list(duck.columns)
+        assert spark["customer_id"].tolist() == duck["customer_id"].tolist()
+        numbers = [c for c in duck.columns if pd.api.types.is_float_dtype(duck[c])]
+        assert spec.probability in numbers
+        pd.testing.assert_frame_equal(spark[numbers], duck[numbers], check_exact=False, rtol=1e-9, atol=1e-9)
+        others = [c for c in duck.columns if c not in numbers and c != "run_id"]
+        assert {"reason_1", "shap_contributions", "contact_group"} <= set(others)
+        pd.testing.assert_frame_equal(spark[others], duck[others])
+        assert spark["run_id"].nunique() == 1 and spark["run_id"].iloc[0] != duck["run_id"].iloc[0]
