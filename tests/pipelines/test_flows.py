@@ -74,11 +74,16 @@ def pipeline(tmp_path_factory, generated) -> dict:
     outputs = folder / "outputs"
     digests = _digests(outputs)
     run_json = (outputs / "at_risk" / f"as_of={SCORING_AS_OF}" / "run.json").read_text()
+    from serving.lists import LISTS
+
+    lists = {spec.name: pd.read_parquet(outputs / spec.name / f"as_of={SCORING_AS_OF}" / f"{spec.name}.parquet")
+             for spec in LISTS}  # as first published (later tests publish again, and erase customers)
     second = runner.invoke(app, ["run", "--config", str(config)])
     assert second.exit_code == 0, _failure(second)
     return {"config": config, "folder": folder, "outputs": outputs, "before": before, "first": first,
             "second": second, "digests_first": digests, "digests_second": _digests(outputs),
-            "run_json_first": run_json, "published_before_training": published_before_training}
+            "run_json_first": run_json, "published_before_training": published_before_training,
+            "lists_first": lists}
 
 
 def test_scoring_without_a_champion_says_to_train_first(pipeline):
@@ -484,10 +489,11 @@ def test_prefect_yaml_declares_the_served_deployments_with_the_configured_schedu
 
 @pytest.mark.slow
 def test_churn_run_on_spark_publishes_the_lists_duckdb_publishes(pipeline, tmp_path_factory, generated):
-    """`churn run --engine spark` from nothing: features on Spark (local[2]), training on the collected stack,
-    scores and TreeSHAP reasons on the executors, the same publisher. Its lists are DuckDB's: the same customers in
-    the same order, probabilities within 1e-9, every other column equal (the run id names the engine's snapshot).
-    Last in this module: its run's artifacts become the latest ones, which the tests above read as the fixture's."""
+    """`churn run --engine spark` from nothing: features on Spark (local[2]), written by the executors, training on
+    that stack, scores and TreeSHAP reasons on the executors, the same publisher. Its lists are those DuckDB's run
+    first published: the same customers in the same order, probabilities within 1e-9, every other column equal
+    (the run id names the engine's snapshot). Last in this module: its run's artifacts become the latest ones,
+    which the tests above read as the fixture's."""
     from features.synthetic.simulate import TABLES
     from serving.lists import LISTS
 
@@ -501,7 +507,7 @@ def test_churn_run_on_spark_publishes_the_lists_duckdb_publishes(pipeline, tmp_p
         assert json.loads((folder / "features" / name / "metadata.json").read_text())["engine"] == "spark"
     for spec in LISTS:
         path = Path(spec.name) / f"as_of={SCORING_AS_OF}" / f"{spec.name}.parquet"
-        duck, spark = pd.read_parquet(pipeline["outputs"] / path), pd.read_parquet(folder / "outputs" / path)
+        duck, spark = pipeline["lists_first"][spec.name], pd.read_parquet(folder / "outputs" / path)
         assert len(duck) > 20 and list(spark.columns) == list(duck.columns)
         assert spark["customer_id"].tolist() == duck["customer_id"].tolist()
         numbers = [c for c in duck.columns if pd.api.types.is_float_dtype(duck[c])]
