@@ -79,9 +79,8 @@ class PurchaseDays:
         path = folder / "subscriptions.parquet"
         if path.exists():
             raw = pq.read_table(path, columns=["customer_id", "started_at", "cancelled_at"]).to_pandas()
-            lookup = index
             subs = pd.DataFrame({
-                "code": lookup.get_indexer(raw["customer_id"].astype(str)),
+                "code": index.get_indexer(raw["customer_id"].astype(str)),
                 "started": (pd.to_datetime(raw["started_at"]) - pd.Timestamp(EPOCH)).dt.days,
                 "cancelled": ((pd.to_datetime(raw["cancelled_at"]) - pd.Timestamp(EPOCH)).dt.days
                               .fillna(-1).astype(np.int64))})

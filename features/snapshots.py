@@ -225,15 +225,8 @@ def snapshot_expr(src: Sources, cutoffs: Sequence[dt.date], horizons: HorizonsCo
     to the joined result after every :data:`JOINS_PER_STAGE` joins and, when labels are wanted or there are many
     cutoffs, to the per-customer-day rows (unless they were stored by ``churn validate``).
     """
-    cut = d.cutoffs_table(cutoffs)
+    cut, days, snap = _transaction_base(src, cutoffs, stage, with_labels)
     t = src.tables
-    if src.days is not None:
-        days = src.days
-    else:
-        days = d.purchase_days(t["transactions"], src.channels)
-        if with_labels or len(set(cutoffs)) > 1:  # read twice, or joined to many cutoffs: computed once
-            days = stage("days", days)
-    snap = stage("transactions", d.transaction_features(days, cut, src.channels, src.has_discount))
     families: list[tuple[ir.Table, dict]] = []
     if "category" in t["transactions"].columns:
         families.append((d.category_features(t["transactions"], cut), {"distinct_categories": 0}))
@@ -270,17 +263,28 @@ def build_status(src: Sources, cutoffs: Sequence[dt.date]) -> pd.DataFrame:
     by the snapshot's own definitions but without the other families: the transaction features, the RFM scores
     and the customer attributes are all they read. Same rows and values as those columns of
     :func:`build_snapshots` (a test compares them), sorted the same way."""
-    cut = d.cutoffs_table(cutoffs)
     with staged(src) as stage:
-        days = src.days if src.days is not None else stage("days", d.purchase_days(src.tables["transactions"],
-                                                                                   src.channels))
-        snap = stage("transactions", d.transaction_features(days, cut, src.channels, src.has_discount))
+        cut, _, snap = _transaction_base(src, cutoffs, stage)
         out = _left(snap, stage("rfm", d.rfm_scores(snap)))
         if "customers" in src.tables:
             out = _left(out, d.customer_attributes(src.tables["customers"], cut))
         frame = out.select(*[c for c in STATUS_COLUMNS if c in out.columns]).to_pandas()
     frame["cutoff"] = pd.to_datetime(frame["cutoff"]).dt.date
     return frame.sort_values(KEY, kind="stable").reset_index(drop=True)
+
+
+def _transaction_base(src: Sources, cutoffs: Sequence[dt.date], stage: Stage,
+                      with_labels: bool = False) -> tuple[ir.Table, ir.Table, ir.Table]:
+    """The cutoffs table, the per-customer-day rows (stored ones when current) and the transaction features that
+    every family is joined to, for :func:`snapshot_expr` and :func:`build_status`."""
+    cut = d.cutoffs_table(cutoffs)
+    if src.days is not None:
+        days = src.days
+    else:
+        days = d.purchase_days(src.tables["transactions"], src.channels)
+        if with_labels or len(set(cutoffs)) > 1:  # read twice, or joined to many cutoffs: computed once
+            days = stage("days", days)
+    return cut, days, stage("transactions", d.transaction_features(days, cut, src.channels, src.has_discount))
 
 
 def _left(left: ir.Table, right: ir.Table, fill: dict | None = None) -> ir.Table:
